@@ -1,0 +1,48 @@
+/*
+ * chesslens: command-line entry point. The first argument names a command group; the rest is
+ * handed to that group's parser (see cli_int.h).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli_int.h"
+
+typedef struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} cli_command;
+
+static const cli_command commands[] = {
+    {"chess", cli_chess, "chess rules: perft, legal next tokens, PGN to UCI, random games"},
+    {"model", cli_model, "model files: info, random-weight models of any shape"},
+    {"forward", cli_forward, "run a model on a game and save logits and hooks (safetensors)"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: chesslens COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    }
+    fprintf(out, "\n'chesslens COMMAND --help' describes a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            return commands[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "chesslens: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

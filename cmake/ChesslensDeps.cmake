@@ -1,0 +1,50 @@
+# Dependencies, found the standard way and never vendored. A missing one stops the configure
+# step with the Debian package that provides it (deploy/install-deps.sh installs them all).
+find_package(PkgConfig)
+if(NOT PKG_CONFIG_FOUND)
+    message(FATAL_ERROR "pkg-config not found: apt-get install pkg-config (or run deploy/install-deps.sh)")
+endif()
+
+function(chesslens_require_pkg prefix module debian_package)
+    pkg_check_modules(${prefix} QUIET IMPORTED_TARGET GLOBAL ${module})
+    if(NOT ${prefix}_FOUND)
+        message(FATAL_ERROR "${module} not found: apt-get install ${debian_package} (or run deploy/install-deps.sh)")
+    endif()
+endfunction()
+
+chesslens_require_pkg(ZMQ libzmq libzmq3-dev)
+chesslens_require_pkg(SQLITE3 sqlite3 libsqlite3-dev)
+chesslens_require_pkg(OPENBLAS openblas libopenblas-dev)
+chesslens_require_pkg(JANSSON jansson libjansson-dev)
+chesslens_require_pkg(CMOCKA cmocka libcmocka-dev)
+
+find_package(msgpack CONFIG QUIET)
+if(NOT msgpack_FOUND)
+    message(FATAL_ERROR "msgpack-c not found: apt-get install libmsgpack-dev (or run deploy/install-deps.sh)")
+endif()
+
+find_package(Threads REQUIRED)
+find_library(MATH_LIBRARY m REQUIRED)
+
+# CUDA is optional: the GPU backend is built when nvcc is found (also at /usr/local/cuda).
+set(CHESSLENS_HAVE_CUDA OFF)
+if(CHESSLENS_GPU)
+    if(NOT DEFINED CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+        set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+    endif()
+    include(CheckLanguage)
+    check_language(CUDA)
+    if(CMAKE_CUDA_COMPILER)
+        if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+            set(CMAKE_CUDA_ARCHITECTURES 90)  # Hopper (H100/H200), the machines the GPU backend targets
+        endif()
+        enable_language(CUDA)
+        find_package(CUDAToolkit REQUIRED)
+        set(CHESSLENS_HAVE_CUDA ON)
+        message(STATUS "GPU backend: on (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, sm_${CMAKE_CUDA_ARCHITECTURES})")
+    else()
+        message(STATUS "GPU backend: off (nvcc not found; install the CUDA Toolkit to build gpu/)")
+    endif()
+else()
+    message(STATUS "GPU backend: off (CHESSLENS_GPU=OFF)")
+endif()

@@ -1,0 +1,38 @@
+# Helpers that give every component and test the same shape.
+#
+# chesslens_add_library(NAME SOURCES ... [DEPS ...]): a static library whose include root is the
+#   repository root, so its public header is included as "NAME/NAME.h".
+# chesslens_add_test(NAME SOURCES ... [LIBS ...] [LABELS ...] [TIMEOUT s]): one cmocka executable
+#   registered with ctest. Exit code 77 means skipped (e.g. no GPU, no PyTorch). Tests find the
+#   repository through CHESSLENS_SOURCE_DIR and a scratch directory through CHESSLENS_TEST_TMPDIR.
+
+function(chesslens_add_library name)
+    cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+    add_library(${name} STATIC ${ARG_SOURCES})
+    target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
+    if(ARG_DEPS)
+        target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+    endif()
+endfunction()
+
+function(chesslens_add_test name)
+    cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+    if(NOT ARG_TIMEOUT)
+        set(ARG_TIMEOUT 120)
+    endif()
+    if(NOT ARG_LABELS)
+        set(ARG_LABELS unit)
+    endif()
+    add_executable(${name} ${ARG_SOURCES})
+    target_link_libraries(${name} PRIVATE ${ARG_LIBS} PkgConfig::CMOCKA)
+    target_compile_definitions(${name} PRIVATE
+        CHESSLENS_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+        CHESSLENS_BINARY_DIR="${PROJECT_BINARY_DIR}")
+    add_test(NAME ${name} COMMAND ${name})
+    set_tests_properties(${name} PROPERTIES
+        TIMEOUT ${ARG_TIMEOUT}
+        LABELS "${ARG_LABELS}"
+        SKIP_RETURN_CODE 77
+        ENVIRONMENT "CHESSLENS_TEST_TMPDIR=${PROJECT_BINARY_DIR}/test-tmp/${name}")
+    file(MAKE_DIRECTORY ${PROJECT_BINARY_DIR}/test-tmp/${name})
+endfunction()
