@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything chesslens needs on a fresh Debian 12 machine (run as root). Safe to run
+# again: apt-get skips what is already installed.
+#
+#   build:     cmake, pkg-config, a C compiler, clang-format (format check), clang (fuzz targets)
+#   libraries: ZeroMQ, msgpack-c, SQLite, OpenBLAS, jansson, cmocka
+#   reference: python3-torch + python3-numpy (the PyTorch reference behind the golden tests and
+#              the benchmark baselines), stockfish (a cross-check for move generation)
+# The CUDA Toolkit is optional and not installed here: the GPU backend is built when nvcc exists.
+set -euo pipefail
+
+packages=(
+    build-essential cmake pkg-config git clang clang-format
+    libzmq3-dev libmsgpack-dev libsqlite3-dev sqlite3 libopenblas-dev libjansson-dev libcmocka-dev
+    python3 python3-torch python3-numpy stockfish
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: run as root (apt-get needs it)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${packages[@]}"
