@@ -13,5 +13,9 @@ int cli_chess(int argc, char **argv);
 int cli_model(int argc, char **argv);
 /* `chesslens forward --model DIR --uci MOVES ...` (cmd_forward.c) */
 int cli_forward(int argc, char **argv);
+/* `chesslens patch --model DIR --uci CLEAN ...` (cmd_patch.c) */
+int cli_patch(int argc, char **argv);
+/* `chesslens decompose --model DIR (--uci MOVES | --games FILE) ...` (cmd_decompose.c) */
+int cli_decompose(int argc, char **argv);
 
 #endif

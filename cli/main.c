@@ -17,6 +17,8 @@ static const cli_command commands[] = {
     {"chess", cli_chess, "chess rules: perft, legal next tokens, PGN to UCI, random games"},
     {"model", cli_model, "model files: info, random-weight models of any shape"},
     {"forward", cli_forward, "run a model on a game and save logits and hooks (safetensors)"},
+    {"patch", cli_patch, "activation patching of a clean game into a corrupted one"},
+    {"decompose", cli_decompose, "residual decomposition, direct logit attribution, legal stats"},
 };
 
 static void usage(FILE *out) {
