@@ -1,0 +1,470 @@
+/*
+ * model: GPT-2 chess models as TransformerLens (TL) sees them.
+ *
+ * Loads a HuggingFace GPT-2 directory (config.json, model.safetensors, tokenizer.json), applies
+ * TL's from_pretrained weight processing (fold_ln, center_writing_weights, center_unembed,
+ * fold_value_biases; each switchable) and runs the forward pass with TL's hook points.
+ * Runs are declarative: a model_request names the tokens, the hooks to cache, the activations to
+ * replace, the layers to run and (for exact prefix-reusing activation patching) the positions to
+ * recompute. The engine executes the request on a model_backend, a table of device operations
+ * over opaque buffers, so the same request runs on the CPU backend here and on the CUDA backend
+ * in gpu/. Results come back as a model_cache of device buffers that the caller downloads
+ * explicitly. The safetensors reader and writer used for weights, goldens and CLI outputs, and
+ * the tokenizer.json WordLevel tokenizer, live here too.
+ *
+ * Shapes follow TL: B batch, T positions, D d_model, H heads, Dh d_head, M d_mlp, V vocab,
+ * L layers. Every fallible function returns 0 or a negative COMMON_ERR_* code and fills `err`
+ * (COMMON_ERR_LEN bytes, NULL allowed).
+ */
+#ifndef CHESSLENS_MODEL_H
+#define CHESSLENS_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shapes and dtypes                                                                           */
+
+#define MODEL_MAX_DIMS 4
+
+typedef struct model_shape {
+    int ndim;                    /* 0..MODEL_MAX_DIMS */
+    size_t dims[MODEL_MAX_DIMS]; /* outermost first (row-major) */
+} model_shape;
+
+/* Number of elements (1 for ndim 0). */
+size_t model_shape_numel(const model_shape *s);
+/* True when both shapes have the same rank and dimensions. */
+bool model_shape_equal(const model_shape *a, const model_shape *b);
+/* Writes "[2, 3, 4]" into buf (always NUL-terminated); returns buf. */
+char *model_shape_format(const model_shape *s, char *buf, size_t cap);
+
+typedef enum model_dtype {
+    MODEL_DTYPE_F32,
+    MODEL_DTYPE_F16,
+    MODEL_DTYPE_BF16,
+    MODEL_DTYPE_I32,
+    MODEL_DTYPE_I64,
+} model_dtype;
+
+/* Size in bytes of one element. */
+size_t model_dtype_size(model_dtype t);
+/* The safetensors spelling ("F32", ...). */
+const char *model_dtype_name(model_dtype t);
+
+/* ------------------------------------------------------------------------------------------ */
+/* safetensors: reading (memory-mapped) and writing                                            */
+
+typedef struct model_st_file model_st_file;
+
+/* Maps a safetensors file and validates its header: JSON syntax, dtypes, shapes, data offsets
+ * inside the file, sizes consistent with shape x dtype, no overlapping tensors. Errors name the
+ * file and, where one is at fault, the tensor. */
+int model_st_open(model_st_file **out, const char *path, char *err);
+/* Unmaps and frees; accepts NULL and NULL *f. */
+void model_st_close(model_st_file **f);
+/* Number of tensors (the __metadata__ entry is not a tensor). */
+size_t model_st_count(const model_st_file *f);
+/* Name of tensor i (header order), owned by f. */
+const char *model_st_name(const model_st_file *f, size_t i);
+/* Index of the named tensor, or -1. */
+long model_st_find(const model_st_file *f, const char *name);
+/* Dtype and shape of tensor i. */
+void model_st_info(const model_st_file *f, size_t i, model_dtype *dtype, model_shape *shape);
+/* Raw little-endian bytes of tensor i inside the mapping (valid until close) and their count. */
+const void *model_st_data(const model_st_file *f, size_t i, size_t *bytes);
+/* A __metadata__ value, or NULL when absent; owned by f. */
+const char *model_st_metadata(const model_st_file *f, const char *key);
+/* Converts the named tensor (F32, F16 or BF16) to float32 into dst, which holds `cap` floats;
+ * *shape (may be NULL) receives its shape. NOT_FOUND names the tensor; INVALID when cap is too
+ * small; UNSUPPORTED for integer tensors. */
+int model_st_read_f32(const model_st_file *f, const char *name, float *dst, size_t cap,
+                      model_shape *shape, char *err);
+/* Same for integer tensors (I32 or I64, values must fit int32) into int32. */
+int model_st_read_i32(const model_st_file *f, const char *name, int32_t *dst, size_t cap,
+                      model_shape *shape, char *err);
+
+typedef struct model_st_writer model_st_writer;
+
+int model_st_writer_new(model_st_writer **out, char *err);
+void model_st_writer_destroy(model_st_writer **w);
+/* Adds a tensor; the bytes (numel x dtype size, little-endian) are copied. Names must be
+ * unique and not "__metadata__". */
+int model_st_writer_add(model_st_writer *w, const char *name, model_dtype dtype,
+                        const model_shape *shape, const void *data, char *err);
+/* Adds a float32 tensor stored as dtype F32, F16 or BF16 (round to nearest even). */
+int model_st_writer_add_f32(model_st_writer *w, const char *name, model_dtype dtype,
+                            const model_shape *shape, const float *data, char *err);
+/* Sets a __metadata__ string entry (copied; replaces an earlier value for key). */
+int model_st_writer_set_metadata(model_st_writer *w, const char *key, const char *value, char *err);
+/* Writes the file (header, then data in insertion order, 8-byte aligned header). */
+int model_st_writer_write(const model_st_writer *w, const char *path, char *err);
+
+/* float <-> half conversions used by the reader and writer (round to nearest even). */
+float model_f16_to_f32(uint16_t h);
+uint16_t model_f32_to_f16(float f);
+float model_bf16_to_f32(uint16_t h);
+uint16_t model_f32_to_bf16(float f);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tokenizer (tokenizer.json, HF `tokenizers` WordLevel)                                      */
+
+typedef struct model_tokenizer model_tokenizer;
+
+/* Character span [start, end) of a token in the input text, counted in Unicode characters as
+ * HF offsets are; tokens inserted by the template (BOS) get (0, 0). */
+typedef struct model_token_span {
+    size_t start;
+    size_t end;
+} model_token_span;
+
+/* Loads tokenizer.json: WordLevel vocab and unk_token, added tokens (split out before
+ * pre-tokenization), a pre-tokenizer made of Whitespace / WhitespaceSplit / Split(regex "\d",
+ * any behaviour) steps, and a TemplateProcessing post-processor that prepends one special token
+ * (the BOS). Anything else is refused with UNSUPPORTED naming the part. */
+int model_tokenizer_load(model_tokenizer **out, const char *path, char *err);
+void model_tokenizer_destroy(model_tokenizer **t);
+/* Number of ids (max id + 1 over vocab and added tokens). */
+size_t model_tokenizer_vocab_size(const model_tokenizer *t);
+/* Token string of id, or NULL when out of range / unused. Owned by t. */
+const char *model_tokenizer_token(const model_tokenizer *t, int32_t id);
+/* Id of an exact token string, or -1. */
+int32_t model_tokenizer_id(const model_tokenizer *t, const char *token);
+/* BOS id (the template's special token; else "<s>"), or -1 when there is none. */
+int32_t model_tokenizer_bos(const model_tokenizer *t);
+/* Pad id ("<pad>", the right-padding value of a batch; 0 when absent). */
+int32_t model_tokenizer_pad(const model_tokenizer *t);
+/* Encodes text as TL's to_tokens does for one string (prepend_bos adds exactly one BOS).
+ * Writes up to `cap` ids (and spans, when spans is not NULL); *n receives the token count even
+ * when it exceeds cap (then INVALID). A piece absent from the vocabulary is an error naming the
+ * piece and its character offset (TL would silently map it to unk). */
+int model_tokenizer_encode(const model_tokenizer *t, const char *text, bool prepend_bos,
+                           int32_t *ids, model_token_span *spans, size_t cap, size_t *n, char *err);
+/* Decodes ids as HF does with decoder null: token strings joined by one space (specials kept).
+ * Writes a NUL-terminated string of at most cap bytes; INVALID for an unknown id or overflow. */
+int model_tokenizer_decode(const model_tokenizer *t, const int32_t *ids, size_t n, char *out,
+                           size_t cap, char *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Configuration, processing, loading                                                          */
+
+typedef struct model_config {
+    int n_layers;     /* L */
+    int d_model;      /* D */
+    int n_heads;      /* H */
+    int d_head;       /* Dh = D / H */
+    int d_mlp;        /* M = 4 D (TL ignores n_inner for GPT-2) */
+    int n_ctx;        /* maximum T (config.json n_ctx, as TL reads it) */
+    int n_positions;  /* rows of wpe in the file (>= n_ctx; extra rows are dropped) */
+    int d_vocab;      /* V */
+    float eps;        /* layer_norm_epsilon, inside the sqrt */
+    float attn_scale; /* sqrt(d_head); scores are divided by it */
+} model_config;
+
+/* TL's from_pretrained switches. Defaults (model_processing_default) are all true;
+ * model_processing_none() is from_pretrained_no_processing. Applied in the order listed. */
+typedef struct model_processing {
+    bool fold_ln;
+    bool center_writing_weights;
+    bool center_unembed;
+    bool fold_value_biases;
+} model_processing;
+
+model_processing model_processing_default(void);
+model_processing model_processing_none(void);
+
+typedef struct model model;
+
+/* Loads dir/config.json, dir/model.safetensors (memory-mapped; F32/F16/BF16; names with or
+ * without "transformer."; lm_head tied to wte) and dir/tokenizer.json, converts to TL
+ * parameters in float32 on the host and applies `proc` (NULL = TL defaults). Refuses
+ * unsupported configs (activation other than gelu_new, scale_attn_by_inverse_layer_idx, D not a
+ * multiple of H, n_positions < n_ctx, tokenizer vocabulary larger than vocab_size, ...) with
+ * UNSUPPORTED/INVALID naming the key; missing files NOT_FOUND naming the path; missing or
+ * mis-shaped tensors naming the tensor and both shapes. */
+int model_load(model **out, const char *dir, const model_processing *proc, char *err);
+void model_destroy(model **m);
+const model_config *model_get_config(const model *m);
+const model_processing *model_get_processing(const model *m);
+const model_tokenizer *model_get_tokenizer(const model *m);
+/* Processed host parameter by TL name ("embed.W_E" [V,D], "pos_embed.W_pos" [n_ctx,D],
+ * "blocks.0.attn.W_Q" [H,D,Dh], "blocks.0.attn.b_Q" [H,Dh] (K, V alike), "blocks.0.attn.W_O"
+ * [H,Dh,D], "blocks.0.attn.b_O" [D], "blocks.0.mlp.W_in" [D,M], "b_in" [M], "W_out" [M,D],
+ * "b_out" [D], "blocks.0.ln1.w"/".b", "ln2.w/.b", "ln_final.w/.b" [D] (only without fold_ln),
+ * "unembed.W_U" [D,V], "unembed.b_U" [V]). Returns NULL when there is no such parameter;
+ * *shape (may be NULL) receives its shape. Owned by m. */
+const float *model_param(const model *m, const char *name, model_shape *shape);
+/* Parameters in a fixed order (embed, pos_embed, blocks by layer, ln_final, unembed). */
+size_t model_param_count(const model *m);
+const char *model_param_name(const model *m, size_t i);
+/* Total number of scalars over all parameters. */
+size_t model_param_numel(const model *m);
+
+/* Writes a random-weight GPT-2 model in the HF layout into dir (created if missing):
+ * config.json (n_ctx and n_positions), model.safetensors ("transformer."-prefixed names, Conv1D
+ * [in,out] layouts, no lm_head) in dtype F32/F16/BF16, and tokenizer.json with the 77-token UCI
+ * chess vocabulary followed by "<extra_0>".. up to d_vocab (d_vocab < 77 is INVALID). Matrices
+ * are N(0, 0.02), LN weights 1 + N(0, 0.1), biases N(0, 0.02); d_mlp must be 4 d_model.
+ * Deterministic in seed. */
+int model_write_random(const char *dir, const model_config *cfg, uint64_t seed, model_dtype dtype,
+                       char *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Hook points                                                                                 */
+
+typedef enum model_hook_kind {
+    MODEL_HOOK_EMBED,     /* hook_embed [B,T,D] */
+    MODEL_HOOK_POS_EMBED, /* hook_pos_embed [B,T,D] */
+    /* per layer, blocks.{l}. ... in firing order */
+    MODEL_HOOK_RESID_PRE,      /* hook_resid_pre [B,T,D] */
+    MODEL_HOOK_LN1_SCALE,      /* ln1.hook_scale [B,T,1] */
+    MODEL_HOOK_LN1_NORMALIZED, /* ln1.hook_normalized [B,T,D] */
+    MODEL_HOOK_Q,              /* attn.hook_q [B,T,H,Dh] */
+    MODEL_HOOK_K,              /* attn.hook_k [B,T,H,Dh] */
+    MODEL_HOOK_V,              /* attn.hook_v [B,T,H,Dh] */
+    MODEL_HOOK_ATTN_SCORES,    /* attn.hook_attn_scores [B,H,T,T], -inf where masked */
+    MODEL_HOOK_PATTERN,        /* attn.hook_pattern [B,H,T,T] */
+    MODEL_HOOK_Z,              /* attn.hook_z [B,T,H,Dh] */
+    MODEL_HOOK_RESULT,         /* attn.hook_result [B,T,H,D], per head, no b_O; only if asked */
+    MODEL_HOOK_ATTN_OUT,       /* hook_attn_out [B,T,D] */
+    MODEL_HOOK_RESID_MID,      /* hook_resid_mid [B,T,D] */
+    MODEL_HOOK_LN2_SCALE,      /* ln2.hook_scale [B,T,1] */
+    MODEL_HOOK_LN2_NORMALIZED, /* ln2.hook_normalized [B,T,D] */
+    MODEL_HOOK_MLP_PRE,        /* mlp.hook_pre [B,T,M] */
+    MODEL_HOOK_MLP_POST,       /* mlp.hook_post [B,T,M] */
+    MODEL_HOOK_MLP_OUT,        /* hook_mlp_out [B,T,D] */
+    MODEL_HOOK_RESID_POST,     /* hook_resid_post [B,T,D] */
+    /* after the blocks */
+    MODEL_HOOK_LN_FINAL_SCALE,      /* ln_final.hook_scale [B,T,1] */
+    MODEL_HOOK_LN_FINAL_NORMALIZED, /* ln_final.hook_normalized [B,T,D] */
+    MODEL_HOOK_LOGITS,              /* logits [B,T,V] (not a TL hook; the model output) */
+    MODEL_HOOK_KIND_COUNT
+} model_hook_kind;
+
+/* A hook point: kind plus layer (-1 for kinds outside the blocks). */
+typedef struct model_hook {
+    model_hook_kind kind;
+    int layer;
+} model_hook;
+
+/* True for the per-block kinds. */
+bool model_hook_kind_in_block(model_hook_kind k);
+/* Parses a full TL name ("blocks.3.attn.hook_pattern", "ln_final.hook_scale", "logits"); the
+ * layer is checked against cfg when cfg is not NULL. The error names the hook. */
+int model_hook_parse(const char *name, const model_config *cfg, model_hook *out, char *err);
+/* Writes the full TL name into buf (always NUL-terminated); returns buf. */
+char *model_hook_name(model_hook h, char *buf, size_t cap);
+/* Number of hook points of a model (2 + 18 L + 3, counting hook_result and logits). */
+size_t model_hook_count(const model_config *cfg);
+/* Dense index in firing order (0..model_hook_count-1), and back. */
+size_t model_hook_index(const model_config *cfg, model_hook h);
+model_hook model_hook_at(const model_config *cfg, size_t index);
+/* Shape of the hook's tensor for a batch of B sequences of T positions. */
+model_shape model_hook_shape(const model_config *cfg, model_hook h, size_t B, size_t T);
+/* True when the hook's position axis is axis 1 ([B,T,...]); false for the attention
+ * score/pattern hooks whose query axis is axis 2 ([B,H,Tq,Tk]). */
+bool model_hook_position_major(model_hook_kind k);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Backend interface                                                                           */
+
+/* A buffer on the backend's device: opaque, defined by each backend. Elements are 4 bytes
+ * (float32 or int32); offsets and counts below are in elements. */
+typedef struct model_buf model_buf;
+
+/* A position inside a device buffer. */
+typedef struct model_ref {
+    model_buf *buf;
+    size_t off; /* elements */
+} model_ref;
+
+/* Row-major strided-batched sgemm: for i < batch,
+ * C_i = alpha * op(A_i) op(B_i) + beta * C_i, op(A) [m,k], op(B) [k,n], C [m,n],
+ * X_i = X + i * stride_x. lda/ldb/ldc are row strides of the stored (untransposed) matrices. */
+typedef struct model_gemm {
+    bool trans_a, trans_b;
+    size_t m, n, k;
+    float alpha, beta;
+    model_ref a;
+    size_t lda, stride_a;
+    model_ref b;
+    size_t ldb, stride_b;
+    model_ref c;
+    size_t ldc, stride_c;
+    size_t batch;
+} model_gemm;
+
+/* Rows of attention scores or patterns for one sequence: for h < n_heads and query position
+ * q in [q_begin, q_end), the row starting at base + h * head_stride + q * ld has n_keys
+ * entries (key positions 0..n_keys-1). */
+typedef struct model_attn_rows {
+    size_t n_heads;
+    size_t head_stride;
+    size_t q_begin, q_end;
+    size_t ld;
+    size_t n_keys;
+} model_attn_rows;
+
+typedef struct model_backend model_backend;
+
+/* The operations the forward pass needs. Every op may be asynchronous with respect to the
+ * host except download, which returns when the data has arrived. Ops return 0 or a negative
+ * COMMON_ERR_* code with a message. No host pointer to device memory ever crosses this
+ * interface; host memory appears only in upload/download. */
+struct model_backend {
+    const char *name; /* "cpu", "cuda:0", ... */
+    void *impl;       /* the backend's own state */
+    void (*destroy)(model_backend *be);
+    /* n elements of 4 bytes, uninitialised. */
+    int (*alloc)(model_backend *be, size_t n, model_buf **out, char *err);
+    void (*free)(model_backend *be, model_buf *buf);
+    /* Bytes currently allocated, and the peak since the last reset_peak. */
+    void (*mem_stats)(const model_backend *be, size_t *in_use, size_t *peak);
+    void (*reset_peak)(model_backend *be);
+    int (*upload)(model_backend *be, model_ref dst, const void *host, size_t n, char *err);
+    int (*download)(model_backend *be, void *host, model_ref src, size_t n, char *err);
+    /* dst[r * dst_ld + c] = src[r * src_ld + c] for r < rows, c < cols (no overlap);
+     * src_ld 0 broadcasts one row. */
+    int (*copy2d)(model_backend *be, model_ref dst, size_t dst_ld, model_ref src, size_t src_ld,
+                  size_t rows, size_t cols, char *err);
+    /* dst[i] = value for i < n. */
+    int (*fill)(model_backend *be, model_ref dst, size_t n, float value, char *err);
+    int (*gemm)(model_backend *be, const model_gemm *g, char *err);
+    /* dst[i] = a[i] + b[i] (dst may alias a or b). */
+    int (*add)(model_backend *be, model_ref dst, model_ref a, model_ref b, size_t n, char *err);
+    /* TL LayerNorm(Pre) on x [rows, d]: centre, scale[r] = sqrt(mean(xc^2) + eps),
+     * norm = xc / scale. */
+    int (*layer_norm)(model_backend *be, model_ref x, model_ref norm, model_ref scale, size_t rows,
+                      size_t d, float eps, char *err);
+    /* y[r, c] = x[r, c] * w[c] + b[c] (dst may alias x). */
+    int (*affine)(model_backend *be, model_ref y, model_ref x, model_ref w, model_ref b,
+                  size_t rows, size_t d, char *err);
+    /* dst[i, :] = table[idx[i], :] for i < n; idx is an int32 buffer; rows of width d. */
+    int (*gather_rows)(model_backend *be, model_ref dst, model_ref table, model_ref idx, size_t n,
+                       size_t d, char *err);
+    /* In place on the rows: s = s / attn_scale for key <= q, -inf for key > q. */
+    int (*attn_mask)(model_backend *be, model_ref scores, const model_attn_rows *rows,
+                     float attn_scale, char *err);
+    /* pattern row = softmax(scores row) with NaN -> 0 (same geometry; may alias). */
+    int (*softmax)(model_backend *be, model_ref pattern, model_ref scores,
+                   const model_attn_rows *rows, char *err);
+    /* dst[i] = gelu_new(src[i]) (tanh form; may alias). */
+    int (*gelu_new)(model_backend *be, model_ref dst, model_ref src, size_t n, char *err);
+    /* Waits until all queued work is done. */
+    int (*sync)(model_backend *be, char *err);
+};
+
+/* The CPU backend: OpenBLAS sgemm and vectorised loops on n_threads threads (n_threads <= 0
+ * means all online CPUs). A backend serves one thread at a time. OpenBLAS' thread count is
+ * process-wide; the last backend created sets it. */
+int model_backend_cpu_new(model_backend **out, int n_threads, char *err);
+/* Calls be->destroy; accepts NULL and NULL *be. */
+void model_backend_destroy(model_backend **be);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Caches: the outputs of a run, in device buffers                                             */
+
+typedef struct model_cache model_cache;
+
+/* An empty cache for B sequences of T positions on the session's backend (to be filled with
+ * model_cache_put, e.g. a residual stream to start from). A cache refers to its session's model
+ * and backend and must not outlive them. */
+typedef struct model_session model_session;
+int model_cache_new(model_cache **out, model_session *s, size_t B, size_t T, char *err);
+/* Frees the device buffers; accepts NULL and NULL *c. */
+void model_cache_destroy(model_cache **c);
+size_t model_cache_batch(const model_cache *c);
+size_t model_cache_positions(const model_cache *c);
+bool model_cache_has(const model_cache *c, model_hook h);
+/* Shape of a held hook ([B,...]); false when not held. */
+bool model_cache_shape(const model_cache *c, model_hook h, model_shape *shape);
+/* Downloads a whole held hook into dst (cap floats). */
+int model_cache_download(const model_cache *c, model_hook h, float *dst, size_t cap, char *err);
+/* Downloads batch row `row` of a held hook (its shape without the batch axis). */
+int model_cache_download_row(const model_cache *c, model_hook h, size_t row, float *dst, size_t cap,
+                             char *err);
+/* The device tensor of a held hook (full shape [B, ...], row-major), for analyses that run
+ * backend operations on it; buf is NULL when the cache does not hold the hook. Owned by c. */
+model_ref model_cache_ref(const model_cache *c, model_hook h);
+/* Uploads host data [B, ...] (the hook's full shape) into the cache, replacing any value. */
+int model_cache_put(model_cache *c, model_hook h, const float *src, size_t n, char *err);
+/* Bytes of device memory the cache holds. */
+size_t model_cache_bytes(const model_cache *c);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sessions and runs                                                                           */
+
+/* Uploads m's processed parameters to `be` in the layouts the forward pass uses. m and be are
+ * borrowed and must outlive the session. A session runs one request at a time: it keeps the
+ * workspace of its runs for the next one. */
+int model_session_new(model_session **out, const model *m, model_backend *be, char *err);
+void model_session_destroy(model_session **s);
+/* Frees the workspace the session keeps between runs (it is reallocated when needed). */
+void model_session_release_workspace(model_session *s);
+const model *model_session_model(const model_session *s);
+model_backend *model_session_backend(const model_session *s);
+
+/* "All rows / positions / heads" in a replacement. */
+#define MODEL_ALL (-1)
+
+/* Replace the activation at `hook` (after it is computed, before anything reads it) with the
+ * value of the same hook held by `src` at batch row src_row (MODEL_ALL: the same row as the
+ * destination), restricted to batch row `row`, position `pos` (the query position for
+ * scores/pattern) and head `head` (for [.,T,H,.] and [B,H,T,T] hooks; must be MODEL_ALL for
+ * hooks without a head axis). hook_scale hooks cannot be replaced (UNSUPPORTED). */
+typedef struct model_patch {
+    model_hook hook;
+    int row;
+    int pos;
+    int head;
+    const model_cache *src;
+    int src_row;
+} model_patch;
+
+/* A run, described by data.
+ *
+ * tokens [B,T] host int32, right-padded. lengths [B] (NULL: all T): positions >= lengths[r] are
+ * not computed and read as 0 in the outputs (right padding cannot change earlier positions).
+ *
+ * Layers [start_layer, stop_layer) run; stop_layer == n_layers also runs ln_final and the
+ * unembed. With start_layer > 0 the residual entering start_layer is read from `base`
+ * (blocks.{start}.hook_resid_pre, else blocks.{start-1}.hook_resid_post).
+ *
+ * Incremental mode (start_pos != NULL): row r computes only positions start_pos[r]..T-1 in
+ * layers start_layer.. ; keys and values of positions < start_pos[r] come from base's hook_k /
+ * hook_v of each layer run, and the residual entering start_layer from base as above, all at
+ * base row base_rows[r] (NULL: row r). The computed positions of all rows are packed into one
+ * matrix, so every linear layer is one GEMM. Causality makes the result exact.
+ *
+ * Outputs: every hook in `hooks` plus logits when want_logits (needs stop_layer == n_layers),
+ * each with its full TL shape. Values this run does not compute (layers before start_layer,
+ * positions before start_pos[r]) are copied from base, which must then hold that hook. */
+typedef struct model_request {
+    const int32_t *tokens; /* [B,T] */
+    size_t B, T;
+    const size_t *lengths; /* [B] or NULL */
+    const model_hook *hooks;
+    size_t n_hooks;
+    bool want_logits;
+    const model_patch *patches;
+    size_t n_patches;
+    int start_layer;
+    int stop_layer;
+    const model_cache *base;
+    const size_t *base_rows; /* [B] or NULL */
+    const size_t *start_pos; /* [B] or NULL */
+} model_request;
+
+/* Sets a full run of the session's model: no hooks, logits wanted, all layers. */
+void model_request_init(model_request *r, const model_session *s, const int32_t *tokens, size_t B,
+                        size_t T);
+/* Runs the request; on success *out is a new cache (caller destroys) holding the requested
+ * hooks and logits. Invalid requests (token out of vocabulary, T > n_ctx, layers out of range,
+ * a patch outside the computed positions, a base lacking what it must supply, shape
+ * mismatches) fail before any work with a message naming the problem. */
+int model_run(model_session *s, const model_request *req, model_cache **out, char *err);
+
+#endif
