@@ -17,5 +17,7 @@ int cli_forward(int argc, char **argv);
 int cli_patch(int argc, char **argv);
 /* `chesslens decompose --model DIR (--uci MOVES | --games FILE) ...` (cmd_decompose.c) */
 int cli_decompose(int argc, char **argv);
+/* `chesslens show FILE.safetensors [--tensor NAME]` (cmd_show.c) */
+int cli_show(int argc, char **argv);
 
 #endif

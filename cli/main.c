@@ -19,6 +19,7 @@ static const cli_command commands[] = {
     {"forward", cli_forward, "run a model on a game and save logits and hooks (safetensors)"},
     {"patch", cli_patch, "activation patching of a clean game into a corrupted one"},
     {"decompose", cli_decompose, "residual decomposition, direct logit attribution, legal stats"},
+    {"show", cli_show, "list or print the tensors of a safetensors result file"},
 };
 
 static void usage(FILE *out) {

@@ -142,6 +142,30 @@ int main(int argc, char **argv) {
     double tps = (double)(B * T) / best;
     double gflops = flops / best / 1e9;
 
+    /* Memory of a cached run: one game, every hook point, workspace allocated inside the run
+     * (released first), against the bytes of the tensors the run returns. */
+    size_t n_hooks = model_hook_count(c);
+    model_hook *all = malloc(n_hooks * sizeof *all);
+    for (size_t i = 0; i < n_hooks; i++) {
+        all[i] = model_hook_at(c, i);
+    }
+    model_request one;
+    model_request_init(&one, s, tok, 1, T);
+    one.hooks = all;
+    one.n_hooks = n_hooks;
+    model_session_release_workspace(s);
+    size_t mem_before = 0, mem_peak = 0;
+    be->reset_peak(be);
+    be->mem_stats(be, &mem_before, NULL);
+    if (model_run(s, &one, &cache, err)) {
+        fprintf(stderr, "bench_forward: %s\n", err);
+        return 1;
+    }
+    be->mem_stats(be, NULL, &mem_peak);
+    size_t returned = model_cache_bytes(cache);
+    model_cache_destroy(&cache);
+    free(all);
+
     double torch_tps = 0.0;
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
@@ -167,11 +191,16 @@ int main(int argc, char **argv) {
         printf("pytorch tokens/s:    %.1f\n", torch_tps);
         printf("ratio chesslens/pytorch: %.2fx\n", tps / torch_tps);
     } else {
-        printf("pytorch tokens/s:    unavailable (no torch in /usr/bin/python3)\n");
+        printf("pytorch tokens/s:    %s\n",
+               with_torch ? "unavailable (no torch in /usr/bin/python3)" : "skipped (--torch 0)");
     }
     printf("achieved GFLOP/s:    %.1f of sgemm %.1f GFLOP/s ([%zu x %d] x [%d x %d]) = %.0f%%\n",
            gflops, peak_sgemm, B * T, c->d_model, c->d_model, c->d_mlp,
            100.0 * gflops / peak_sgemm);
+    printf("cached run, 1 game x %zu tokens, all %zu hooks: %.1f MiB returned, run peak %.1f MiB "
+           "(%.3fx)\n",
+           T, n_hooks, returned / 1048576.0, (double)(mem_peak - mem_before) / 1048576.0,
+           (double)(mem_peak - mem_before) / (double)returned);
     printf("peak RSS: chesslens %.1f MiB, pytorch child %.1f MiB\n", ru.ru_maxrss / 1024.0,
            ruc.ru_maxrss / 1024.0);
     free(tok);
