@@ -31,7 +31,8 @@ static void usage(FILE *out) {
                  "  --kind KIND           block_every (default), resid_pre, resid_mid, attn_out,\n"
                  "                        mlp_out, attn_head_{out,q,k,v,pattern}_all_pos,\n"
                  "                        attn_head_{out,q,k,v,pattern}_by_pos,\n"
-                 "                        attn_head_all_pos_every, attn_head_by_pos_every\n"
+                 "                        attn_head_all_pos_every, attn_head_by_pos_every,\n"
+                 "                        attn_head_pattern_dest_src_pos\n"
                  "  --plain               one full forward per index (TL's algorithm) instead of\n"
                  "                        the fast exact one\n");
 }

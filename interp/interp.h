@@ -113,12 +113,14 @@ typedef enum interp_patch_kind {
     INTERP_PATCH_HEAD_ALL_POS_EVERY,
     /* [5, L, T, H]: out, q, k, v, pattern by position (pattern rearranged to [L, T, H]) */
     INTERP_PATCH_HEAD_BY_POS_EVERY,
+    /* [L, H, T, T]: one element of one head's pattern, (destination, source) position */
+    INTERP_PATCH_HEAD_PATTERN_DEST_SRC_POS,
     INTERP_PATCH_KIND_COUNT
 } interp_patch_kind;
 
 /* TL's name without the get_act_patch_ prefix ("block_every", "resid_pre",
  * "attn_head_out_all_pos", "attn_head_q_by_pos", "attn_head_pattern_by_pos",
- * "attn_head_all_pos_every", ...). */
+ * "attn_head_all_pos_every", "attn_head_pattern_dest_src_pos", ...). */
 const char *interp_patch_kind_name(interp_patch_kind k);
 /* Parses such a name; -1 when unknown. */
 int interp_patch_kind_parse(const char *name);

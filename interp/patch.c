@@ -11,6 +11,9 @@
  *   run's cache. Jobs of one layer differ only in their start position and patch, so they are
  *   packed as rows of one incremental model_run (every linear layer becomes one GEMM over all
  *   their positions). A head patch over all positions starts at position 0 and saves layers only.
+ *   A pattern element patch (dest, src) starts at dest; one at a masked key (src > dest)
+ *   replaces 0 by 0, so its run is the corrupted run and it is given that run's metric without
+ *   running it (the plain algorithm runs it, as TL does).
  */
 #include <assert.h>
 #include <stdio.h>
@@ -21,10 +24,11 @@
 
 /* How a component's indices map to patch coordinates and to the output layout. */
 typedef enum axes {
-    AXES_LP,  /* [L, T]: layer, position; whole vector */
-    AXES_LH,  /* [L, H]: layer, head, every position */
-    AXES_LPH, /* [L, T, H]: layer, position, head */
-    AXES_LHP, /* [L, H, T]: layer, head, destination position */
+    AXES_LP,   /* [L, T]: layer, position; whole vector */
+    AXES_LH,   /* [L, H]: layer, head, every position */
+    AXES_LPH,  /* [L, T, H]: layer, position, head */
+    AXES_LHP,  /* [L, H, T]: layer, head, destination position */
+    AXES_LHPP, /* [L, H, T, T]: layer, head, destination, source position (one element) */
 } axes;
 
 typedef struct kind_info {
@@ -85,6 +89,12 @@ static const kind_info kinds[INTERP_PATCH_KIND_COUNT] = {
                                         {AXES_LPH, AXES_LPH, AXES_LPH, AXES_LPH, AXES_LPH},
                                         "component,layer,pos,head",
                                         "out,q,k,v,pattern"},
+    [INTERP_PATCH_HEAD_PATTERN_DEST_SRC_POS] = {"attn_head_pattern_dest_src_pos",
+                                                1,
+                                                {MODEL_HOOK_PATTERN},
+                                                {AXES_LHPP},
+                                                "layer,head,dest_pos,src_pos",
+                                                ""},
 };
 
 const char *interp_patch_kind_name(interp_patch_kind k) {
@@ -120,16 +130,29 @@ void interp_patch_result_destroy(interp_patch_result **r) {
     *r = NULL;
 }
 
-/* One patched run: replace `hook` at (pos, head) and write the metric to out[index]. */
+/* One patched run: replace `hook` at (pos, head, key_pos) and write the metric to
+ * out[index]. */
 typedef struct job {
     model_hook hook;
-    int pos;  /* MODEL_ALL or a position */
-    int head; /* MODEL_ALL or a head */
+    int pos;     /* MODEL_ALL or a position (the destination / query one for the pattern) */
+    int head;    /* MODEL_ALL or a head */
+    int key_pos; /* MODEL_ALL (whole vector or pattern row) or a source position */
     size_t index;
 } job;
 
 static size_t comp_size(axes ax, size_t L, size_t T, size_t H) {
-    return ax == AXES_LP ? L * T : ax == AXES_LH ? L * H : L * T * H;
+    switch (ax) {
+    case AXES_LP:
+        return L * T;
+    case AXES_LH:
+        return L * H;
+    case AXES_LPH:
+    case AXES_LHP:
+        return L * T * H;
+    case AXES_LHPP:
+        return L * H * T * T;
+    }
+    return 0;
 }
 
 /* Every job of a kind, in output order (TL's itertools.product order, last axis fastest). */
@@ -150,20 +173,20 @@ static int make_jobs(const kind_info *ki, size_t L, size_t T, size_t H, job **ou
             switch (ki->ax[c]) {
             case AXES_LP:
                 for (size_t p = 0; p < T; p++) {
-                    jobs[i] = (job){h, (int)p, MODEL_ALL, i};
+                    jobs[i] = (job){h, (int)p, MODEL_ALL, MODEL_ALL, i};
                     i++;
                 }
                 break;
             case AXES_LH:
                 for (size_t hh = 0; hh < H; hh++) {
-                    jobs[i] = (job){h, MODEL_ALL, (int)hh, i};
+                    jobs[i] = (job){h, MODEL_ALL, (int)hh, MODEL_ALL, i};
                     i++;
                 }
                 break;
             case AXES_LPH:
                 for (size_t p = 0; p < T; p++) {
                     for (size_t hh = 0; hh < H; hh++) {
-                        jobs[i] = (job){h, (int)p, (int)hh, i};
+                        jobs[i] = (job){h, (int)p, (int)hh, MODEL_ALL, i};
                         i++;
                     }
                 }
@@ -171,8 +194,18 @@ static int make_jobs(const kind_info *ki, size_t L, size_t T, size_t H, job **ou
             case AXES_LHP:
                 for (size_t hh = 0; hh < H; hh++) {
                     for (size_t p = 0; p < T; p++) {
-                        jobs[i] = (job){h, (int)p, (int)hh, i};
+                        jobs[i] = (job){h, (int)p, (int)hh, MODEL_ALL, i};
                         i++;
+                    }
+                }
+                break;
+            case AXES_LHPP:
+                for (size_t hh = 0; hh < H; hh++) {
+                    for (size_t p = 0; p < T; p++) {
+                        for (size_t k = 0; k < T; k++) {
+                            jobs[i] = (job){h, (int)p, (int)hh, (int)k, i};
+                            i++;
+                        }
                     }
                 }
                 break;
@@ -228,7 +261,13 @@ static int run_plain(model_session *s, const int32_t *corrupted, size_t T, const
     int rc = 0;
     model_hook lh = {MODEL_HOOK_LOGITS, -1};
     for (size_t j = 0; j < n_jobs && rc == 0; j++) {
-        model_patch patch = {jobs[j].hook, 0, jobs[j].pos, jobs[j].head, clean, 0};
+        model_patch patch = {.hook = jobs[j].hook,
+                             .row = 0,
+                             .pos = jobs[j].pos,
+                             .head = jobs[j].head,
+                             .src = clean,
+                             .src_row = 0,
+                             .key_pos = jobs[j].key_pos};
         model_request req;
         model_request_init(&req, s, corrupted, 1, T);
         req.want_logits = true;
@@ -282,7 +321,13 @@ static int run_packed(model_session *s, const int32_t *corrupted, size_t T, cons
         memcpy(tokens + r * T, corrupted, T * sizeof *tokens);
         start[r] = job_start(&jobs[r]);
         positions += T - start[r];
-        patches[r] = (model_patch){jobs[r].hook, (int)r, jobs[r].pos, jobs[r].head, clean, 0};
+        patches[r] = (model_patch){.hook = jobs[r].hook,
+                                   .row = (int)r,
+                                   .pos = jobs[r].pos,
+                                   .head = jobs[r].head,
+                                   .src = clean,
+                                   .src_row = 0,
+                                   .key_pos = jobs[r].key_pos};
     }
     model_request req;
     model_request_init(&req, s, tokens, n, T);
@@ -333,7 +378,20 @@ static int cmp_job_layer(const void *a, const void *b) {
 
 static int run_fast(model_session *s, const int32_t *corrupted, size_t T, job *jobs, size_t n_jobs,
                     const model_cache *clean, const model_cache *base, const interp_metric *metric,
-                    size_t budget, float *values, interp_patch_result *res, char *err) {
+                    double corrupted_metric, size_t budget, float *values, interp_patch_result *res,
+                    char *err) {
+    /* A pattern element at a masked key (source after destination) is 0 in the clean and the
+     * corrupted run alike: the patched run is the corrupted run. */
+    size_t kept = 0;
+    for (size_t j = 0; j < n_jobs; j++) {
+        if (jobs[j].key_pos != MODEL_ALL && jobs[j].key_pos > jobs[j].pos) {
+            assert(jobs[j].hook.kind == MODEL_HOOK_PATTERN && jobs[j].pos != MODEL_ALL);
+            values[jobs[j].index] = (float)corrupted_metric;
+        } else {
+            jobs[kept++] = jobs[j];
+        }
+    }
+    n_jobs = kept;
     qsort(jobs, n_jobs, sizeof *jobs, cmp_job_layer);
     size_t i = 0;
     while (i < n_jobs) {
@@ -429,8 +487,8 @@ int interp_patch_run(model_session *s, const int32_t *clean, const int32_t *corr
                        err);
     } else {
         size_t budget = opts->max_packed_positions ? opts->max_packed_positions : 4096;
-        rc = run_fast(s, corrupted, T, jobs, n_jobs, clean_cache, base_cache, &opts->metric, budget,
-                      res->values, res, err);
+        rc = run_fast(s, corrupted, T, jobs, n_jobs, clean_cache, base_cache, &opts->metric,
+                      res->corrupted_metric, budget, res->values, res, err);
     }
     if (rc != 0) {
         goto fail;
@@ -460,6 +518,11 @@ int interp_patch_run(model_session *s, const int32_t *clean, const int32_t *corr
         break;
     case AXES_LHP:
         dims[nd++] = H;
+        dims[nd++] = T;
+        break;
+    case AXES_LHPP:
+        dims[nd++] = H;
+        dims[nd++] = T;
         dims[nd++] = T;
         break;
     }

@@ -262,6 +262,19 @@ static int validate(run *R) {
             return common_fail(err, COMMON_ERR_INVALID, "run: patch of '%s': position %d of %zu",
                                name, pa->pos, q->T);
         }
+        if (pa->key_pos != MODEL_ALL) {
+            if (h.kind != MODEL_HOOK_ATTN_SCORES && h.kind != MODEL_HOOK_PATTERN) {
+                return common_fail(err, COMMON_ERR_INVALID,
+                                   "run: patch of '%s': key position %d, but only attn_scores and "
+                                   "pattern have a key axis (use MODEL_ALL)",
+                                   name, pa->key_pos);
+            }
+            if (pa->key_pos < 0 || (size_t)pa->key_pos >= q->T) {
+                return common_fail(err, COMMON_ERR_INVALID,
+                                   "run: patch of '%s': key position %d of %zu", name, pa->key_pos,
+                                   q->T);
+            }
+        }
         for (size_t r = 0; r < q->B; r++) {
             if (pa->row != MODEL_ALL && (size_t)pa->row != r) {
                 continue;
@@ -397,13 +410,17 @@ static int apply_patches(run *R, model_hook_kind k, int layer, model_ref act, si
                 rc = R->be->copy2d(R->be, ref_at(act.buf, d), width, ref_at(src, so), width,
                                    t1 - t0, seg, R->err);
             } else {
+                /* [B,H,T,T]: query rows t0..t1-1 of each head, each whole (T keys) or the one
+                 * element at key_pos. */
                 size_t h0 = pa->head == MODEL_ALL ? 0 : (size_t)pa->head;
                 size_t h1 = pa->head == MODEL_ALL ? H : h0 + 1;
+                size_t k0 = pa->key_pos == MODEL_ALL ? 0 : (size_t)pa->key_pos;
+                size_t nk = pa->key_pos == MODEL_ALL ? T : 1;
                 for (size_t h = h0; h < h1 && !rc; h++) {
-                    size_t d = act.off + ((r * H + h) * T + t0) * T;
-                    size_t so = ((sr * H + h) * T + t0) * T;
-                    rc = R->be->copy2d(R->be, ref_at(act.buf, d), T, ref_at(src, so), T, t1 - t0, T,
-                                       R->err);
+                    size_t d = act.off + ((r * H + h) * T + t0) * T + k0;
+                    size_t so = ((sr * H + h) * T + t0) * T + k0;
+                    rc = R->be->copy2d(R->be, ref_at(act.buf, d), T, ref_at(src, so), T, t1 - t0,
+                                       nk, R->err);
                 }
             }
             if (rc) {

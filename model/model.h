@@ -407,14 +407,20 @@ void model_session_release_workspace(model_session *s);
 const model *model_session_model(const model_session *s);
 model_backend *model_session_backend(const model_session *s);
 
-/* "All rows / positions / heads" in a replacement. */
+/* "All rows / positions / heads / keys" in a replacement. */
 #define MODEL_ALL (-1)
 
 /* Replace the activation at `hook` (after it is computed, before anything reads it) with the
  * value of the same hook held by `src` at batch row src_row (MODEL_ALL: the same row as the
  * destination), restricted to batch row `row`, position `pos` (the query position for
  * scores/pattern) and head `head` (for [.,T,H,.] and [B,H,T,T] hooks; must be MODEL_ALL for
- * hooks without a head axis). hook_scale hooks cannot be replaced (UNSUPPORTED). */
+ * hooks without a head axis), and for the [B,H,T,T] hooks (attn_scores, pattern) to key
+ * position `key_pos` inside each replaced query row (MODEL_ALL: the whole row; must be
+ * MODEL_ALL for every other hook). With hook pattern, pos d, head h and key_pos s a patch
+ * replaces the single element pattern[row, h, d, s] (TL's
+ * get_act_patch_attn_head_pattern_dest_src_pos). hook_scale hooks cannot be replaced
+ * (UNSUPPORTED). Set every field: an initialiser that omits key_pos means key 0, not the whole
+ * row. */
 typedef struct model_patch {
     model_hook hook;
     int row;
@@ -422,6 +428,7 @@ typedef struct model_patch {
     int head;
     const model_cache *src;
     int src_row;
+    int key_pos; /* MODEL_ALL or a key (source) position; attn_scores / pattern only */
 } model_patch;
 
 /* A run, described by data.

@@ -145,6 +145,42 @@ static void test_patch_values_have_meaning(void **state) {
     }
     assert_string_equal(r->axes, "layer,pos");
     interp_patch_result_destroy(&r);
+    /* One pattern element (TL's attn_head_pattern_dest_src_pos, [L, H, T, T]): a masked key
+     * (source after destination) is 0 in both runs and a destination before the corrupted
+     * position sees the same pattern in both, so neither moves the metric; elements of the last
+     * destination row do. Both algorithms (the fast one does not run masked keys at all). */
+    enum { L = 2, H = 4 };
+    o.kind = INTERP_PATCH_HEAD_PATTERN_DEST_SRC_POS;
+    for (int plain = 0; plain < 2; plain++) {
+        o.plain = plain;
+        if (interp_patch_run(f.s, clean, corrupted, T, &o, &r, err) != 0) {
+            fail_msg("%s", err);
+        }
+        assert_int_equal(r->shape.ndim, 4);
+        assert_int_equal(r->shape.dims[0], L);
+        assert_int_equal(r->shape.dims[1], H);
+        assert_int_equal(r->shape.dims[2], T);
+        assert_int_equal(r->shape.dims[3], T);
+        assert_string_equal(r->axes, "layer,head,dest_pos,src_pos");
+        double last_row = 0.0;
+        for (size_t l = 0; l < L; l++) {
+            for (size_t h = 0; h < H; h++) {
+                for (size_t d = 0; d < T; d++) {
+                    for (size_t src = 0; src < T; src++) {
+                        float v = r->values[((l * H + h) * T + d) * T + src];
+                        if (src > d || d < 6) {
+                            assert_float_equal(v, 0.0, 1e-5);
+                        }
+                        if (d == T - 1 && fabs(v) > last_row) {
+                            last_row = fabs(v);
+                        }
+                    }
+                }
+            }
+        }
+        assert_true(last_row > 1e-3);
+        interp_patch_result_destroy(&r);
+    }
     free(clean);
     fixture_free(&f);
 }

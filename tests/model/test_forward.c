@@ -212,7 +212,7 @@ static void test_replacements(void **state) {
     assert_int_equal(model_run(f->s, &r, &cc, err), 0);
     /* the whole clean residual stream entering layer 0 makes the corrupted run clean */
     model_patch whole = {
-        hk(MODEL_HOOK_RESID_PRE, 0), MODEL_ALL, MODEL_ALL, MODEL_ALL, cc, MODEL_ALL};
+        hk(MODEL_HOOK_RESID_PRE, 0), MODEL_ALL, MODEL_ALL, MODEL_ALL, cc, MODEL_ALL, MODEL_ALL};
     model_request_init(&r, f->s, corrupt, 2, T);
     r.patches = &whole;
     r.n_patches = 1;
@@ -224,7 +224,7 @@ static void test_replacements(void **state) {
     model_cache_destroy(&pc);
     /* one head of z at one position of one row: that slice is clean, the rest is not */
     model_hook z1 = hk(MODEL_HOOK_Z, 1);
-    model_patch one = {z1, 1, 9, 2, cc, 1};
+    model_patch one = {z1, 1, 9, 2, cc, 1, MODEL_ALL};
     model_request_init(&r, f->s, corrupt, 2, T);
     r.hooks = &z1;
     r.n_hooks = 1;
@@ -256,6 +256,32 @@ static void test_replacements(void **state) {
     free(zc);
     free(zu);
     free(zp);
+    free(lu);
+    free(lp);
+    model_cache_destroy(&uc);
+    model_cache_destroy(&pc);
+    /* one element of one head's pattern (row 1, head 2, dest 9, src 4): only it is clean */
+    model_hook p1 = hk(MODEL_HOOK_PATTERN, 1);
+    model_patch elem = {p1, 1, 9, 2, cc, 1, 4};
+    model_request_init(&r, f->s, corrupt, 2, T);
+    r.hooks = &p1;
+    r.n_hooks = 1;
+    assert_int_equal(model_run(f->s, &r, &uc, err), 0);
+    r.patches = &elem;
+    r.n_patches = 1;
+    assert_int_equal(model_run(f->s, &r, &pc, err), 0);
+    float *pcl = download(cc, p1, &n), *pu = download(uc, p1, &n), *pp = download(pc, p1, &n);
+    size_t at = ((1 * H + 2) * T + 9) * T + 4;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(pp[i] == (i == at ? pcl[i] : pu[i]));
+    }
+    assert_true(pcl[at] != pu[at]);
+    lu = download(uc, hk(MODEL_HOOK_LOGITS, -1), &n);
+    lp = download(pc, hk(MODEL_HOOK_LOGITS, -1), &n);
+    assert_true(test_max_abs(lu + (T + 9) * V, lp + (T + 9) * V, V) > 0);
+    free(pcl);
+    free(pu);
+    free(pp);
     free(lu);
     free(lp);
     model_cache_destroy(&uc);
@@ -321,8 +347,10 @@ static void test_start_stop(void **state) {
     model_cache_destroy(&second);
 }
 
-/* Incremental run (layers L.., positions p_r..) with a patch == full run with the same patch. */
-static void check_incremental(fixture *f, model_hook_kind kind, int layer, bool lengths) {
+/* Incremental run (layers L.., positions p_r..) with a patch == full run with the same patch.
+ * head and key_pos restrict the patch (MODEL_ALL: whole vector / whole pattern row). */
+static void check_incremental(fixture *f, model_hook_kind kind, int layer, int head, int key_pos,
+                              bool lengths) {
     char err[COMMON_ERR_LEN];
     enum { T = 16 };
     int32_t clean[2 * T], corrupt[2 * T];
@@ -347,9 +375,9 @@ static void check_incremental(fixture *f, model_hook_kind kind, int layer, bool 
     memcpy(tok3 + 2 * T, corrupt, T * sizeof *tok3);
     size_t len3[3] = {len[0], len[1], T};
     model_patch pa[3] = {
-        {hk(kind, layer), 0, 5, MODEL_ALL, cc, 0},
-        {hk(kind, layer), 1, 8, MODEL_ALL, cc, 1},
-        {hk(kind, layer), 2, 11, MODEL_ALL, cc, 0},
+        {hk(kind, layer), 0, 5, head, cc, 0, key_pos},
+        {hk(kind, layer), 1, 8, head, cc, 1, key_pos},
+        {hk(kind, layer), 2, 11, head, cc, 0, key_pos},
     };
     model_request_init(&r, f->s, tok3, 3, T);
     r.patches = pa;
@@ -386,11 +414,17 @@ static void check_incremental(fixture *f, model_hook_kind kind, int layer, bool 
 
 static void test_incremental_equals_full(void **state) {
     fixture *f = *state;
-    check_incremental(f, MODEL_HOOK_RESID_PRE, 0, false);
-    check_incremental(f, MODEL_HOOK_RESID_PRE, 1, false);
-    check_incremental(f, MODEL_HOOK_ATTN_OUT, 1, true);
-    check_incremental(f, MODEL_HOOK_MLP_OUT, 2, false);
-    check_incremental(f, MODEL_HOOK_Z, 2, true);
+    check_incremental(f, MODEL_HOOK_RESID_PRE, 0, MODEL_ALL, MODEL_ALL, false);
+    check_incremental(f, MODEL_HOOK_RESID_PRE, 1, MODEL_ALL, MODEL_ALL, false);
+    check_incremental(f, MODEL_HOOK_ATTN_OUT, 1, MODEL_ALL, MODEL_ALL, true);
+    check_incremental(f, MODEL_HOOK_MLP_OUT, 2, MODEL_ALL, MODEL_ALL, false);
+    check_incremental(f, MODEL_HOOK_Z, 2, MODEL_ALL, MODEL_ALL, true);
+    check_incremental(f, MODEL_HOOK_PATTERN, 1, 2, MODEL_ALL, false);
+    /* one element of the pattern / scores (TL's attn_head_pattern_dest_src_pos), key 3 lies
+     * before every patched query (5, 8, 11), so it is attended to */
+    check_incremental(f, MODEL_HOOK_PATTERN, 0, 1, 3, false);
+    check_incremental(f, MODEL_HOOK_PATTERN, 2, 3, 3, true);
+    check_incremental(f, MODEL_HOOK_ATTN_SCORES, 1, 0, 3, true);
 }
 
 static void test_memory_of_cached_run(void **state) {
@@ -458,7 +492,7 @@ static void test_bad_requests(void **state) {
     assert_int_equal(model_run(f->s, &r, &c, err), COMMON_ERR_INVALID);
     assert_non_null(strstr(err, "hook_k"));
     /* patches: scale unsupported, wrong head axis, before the computed positions */
-    model_patch pa = {hk(MODEL_HOOK_LN1_SCALE, 0), 0, 1, MODEL_ALL, base, 0};
+    model_patch pa = {hk(MODEL_HOOK_LN1_SCALE, 0), 0, 1, MODEL_ALL, base, 0, MODEL_ALL};
     model_request_init(&r, f->s, tok, 1, T);
     r.patches = &pa;
     r.n_patches = 1;
@@ -470,6 +504,35 @@ static void test_bad_requests(void **state) {
     assert_int_equal(model_run(f->s, &r, &c, err), COMMON_ERR_INVALID); /* base lacks the hook */
     assert_non_null(strstr(err, "blocks.0.hook_resid_pre"));
     assert_null(c);
+    /* key positions: inside the row, and only for the hooks with a key axis */
+    model_hook src_hooks[2] = {hk(MODEL_HOOK_PATTERN, 0), hk(MODEL_HOOK_RESID_PRE, 0)};
+    model_cache *src = NULL;
+    model_request_init(&r, f->s, tok, 1, T);
+    r.hooks = src_hooks;
+    r.n_hooks = 2;
+    assert_int_equal(model_run(f->s, &r, &src, err), 0);
+    model_patch kp = {hk(MODEL_HOOK_PATTERN, 0), 0, 5, 1, src, 0, T};
+    model_request_init(&r, f->s, tok, 1, T);
+    r.patches = &kp;
+    r.n_patches = 1;
+    assert_int_equal(model_run(f->s, &r, &c, err), COMMON_ERR_INVALID);
+    assert_non_null(strstr(err, "key position 8 of 8"));
+    kp.key_pos = -2;
+    assert_int_equal(model_run(f->s, &r, &c, err), COMMON_ERR_INVALID);
+    assert_non_null(strstr(err, "key position -2"));
+    kp.hook = hk(MODEL_HOOK_RESID_PRE, 0);
+    kp.head = MODEL_ALL;
+    kp.key_pos = 0;
+    assert_int_equal(model_run(f->s, &r, &c, err), COMMON_ERR_INVALID);
+    assert_non_null(strstr(err, "key axis"));
+    assert_null(c);
+    /* the same patch with a valid key runs */
+    kp.hook = hk(MODEL_HOOK_PATTERN, 0);
+    kp.head = 1;
+    kp.key_pos = 5;
+    assert_int_equal(model_run(f->s, &r, &c, err), 0);
+    model_cache_destroy(&c);
+    model_cache_destroy(&src);
     model_cache_destroy(&base);
 }
 

@@ -172,6 +172,12 @@ def _setter(kind):
     elif kind == "pattern_head_pos":
         def f(act, clean, idx):
             act[:, idx["head"], idx["pos"]] = clean[:, idx["head"], idx["pos"]]
+    elif kind == "pattern_head_dest_src":
+        def f(act, clean, idx):
+            h, d, s = idx["head"], idx["dest_pos"], idx["src_pos"]
+            act[:, h, d, s] = clean[:, h, d, s]
+    else:
+        raise ValueError(f"unknown patch setter {kind!r}")
     return f
 
 
@@ -191,6 +197,8 @@ PATCH_KINDS = {
     "attn_head_k_by_pos": ("attn.hook_k", ("layer", "pos", "head"), "pos_head"),
     "attn_head_v_by_pos": ("attn.hook_v", ("layer", "pos", "head"), "pos_head"),
     "attn_head_pattern_by_pos": ("attn.hook_pattern", ("layer", "head", "pos"), "pattern_head_pos"),
+    "attn_head_pattern_dest_src_pos": ("attn.hook_pattern", ("layer", "head", "dest_pos", "src_pos"),
+                                       "pattern_head_dest_src"),
 }
 
 
@@ -198,7 +206,8 @@ def generic_activation_patch(params, cfg, corrupted_tokens, clean_cache, metric,
                              axes, setter):
     """One run_with_hooks per index of the product of the axis ranges (last axis fastest)."""
     T = corrupted_tokens.shape[-1]
-    ranges = {"layer": cfg["n_layers"], "pos": T, "head": cfg["n_heads"]}
+    ranges = {"layer": cfg["n_layers"], "pos": T, "dest_pos": T, "src_pos": T,
+              "head": cfg["n_heads"]}
     shape = [ranges[a] for a in axes]
     out = torch.zeros(shape)
     set_fn = _setter(setter)
