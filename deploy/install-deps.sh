@@ -2,7 +2,8 @@
 # Installs everything chesslens needs on a fresh Debian 12 machine (run as root). Safe to run
 # again: apt-get skips what is already installed.
 #
-#   build:     cmake, pkg-config, a C compiler, clang-format (format check), clang (fuzz targets)
+#   build:     cmake, pkg-config, a C compiler, clang-format (format check), clang and its
+#              libFuzzer runtime (fuzz targets)
 #   libraries: ZeroMQ, msgpack-c, SQLite, OpenBLAS, jansson, cmocka
 #   reference: python3-torch + python3-numpy (the PyTorch reference behind the golden tests and
 #              the benchmark baselines), stockfish (a cross-check for move generation)
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 packages=(
-    build-essential cmake pkg-config git clang clang-format
+    build-essential cmake pkg-config git clang libclang-rt-14-dev clang-format
     libzmq3-dev libmsgpack-dev libsqlite3-dev sqlite3 libopenblas-dev libjansson-dev libcmocka-dev
     python3 python3-torch python3-numpy stockfish
 )
