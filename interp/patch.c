@@ -31,6 +31,34 @@ typedef enum axes {
     AXES_LHPP, /* [L, H, T, T]: layer, head, destination, source position (one element) */
 } axes;
 
+/* The coordinates an index runs over after the layer, outermost first, for each axes value:
+ * the one description that job generation and the output shape both read. */
+typedef enum coord { COORD_POS, COORD_HEAD, COORD_KEY } coord;
+typedef struct layout {
+    int n;
+    coord c[3];
+} layout;
+static const layout layouts[] = {
+    [AXES_LP] = {1, {COORD_POS}},
+    [AXES_LH] = {1, {COORD_HEAD}},
+    [AXES_LPH] = {2, {COORD_POS, COORD_HEAD}},
+    [AXES_LHP] = {2, {COORD_HEAD, COORD_POS}},
+    [AXES_LHPP] = {3, {COORD_HEAD, COORD_POS, COORD_KEY}},
+};
+
+static size_t coord_size(coord c, size_t T, size_t H) {
+    return c == COORD_HEAD ? H : T;
+}
+
+/* Number of indices of one layer. */
+static size_t per_layer(axes ax, size_t T, size_t H) {
+    size_t n = 1;
+    for (int a = 0; a < layouts[ax].n; a++) {
+        n *= coord_size(layouts[ax].c[a], T, H);
+    }
+    return n;
+}
+
 typedef struct kind_info {
     const char *name;
     int n_comp;
@@ -141,18 +169,7 @@ typedef struct job {
 } job;
 
 static size_t comp_size(axes ax, size_t L, size_t T, size_t H) {
-    switch (ax) {
-    case AXES_LP:
-        return L * T;
-    case AXES_LH:
-        return L * H;
-    case AXES_LPH:
-    case AXES_LHP:
-        return L * T * H;
-    case AXES_LHPP:
-        return L * H * T * T;
-    }
-    return 0;
+    return L * per_layer(ax, T, H);
 }
 
 /* Every job of a kind, in output order (TL's itertools.product order, last axis fastest). */
@@ -170,45 +187,19 @@ static int make_jobs(const kind_info *ki, size_t L, size_t T, size_t H, job **ou
     for (int c = 0; c < ki->n_comp; c++) {
         for (size_t l = 0; l < L; l++) {
             model_hook h = {ki->hooks[c], (int)l};
-            switch (ki->ax[c]) {
-            case AXES_LP:
-                for (size_t p = 0; p < T; p++) {
-                    jobs[i] = (job){h, (int)p, MODEL_ALL, MODEL_ALL, i};
-                    i++;
+            const layout *lay = &layouts[ki->ax[c]];
+            size_t count = per_layer(ki->ax[c], T, H);
+            for (size_t x = 0; x < count; x++) {
+                /* decode x in mixed radix, the last coordinate fastest */
+                int v[3] = {MODEL_ALL, MODEL_ALL, MODEL_ALL}; /* indexed by coord */
+                size_t rest = x;
+                for (int a = lay->n - 1; a >= 0; a--) {
+                    size_t size = coord_size(lay->c[a], T, H);
+                    v[lay->c[a]] = (int)(rest % size);
+                    rest /= size;
                 }
-                break;
-            case AXES_LH:
-                for (size_t hh = 0; hh < H; hh++) {
-                    jobs[i] = (job){h, MODEL_ALL, (int)hh, MODEL_ALL, i};
-                    i++;
-                }
-                break;
-            case AXES_LPH:
-                for (size_t p = 0; p < T; p++) {
-                    for (size_t hh = 0; hh < H; hh++) {
-                        jobs[i] = (job){h, (int)p, (int)hh, MODEL_ALL, i};
-                        i++;
-                    }
-                }
-                break;
-            case AXES_LHP:
-                for (size_t hh = 0; hh < H; hh++) {
-                    for (size_t p = 0; p < T; p++) {
-                        jobs[i] = (job){h, (int)p, (int)hh, MODEL_ALL, i};
-                        i++;
-                    }
-                }
-                break;
-            case AXES_LHPP:
-                for (size_t hh = 0; hh < H; hh++) {
-                    for (size_t p = 0; p < T; p++) {
-                        for (size_t k = 0; k < T; k++) {
-                            jobs[i] = (job){h, (int)p, (int)hh, (int)k, i};
-                            i++;
-                        }
-                    }
-                }
-                break;
+                jobs[i] = (job){h, v[COORD_POS], v[COORD_HEAD], v[COORD_KEY], i};
+                i++;
             }
         }
     }
@@ -505,26 +496,8 @@ int interp_patch_run(model_session *s, const int32_t *clean, const int32_t *corr
         dims[nd++] = (size_t)ki->n_comp;
     }
     dims[nd++] = L;
-    switch (ki->ax[0]) {
-    case AXES_LP:
-        dims[nd++] = T;
-        break;
-    case AXES_LH:
-        dims[nd++] = H;
-        break;
-    case AXES_LPH:
-        dims[nd++] = T;
-        dims[nd++] = H;
-        break;
-    case AXES_LHP:
-        dims[nd++] = H;
-        dims[nd++] = T;
-        break;
-    case AXES_LHPP:
-        dims[nd++] = H;
-        dims[nd++] = T;
-        dims[nd++] = T;
-        break;
+    for (int a = 0; a < layouts[ki->ax[0]].n; a++) {
+        dims[nd++] = coord_size(layouts[ki->ax[0]].c[a], T, H);
     }
     res->shape.ndim = nd;
     for (int d = 0; d < nd; d++) {
