@@ -7,6 +7,8 @@
 #ifndef CHESSLENS_CLI_INT_H
 #define CHESSLENS_CLI_INT_H
 
+#include <stdint.h>
+
 /* `chesslens chess perft|legal|pgn2uci|random ...` (cmd_chess.c) */
 int cli_chess(int argc, char **argv);
 /* `chesslens model info|random ...` (cmd_model.c) */
@@ -19,5 +21,12 @@ int cli_patch(int argc, char **argv);
 int cli_decompose(int argc, char **argv);
 /* `chesslens show FILE.safetensors [--tensor NAME]` (cmd_show.c) */
 int cli_show(int argc, char **argv);
+
+/* Parses an integer option value in [lo, hi] into *out; on a bad value prints
+ * "chesslens CMD: FLAG must be an integer in [lo, hi]" and returns -1 (cli_util.c). */
+int cli_parse_long(const char *cmd, const char *flag, const char *text, long lo, long hi,
+                   long *out);
+/* Same for a non-negative 64-bit value (seeds, counts). */
+int cli_parse_u64(const char *cmd, const char *flag, const char *text, uint64_t *out);
 
 #endif

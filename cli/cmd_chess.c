@@ -29,23 +29,6 @@ static void usage(FILE *out) {
             "           per line, each at most T tokens counting <s> (0 = no limit)\n");
 }
 
-/* Parses an unsigned decimal flag value; returns 0 or -1. */
-static int parse_u64(const char *flag, const char *text, uint64_t *out) {
-    char *end;
-    errno = 0;
-    if (!text || text[0] == '-' || text[0] == '\0') {
-        fprintf(stderr, "chesslens chess: %s needs a non-negative integer\n", flag);
-        return -1;
-    }
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno || *end) {
-        fprintf(stderr, "chesslens chess: %s: '%s' is not a non-negative integer\n", flag, text);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int load_fen(const char *fen, chess_position *pos) {
     char err[COMMON_ERR_LEN];
     if (!fen) {
@@ -67,7 +50,7 @@ static int cmd_perft(int argc, char **argv) {
         if (strcmp(argv[i], "--fen") == 0 && i + 1 < argc) {
             fen = argv[++i];
         } else if (strcmp(argv[i], "--depth") == 0 && i + 1 < argc) {
-            if (parse_u64("--depth", argv[++i], &depth) != 0) {
+            if (cli_parse_u64("chess", "--depth", argv[++i], &depth) != 0) {
                 return 2;
             }
             have_depth = 1;
@@ -114,17 +97,17 @@ static int cmd_random(int argc, char **argv) {
     int have_n = 0, have_seed = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--n") == 0 && i + 1 < argc) {
-            if (parse_u64("--n", argv[++i], &n) != 0) {
+            if (cli_parse_u64("chess", "--n", argv[++i], &n) != 0) {
                 return 2;
             }
             have_n = 1;
         } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            if (parse_u64("--seed", argv[++i], &seed) != 0) {
+            if (cli_parse_u64("chess", "--seed", argv[++i], &seed) != 0) {
                 return 2;
             }
             have_seed = 1;
         } else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
-            if (parse_u64("--max-tokens", argv[++i], &max_tokens) != 0) {
+            if (cli_parse_u64("chess", "--max-tokens", argv[++i], &max_tokens) != 0) {
                 return 2;
             }
         } else {

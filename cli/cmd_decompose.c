@@ -435,7 +435,6 @@ int cli_decompose(int argc, char **argv) {
             return 2;
         }
         const char *v = argv[++i];
-        char *end = NULL;
         if (strcmp(f, "--model") == 0) {
             o.dir = v;
         } else if (strcmp(f, "--uci") == 0) {
@@ -456,9 +455,8 @@ int cli_decompose(int argc, char **argv) {
                 return 2;
             }
         } else if (strcmp(f, "--threads") == 0 || strcmp(f, "--batch") == 0) {
-            long x = strtol(v, &end, 10);
-            if (*end != '\0' || x < 0 || x > 1024) {
-                fprintf(stderr, "chesslens decompose: %s must be 0..1024\n", f);
+            long x = 0;
+            if (cli_parse_long("decompose", f, v, 0, 1024, &x) != 0) {
                 return 2;
             }
             *(strcmp(f, "--threads") == 0 ? &o.threads : &o.batch) = x;

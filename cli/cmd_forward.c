@@ -87,10 +87,7 @@ int cli_forward(int argc, char **argv) {
         } else if (strcmp(f, "--out") == 0) {
             out_path = v;
         } else if (strcmp(f, "--threads") == 0) {
-            char *end;
-            threads = strtol(v, &end, 10);
-            if (*end != '\0' || threads < 0 || threads > 1024) {
-                fprintf(stderr, "chesslens forward: --threads must be 0..1024\n");
+            if (cli_parse_long("forward", f, v, 0, 1024, &threads) != 0) {
                 return 2;
             }
         } else {

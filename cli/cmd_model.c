@@ -64,18 +64,6 @@ static int info(int argc, char **argv) {
     return 0;
 }
 
-static int parse_int(const char *flag, const char *v, long lo, long hi, long *out) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || x < lo || x > hi) {
-        fprintf(stderr, "chesslens model random: %s must be an integer in [%ld, %ld]\n", flag, lo,
-                hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int random_model(int argc, char **argv) {
     long layers = -1, d = -1, heads = -1, ctx = -1, vocab = -1, seed = -1;
     const char *out = NULL;
@@ -89,17 +77,17 @@ static int random_model(int argc, char **argv) {
         const char *v = argv[++i];
         int rc = 0;
         if (strcmp(f, "--layers") == 0) {
-            rc = parse_int(f, v, 1, 1024, &layers);
+            rc = cli_parse_long("model random", f, v, 1, 1024, &layers);
         } else if (strcmp(f, "--d-model") == 0) {
-            rc = parse_int(f, v, 1, 1 << 16, &d);
+            rc = cli_parse_long("model random", f, v, 1, 1 << 16, &d);
         } else if (strcmp(f, "--heads") == 0) {
-            rc = parse_int(f, v, 1, 1024, &heads);
+            rc = cli_parse_long("model random", f, v, 1, 1024, &heads);
         } else if (strcmp(f, "--ctx") == 0) {
-            rc = parse_int(f, v, 1, 1 << 16, &ctx);
+            rc = cli_parse_long("model random", f, v, 1, 1 << 16, &ctx);
         } else if (strcmp(f, "--vocab") == 0) {
-            rc = parse_int(f, v, 1, 1 << 20, &vocab);
+            rc = cli_parse_long("model random", f, v, 1, 1 << 20, &vocab);
         } else if (strcmp(f, "--seed") == 0) {
-            rc = parse_int(f, v, 0, 0x7fffffffL, &seed);
+            rc = cli_parse_long("model random", f, v, 0, 0x7fffffffL, &seed);
         } else if (strcmp(f, "--out") == 0) {
             out = v;
         } else if (strcmp(f, "--dtype") == 0) {

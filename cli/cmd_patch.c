@@ -37,17 +37,6 @@ static void usage(FILE *out) {
                  "                        the fast exact one\n");
 }
 
-static int parse_count(const char *flag, const char *v, long max, long *out) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end != '\0' || x < 0 || x > max) {
-        fprintf(stderr, "chesslens patch: %s must be 0..%ld\n", flag, max);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 /* JSON array of the token strings of ids [T] (caller frees). */
 static char *token_json(const model *m, const int32_t *ids, size_t T) {
     json_t *arr = json_array();
@@ -139,11 +128,11 @@ int cli_patch(int argc, char **argv) {
         } else if (strcmp(f, "--out") == 0) {
             out_path = v;
         } else if (strcmp(f, "--threads") == 0) {
-            if (parse_count(f, v, 1024, &threads) != 0) {
+            if (cli_parse_long("patch", f, v, 0, 1024, &threads) != 0) {
                 return 2;
             }
         } else if (strcmp(f, "--max-positions") == 0) {
-            if (parse_count(f, v, 1L << 24, &max_positions) != 0) {
+            if (cli_parse_long("patch", f, v, 0, 1L << 24, &max_positions) != 0) {
                 return 2;
             }
         } else {
