@@ -305,17 +305,31 @@ const char *model_st_metadata(const model_st_file *f, const char *key) {
     return json_string_value(json_object_get(f->metadata, key));
 }
 
-int model_st_read_f32(const model_st_file *f, const char *name, float *dst, size_t cap,
-                      model_shape *shape, char *err) {
+/* The entry of tensor `name` and its element count, which must fit in `cap` elements: the
+ * common start of the typed readers. */
+static int entry_to_read(const model_st_file *f, const char *name, size_t cap, const st_entry **out,
+                         size_t *n, char *err) {
     long i = model_st_find(f, name);
     if (i < 0) {
         return common_fail(err, COMMON_ERR_NOT_FOUND, "%s: no tensor '%s'", f->path, name);
     }
-    const st_entry *e = &f->entries[i];
-    size_t n = model_shape_numel(&e->shape);
-    if (n > cap) {
+    *out = &f->entries[i];
+    *n = model_shape_numel(&(*out)->shape);
+    if (*n > cap) {
         return common_fail(err, COMMON_ERR_INVALID,
-                           "%s: tensor '%s' has %zu elements, room for %zu", f->path, name, n, cap);
+                           "%s: tensor '%s' has %zu elements, room for %zu", f->path, name, *n,
+                           cap);
+    }
+    return 0;
+}
+
+int model_st_read_f32(const model_st_file *f, const char *name, float *dst, size_t cap,
+                      model_shape *shape, char *err) {
+    const st_entry *e = NULL;
+    size_t n = 0;
+    int rc = entry_to_read(f, name, cap, &e, &n, err);
+    if (rc != 0) {
+        return rc;
     }
     const unsigned char *src = f->data + e->begin;
     switch (e->dtype) {
@@ -341,15 +355,11 @@ int model_st_read_f32(const model_st_file *f, const char *name, float *dst, size
 
 int model_st_read_i32(const model_st_file *f, const char *name, int32_t *dst, size_t cap,
                       model_shape *shape, char *err) {
-    long i = model_st_find(f, name);
-    if (i < 0) {
-        return common_fail(err, COMMON_ERR_NOT_FOUND, "%s: no tensor '%s'", f->path, name);
-    }
-    const st_entry *e = &f->entries[i];
-    size_t n = model_shape_numel(&e->shape);
-    if (n > cap) {
-        return common_fail(err, COMMON_ERR_INVALID,
-                           "%s: tensor '%s' has %zu elements, room for %zu", f->path, name, n, cap);
+    const st_entry *e = NULL;
+    size_t n = 0;
+    int rc = entry_to_read(f, name, cap, &e, &n, err);
+    if (rc != 0) {
+        return rc;
     }
     const unsigned char *src = f->data + e->begin;
     if (e->dtype == MODEL_DTYPE_I32) {
