@@ -1,0 +1,123 @@
+/*
+ * test_show: `chesslens show` on a safetensors file written here with known values: the listing
+ * names every tensor with its dtype, shape and min / max / mean (non-finite values left out),
+ * --tensor prints the values as a table, and a missing tensor or file is an error.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "model/model.h"
+
+#define CHESSLENS CHESSLENS_BINARY_DIR "/cli/chesslens"
+
+/* Runs `chesslens ARGS` with stderr merged; returns stdout (caller frees) and the exit code. */
+static char *run(const char *args, int *status) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", CHESSLENS, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 1 << 16, n = 0, got;
+    char *out = malloc(cap);
+    assert_non_null(out);
+    while ((got = fread(out + n, 1, cap - 1 - n, p)) > 0) {
+        n += got;
+    }
+    out[n] = '\0';
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+static void write_fixture(char *path, size_t cap) {
+    const char *tmp = getenv("CHESSLENS_TEST_TMPDIR");
+    snprintf(path, cap, "%s/show.safetensors", tmp ? tmp : "/tmp");
+    char err[COMMON_ERR_LEN];
+    model_st_writer *w = NULL;
+    assert_int_equal(model_st_writer_new(&w, err), 0);
+    float grid[2][3] = {{1.0f, -2.0f, 3.5f}, {4.0f, 5.0f, -INFINITY}};
+    model_shape s2 = {2, {2, 3}};
+    assert_int_equal(model_st_writer_add_f32(w, "grid", MODEL_DTYPE_F32, &s2, &grid[0][0], err), 0);
+    int32_t ids[4] = {7, 8, 9, 10};
+    model_shape s1 = {1, {4}};
+    assert_int_equal(model_st_writer_add(w, "ids", MODEL_DTYPE_I32, &s1, ids, err), 0);
+    assert_int_equal(model_st_writer_write(w, path, err), 0);
+    model_st_writer_destroy(&w);
+}
+
+static void test_listing_and_table(void **state) {
+    (void)state;
+    char path[512], args[600];
+    write_fixture(path, sizeof path);
+    int status;
+
+    snprintf(args, sizeof args, "show %s", path);
+    char *out = run(args, &status);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(out, "2 tensors"));
+    /* grid: finite values 1 -2 3.5 4 5 -> min -2, max 5, mean 2.3 */
+    char *grid = strstr(out, "grid");
+    assert_non_null(grid);
+    char dtype[8], shape[32];
+    double lo, hi, mean;
+    assert_int_equal(sscanf(grid, "grid %7s [%31[^]]] %lf %lf %lf", dtype, shape, &lo, &hi, &mean),
+                     5);
+    assert_string_equal(dtype, "F32");
+    assert_string_equal(shape, "2, 3");
+    assert_true(lo == -2.0 && hi == 5.0 && fabs(mean - 2.3) < 1e-4);
+    char *idl = strstr(out, "ids");
+    assert_non_null(idl);
+    assert_int_equal(sscanf(idl, "ids %7s [%31[^]]] %lf %lf %lf", dtype, shape, &lo, &hi, &mean),
+                     5);
+    assert_string_equal(dtype, "I32");
+    assert_true(lo == 7.0 && hi == 10.0 && fabs(mean - 8.5) < 1e-9);
+    free(out);
+
+    snprintf(args, sizeof args, "show %s --tensor grid", path);
+    out = run(args, &status);
+    assert_int_equal(status, 0);
+    /* header line, column indices, then rows "0 1 -2 3.5" and "1 4 5 -inf" */
+    char *row1 = strstr(out, "\n     1 ");
+    assert_non_null(row1);
+    double a, b;
+    char c[16];
+    assert_int_equal(sscanf(row1, " 1 %lf %lf %15s", &a, &b, c), 3);
+    assert_true(a == 4.0 && b == 5.0);
+    assert_string_equal(c, "-inf");
+    free(out);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    char path[512], args[600];
+    write_fixture(path, sizeof path);
+    int status;
+    snprintf(args, sizeof args, "show %s --tensor nope", path);
+    char *out = run(args, &status);
+    assert_int_equal(status, 1);
+    assert_non_null(strstr(out, "no tensor 'nope'"));
+    free(out);
+    out = run("show /nonexistent/x.safetensors", &status);
+    assert_int_equal(status, 1);
+    assert_non_null(strstr(out, "/nonexistent/x.safetensors"));
+    free(out);
+    out = run("show", &status);
+    assert_int_equal(status, 2);
+    free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_listing_and_table),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
