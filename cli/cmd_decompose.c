@@ -177,7 +177,7 @@ static int one_game(model *m, model_session *s, const opts *o, model_st_writer *
     char *lj = NULL;
     int rc = interp_tokens_from_uci(m, o->uci, &ids, &T, err);
     if (rc == 0) {
-        rc = interp_run_acts(s, ids, NULL, 1, T, &acts, err);
+        rc = interp_run_acts(s, ids, NULL, 1, T, false, &acts, err);
     }
     if (rc == 0) {
         rc = components(m, acts[0], o, &st, err);
@@ -337,7 +337,7 @@ static int many_games(model *m, model_session *s, const opts *o, model_st_writer
                     tokens[b * Tmax + t] = t < lengths[b] ? ids[b][t] : pad;
                 }
             }
-            rc = interp_run_acts(s, tokens, lengths, nb, Tmax, &acts, err);
+            rc = interp_run_acts(s, tokens, lengths, nb, Tmax, false, &acts, err);
         }
         for (size_t b = 0; b < nb && rc == 0; b++) {
             rc = interp_neuron_stats_add(ns, acts[b], phases[b], err);

@@ -56,9 +56,9 @@ static int extras(model_session *s, const model *m, const int32_t *clean, const 
     const model_config *cfg = model_get_config(m);
     interp_acts **ca = NULL, **ra = NULL;
     float *diff = NULL;
-    int rc = interp_run_acts(s, clean, NULL, 1, T, &ca, err);
+    int rc = interp_run_acts(s, clean, NULL, 1, T, true, &ca, err);
     if (rc == 0) {
-        rc = interp_run_acts(s, corrupted, NULL, 1, T, &ra, err);
+        rc = interp_run_acts(s, corrupted, NULL, 1, T, true, &ra, err);
     }
     if (rc == 0) {
         rc = interp_pattern_diff(ca[0], ra[0], -1, &diff, err);

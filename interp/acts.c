@@ -171,7 +171,7 @@ fail:
     return rc;
 }
 
-size_t interp_acts_hooks(const model_config *cfg, model_hook *out, size_t cap) {
+size_t interp_acts_hooks(const model_config *cfg, bool with_patterns, model_hook *out, size_t cap) {
     static const model_hook_kind per_layer[] = {
         MODEL_HOOK_RESID_PRE, MODEL_HOOK_LN1_SCALE,  MODEL_HOOK_Z,         MODEL_HOOK_PATTERN,
         MODEL_HOOK_ATTN_OUT,  MODEL_HOOK_RESID_MID,  MODEL_HOOK_LN2_SCALE, MODEL_HOOK_MLP_POST,
@@ -193,7 +193,9 @@ size_t interp_acts_hooks(const model_config *cfg, model_hook *out, size_t cap) {
     PUT(MODEL_HOOK_POS_EMBED, -1);
     for (int l = 0; l < cfg->n_layers; l++) {
         for (size_t k = 0; k < n_per; k++) {
-            PUT(per_layer[k], l);
+            if (per_layer[k] != MODEL_HOOK_PATTERN || with_patterns) {
+                PUT(per_layer[k], l);
+            }
         }
     }
     PUT(MODEL_HOOK_LN_FINAL_SCALE, -1);
@@ -202,9 +204,9 @@ size_t interp_acts_hooks(const model_config *cfg, model_hook *out, size_t cap) {
 }
 
 int interp_run_acts(model_session *s, const int32_t *tokens, const size_t *lengths, size_t B,
-                    size_t T, interp_acts ***out, char *err) {
+                    size_t T, bool with_patterns, interp_acts ***out, char *err) {
     const model_config *cfg = model_get_config(model_session_model(s));
-    size_t n_hooks = interp_acts_hooks(cfg, NULL, 0);
+    size_t n_hooks = interp_acts_hooks(cfg, with_patterns, NULL, 0);
     model_hook *hooks = malloc(n_hooks * sizeof *hooks);
     interp_acts **acts = calloc(B, sizeof *acts);
     model_cache *cache = NULL;
@@ -213,7 +215,7 @@ int interp_run_acts(model_session *s, const int32_t *tokens, const size_t *lengt
         rc = common_fail(err, COMMON_ERR_NOMEM, "interp_run_acts: out of memory");
         goto fail;
     }
-    interp_acts_hooks(cfg, hooks, n_hooks);
+    interp_acts_hooks(cfg, with_patterns, hooks, n_hooks);
     model_request req;
     model_request_init(&req, s, tokens, B, T);
     req.lengths = lengths;

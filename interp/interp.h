@@ -165,15 +165,16 @@ int interp_patch_run(model_session *s, const int32_t *clean, const int32_t *corr
 typedef struct interp_acts interp_acts;
 
 /* The hook list interp_run_acts caches: embed, pos_embed, and per layer resid_pre, ln1 scale,
- * z, pattern, attn_out, resid_mid, ln2 scale, mlp post, mlp_out, resid_post; ln_final scale.
- * Writes up to cap hooks, returns the count (cap may be 0 to ask). */
-size_t interp_acts_hooks(const model_config *cfg, model_hook *out, size_t cap);
+ * z, pattern (only with_patterns: [H, T, T] per layer is the largest activation, and only the
+ * attention-pattern diff reads it), attn_out, resid_mid, ln2 scale, mlp post, mlp_out,
+ * resid_post; ln_final scale. Writes up to cap hooks, returns the count (cap may be 0 to ask). */
+size_t interp_acts_hooks(const model_config *cfg, bool with_patterns, model_hook *out, size_t cap);
 
 /* Runs B sequences (tokens [B, T], lengths [B] or NULL for all T) with the hooks above plus
  * logits and downloads each row: *out receives an array of B interp_acts (free each with
  * interp_acts_destroy, then the array with free). */
 int interp_run_acts(model_session *s, const int32_t *tokens, const size_t *lengths, size_t B,
-                    size_t T, interp_acts ***out, char *err);
+                    size_t T, bool with_patterns, interp_acts ***out, char *err);
 
 /* An empty set for T positions of a model of shape cfg (copied). */
 int interp_acts_new(interp_acts **out, const model_config *cfg, size_t T, char *err);

@@ -274,7 +274,7 @@ static int bench_legal(const args *a, const char *dir, model *m, model_session *
             }
         }
         interp_acts **acts = NULL;
-        if (interp_run_acts(s, tokens, lens + g0, nb, Tmax, &acts, err) != 0) {
+        if (interp_run_acts(s, tokens, lens + g0, nb, Tmax, false, &acts, err) != 0) {
             return die("legal stats run", err);
         }
         for (size_t b = 0; b < nb; b++) {

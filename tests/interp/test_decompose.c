@@ -31,7 +31,7 @@ static void setup_open(setup *s, uint64_t seed) {
     assert_int_equal(interp_tokens_from_uci(s->f.m, uci, &s->tokens, &s->T, err), 0);
     free(uci);
     interp_acts **a = NULL;
-    if (interp_run_acts(s->f.s, s->tokens, NULL, 1, s->T, &a, err) != 0) {
+    if (interp_run_acts(s->f.s, s->tokens, NULL, 1, s->T, true, &a, err) != 0) {
         fail_msg("%s", err);
     }
     s->acts = a[0];
@@ -217,7 +217,11 @@ static void test_partials_merge_exactly(void **state) {
         assert_int_equal(interp_legal_mask(m, uci, &mask, &Tm, err), 0);
         assert_int_equal(interp_phases(uci, &ph, &Tp, err), 0);
         interp_acts **a = NULL;
-        assert_int_equal(interp_run_acts(s.f.s, toks, NULL, 1, T, &a, err), 0);
+        /* the dataset path: no attention patterns cached, so a pattern diff is refused */
+        assert_int_equal(interp_run_acts(s.f.s, toks, NULL, 1, T, false, &a, err), 0);
+        float *no_diff = NULL;
+        assert_int_equal(interp_pattern_diff(a[0], a[0], -1, &no_diff, err), COMMON_ERR_NOT_FOUND);
+        assert_null(no_diff);
         interp_stack *st = NULL, *lg = NULL;
         assert_int_equal(
             interp_decompose_resid(m, a[0], -1, false, INTERP_DECOMP_ALL, true, true, &st, err), 0);

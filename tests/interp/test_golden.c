@@ -139,12 +139,12 @@ static int golden_open(golden *g, const char *name, const char *model_dir) {
     assert_memory_equal(ids, g->clean, T * sizeof *ids);
     free(ids);
     interp_acts **a = NULL;
-    if (interp_run_acts(g->f.s, g->clean, NULL, 1, g->T, &a, err) != 0) {
+    if (interp_run_acts(g->f.s, g->clean, NULL, 1, g->T, true, &a, err) != 0) {
         fail_msg("%s", err);
     }
     g->clean_acts = a[0];
     free(a);
-    if (interp_run_acts(g->f.s, g->corrupted, NULL, 1, g->T, &a, err) != 0) {
+    if (interp_run_acts(g->f.s, g->corrupted, NULL, 1, g->T, true, &a, err) != 0) {
         fail_msg("%s", err);
     }
     g->corr_acts = a[0];
@@ -346,7 +346,7 @@ static void check_stats(golden *g) {
         assert_int_equal(Tg, Tm);
         assert_int_equal(Tg, Tp);
         interp_acts **a = NULL;
-        assert_int_equal(interp_run_acts(g->f.s, toks, NULL, 1, Tg, &a, err), 0);
+        assert_int_equal(interp_run_acts(g->f.s, toks, NULL, 1, Tg, false, &a, err), 0);
         interp_stack *s = NULL, *lg = NULL;
         assert_int_equal(
             interp_decompose_resid(m, a[0], -1, false, INTERP_DECOMP_ALL, true, true, &s, err), 0);
