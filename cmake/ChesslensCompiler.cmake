@@ -22,3 +22,13 @@ endif()
 if(CHESSLENS_NATIVE)
     add_compile_options("$<$<COMPILE_LANGUAGE:C>:-march=native>")
 endif()
+
+# Fuzz builds: every library gets libFuzzer's coverage instrumentation, so that a target in
+# tests/<component>/fuzz sees the branches of the code it feeds (chesslens_add_fuzz links the
+# fuzzer's main into the target itself).
+if(CHESSLENS_FUZZ)
+    if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+        message(FATAL_ERROR "CHESSLENS_FUZZ=ON needs clang (configure with CC=clang)")
+    endif()
+    add_compile_options("$<$<COMPILE_LANGUAGE:C>:-fsanitize=fuzzer-no-link>")
+endif()

@@ -5,6 +5,9 @@
 # chesslens_add_test(NAME SOURCES ... [LIBS ...] [LABELS ...] [TIMEOUT s]): one cmocka executable
 #   registered with ctest. Exit code 77 means skipped (e.g. no GPU, no PyTorch). Tests find the
 #   repository through CHESSLENS_SOURCE_DIR and a scratch directory through CHESSLENS_TEST_TMPDIR.
+# chesslens_add_fuzz(NAME LIBS ...): a libFuzzer target fuzz_NAME from fuzz_NAME.c in the
+#   calling directory (only with CHESSLENS_FUZZ=ON). Its seed corpus lives in corpus/NAME beside
+#   it; tests/run-all.sh finds every tests/*/fuzz/corpus/NAME and runs fuzz_NAME on a copy.
 
 function(chesslens_add_library name)
     cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
@@ -35,4 +38,12 @@ function(chesslens_add_test name)
         SKIP_RETURN_CODE 77
         ENVIRONMENT "CHESSLENS_TEST_TMPDIR=${PROJECT_BINARY_DIR}/test-tmp/${name}")
     file(MAKE_DIRECTORY ${PROJECT_BINARY_DIR}/test-tmp/${name})
+endfunction()
+
+function(chesslens_add_fuzz name)
+    cmake_parse_arguments(ARG "" "" "LIBS" ${ARGN})
+    add_executable(fuzz_${name} fuzz_${name}.c)
+    target_link_libraries(fuzz_${name} PRIVATE ${ARG_LIBS})
+    target_compile_options(fuzz_${name} PRIVATE -fsanitize=fuzzer)
+    target_link_options(fuzz_${name} PRIVATE -fsanitize=fuzzer)
 endfunction()

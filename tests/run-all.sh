@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: the format check; every test in a Release build (asserts
-# on); a short libFuzzer run of the PGN reader and FEN parser; and every test again in a Debug
+# on); a short libFuzzer run of every fuzz target; and every test again in a Debug
 # build under AddressSanitizer + UndefinedBehaviorSanitizer (any sanitizer report fails the
 # test). GPU tests skip, visibly, where no GPU is visible; the sanitizer pass leaves them out
 # (the CUDA runtime is not built for ASan).
@@ -13,23 +13,34 @@ cmake --build build/release -j"$jobs"
 cmake --build build/release --target format-check
 (cd build/release && ctest --output-on-failure -j"$jobs")
 
-# Fuzz smoke run: each target for FUZZ_SECONDS (default 20) from the seed corpus, on a copy so
-# that the corpus in the repository is not rewritten. A crash or sanitizer report fails.
+# Fuzz smoke run: every libFuzzer target (tests/<component>/fuzz/fuzz_NAME, seed corpus in
+# tests/<component>/fuzz/corpus/NAME) for FUZZ_SECONDS (default 20) on a copy of its corpus, so
+# that the corpus in the repository is not rewritten. Allocations over FUZZ_MALLOC_MB (default
+# 512) count as findings: a decoder must not allocate from a size it has not checked. A crash,
+# a leak or a sanitizer report fails.
 fuzz_seconds=${FUZZ_SECONDS:-20}
+fuzz_malloc_mb=${FUZZ_MALLOC_MB:-512}
+corpora=(tests/*/fuzz/corpus/*/)
+targets=()
+for corpus in "${corpora[@]}"; do
+    targets+=("fuzz_$(basename "$corpus")")
+done
 CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DCHESSLENS_GPU=OFF -DCHESSLENS_FUZZ=ON
-cmake --build build/fuzz -j"$jobs" --target fuzz_pgn fuzz_fen
-for target in pgn fen; do
-    rm -rf "build/fuzz/corpus-$target"
-    cp -r "tests/chess/fuzz/corpus/$target" "build/fuzz/corpus-$target"
-    if ! "build/fuzz/tests/chess/fuzz/fuzz_$target" -max_total_time="$fuzz_seconds" -seed=1 \
-        -artifact_prefix="build/fuzz/crash-$target-" "build/fuzz/corpus-$target" \
-        >"build/fuzz/fuzz_$target.log" 2>&1; then
-        cat "build/fuzz/fuzz_$target.log"
+cmake --build build/fuzz -j"$jobs" --target "${targets[@]}"
+for corpus in "${corpora[@]}"; do
+    name=$(basename "$corpus")
+    component=$(basename "$(dirname "$(dirname "$(dirname "$corpus")")")")
+    rm -rf "build/fuzz/corpus-$name"
+    cp -r "$corpus" "build/fuzz/corpus-$name"
+    if ! "build/fuzz/tests/$component/fuzz/fuzz_$name" -max_total_time="$fuzz_seconds" -seed=1 \
+        -malloc_limit_mb="$fuzz_malloc_mb" -artifact_prefix="build/fuzz/crash-$name-" \
+        "build/fuzz/corpus-$name" >"build/fuzz/fuzz_$name.log" 2>&1; then
+        cat "build/fuzz/fuzz_$name.log"
         exit 1
     fi
-    tail -n 1 "build/fuzz/fuzz_$target.log"
+    tail -n 1 "build/fuzz/fuzz_$name.log"
 done
-echo "fuzz: fuzz_pgn and fuzz_fen ran ${fuzz_seconds} s each without a crash"
+echo "fuzz: ${targets[*]} ran ${fuzz_seconds} s each without a finding"
 
 cmake -S . -B build/debug -DCMAKE_BUILD_TYPE=Debug -DCHESSLENS_GPU=OFF
 cmake --build build/debug -j"$jobs"
