@@ -1,9 +1,10 @@
 /*
  * chess: the rules of chess for chesslens. Board and fully legal move generation (bitboards),
- * FEN, UCI and SAN moves, games with draw rules, a streaming PGN reader, a seeded random-game
- * generator, and the token-level view the chess language models read: a game in UCI squares
- * (`<s> e2 e4 e7 e5 ...`, a promotion adds a letter `q r b n`), with, per token position, the
- * move it belongs to, its phase, and the set of tokens that may legally come next.
+ * FEN, UCI and SAN moves, games with draw rules, streaming readers of PGN and of UCI game
+ * files, a seeded random-game generator, and the token-level view the chess language models
+ * read: a game in UCI squares (`<s> e2 e4 e7 e5 ...`, a promotion adds a letter `q r b n`),
+ * with, per token position, the move it belongs to, its phase, and the set of tokens that may
+ * legally come next.
  *
  * Squares are 0..63, a1 = 0, b1 = 1, ..., h8 = 63 (index = rank * 8 + file); a square set is a
  * uint64_t with bit `index` set. The library has no global state, never prints and never exits;
@@ -269,8 +270,12 @@ enum {
  * CHESS_PGN_SKIPPED with the reason in err ("game 7 (line 120): move 12... Nf3: illegal in this
  * position", the line being where the game starts), CHESS_PGN_END at the end of input, or a
  * negative code on an I/O or allocation failure. Comments, variations, NAGs, move numbers,
- * annotations and results are read and dropped; a [FEN] tag sets the start position; a non-standard
- * [Variant] is skipped. */
+ * annotations and results are read and dropped. Every game returned starts from the standard
+ * initial position: a game whose tags say otherwise is skipped ("does not start from the
+ * initial position ([FEN] tag)"): a [FEN] tag with another position, [SetUp "1"] or [Variant
+ * "From Position"] without a [FEN] tag of the initial position. A [FEN] tag of the initial
+ * position and [SetUp "0"] are accepted; a non-standard [Variant] is skipped. A NUL byte skips
+ * the game it is in ("NUL byte in line L"; one between games goes with the game after it). */
 int chess_pgn_reader_next(chess_pgn_reader *reader, chess_game **game, char *err);
 
 /* The value of a tag of the game last returned or skipped ("White", "Result"), or NULL. */
@@ -278,5 +283,40 @@ const char *chess_pgn_reader_tag(const chess_pgn_reader *reader, const char *nam
 
 /* Games returned and games skipped so far. */
 void chess_pgn_reader_counts(const chess_pgn_reader *reader, size_t *n_games, size_t *n_skipped);
+
+/* ---- UCI game files ---- */
+
+/* A streaming reader of UCI game files: one game per line, as `chess random` writes them
+ * ("e2e4 e7e5 g1f3"), with blank lines and `#` comment lines allowed. It reads lines, not
+ * moves: callers check legality (chess_legal_tokens, chess_game_push_uci_line). */
+typedef struct chess_uci_reader chess_uci_reader;
+
+/* The longest line accepted, in bytes, without its "\n" or "\r\n" (a 1000-ply game is about
+ * 5 KB). */
+#define CHESS_UCI_MAX_LINE ((size_t)1 << 20)
+
+/* Reads from f (borrowed; the caller closes it after destroying the reader) or from a buffer of
+ * len bytes (borrowed, must outlive the reader; NULL allowed when len is 0). */
+int chess_uci_reader_new_file(chess_uci_reader **out, FILE *f, char *err);
+int chess_uci_reader_new_buffer(chess_uci_reader **out, const char *data, size_t len, char *err);
+void chess_uci_reader_destroy(chess_uci_reader **reader);
+
+enum {
+    CHESS_UCI_END = 0,  /* no more lines */
+    CHESS_UCI_LINE = 1, /* *line holds the next game line */
+};
+
+/* Reads the next game line: skips blank lines and lines whose first non-blank character is
+ * '#'; strips leading and trailing blanks (space, tab) and "\r". Returns CHESS_UCI_LINE with
+ * *line (NUL-terminated, non-empty, owned by the reader, valid until the next call or destroy)
+ * and *line_no (1-based line number in the input, counting every "\n"), CHESS_UCI_END at the
+ * end (again on every later call), or a negative code with err naming the line:
+ * COMMON_ERR_PARSE for a NUL byte in any line, comments included ("line 7: NUL byte at column
+ * 12", columns 1-based in bytes), COMMON_ERR_INVALID for a line longer than CHESS_UCI_MAX_LINE,
+ * COMMON_ERR_NOMEM, or COMMON_ERR_IO for a read error. After a bad line (NUL, too long, out of
+ * memory) the whole line has been consumed and the next call goes on with the line after it;
+ * a read error ends the input and is returned again by every later call. Memory stays bounded
+ * by the longest line accepted plus a fixed read buffer, whatever the input size. */
+int chess_uci_reader_next(chess_uci_reader *reader, const char **line, size_t *line_no, char *err);
 
 #endif

@@ -4,10 +4,17 @@
  *
  * Real databases (the lichess monthly dumps) carry tag pairs, comments with clock and engine
  * annotations (`{ [%clk 0:03:00] }`), variations, NAGs, move numbers and results; the reader
- * keeps the main line and drops the rest. A game with a bad move, a bad FEN tag, a variant,
- * an unterminated comment or variation, or no result is skipped as a whole with a reason that
- * names the game and the line it starts on, and reading continues with the next game: one bad
- * game never stops a database.
+ * keeps the main line and drops the rest. A game with a bad move, a variant, an unterminated
+ * comment or variation, no result or a NUL byte is skipped as a whole with a reason that names
+ * the game and the line it starts on, and reading continues with the next game: one bad game
+ * never stops a database.
+ *
+ * Games must start from the standard initial position, the only start the models read: a
+ * [FEN] tag with any other position, or a set-up claim ([SetUp "1"], [Variant "From
+ * Position"]) without a FEN of the initial position, skips the game. These tags are judged as
+ * they are read, so the limit on the tags kept for chess_pgn_reader_tag cannot hide one. A NUL
+ * byte would cut a C string short and silently drop what follows it, so any NUL skips the game
+ * it falls in (one between games goes with the game after it, or alone at the end).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -27,6 +34,13 @@ typedef struct pgn_tag {
     char value[PGN_TAG_VALUE_MAX];
 } pgn_tag;
 
+/* Why a game's tags keep it from being read, gathered as the tags are read. */
+typedef struct pgn_setup {
+    char why[160];    /* the first tag that rules the game out (variant, FEN), or "" */
+    char claim[80];   /* a set-up claim ("[SetUp \"1\"]") that needs a FEN tag, or "" */
+    bool fen_initial; /* a [FEN] tag of the initial position was read */
+} pgn_setup;
+
 struct chess_pgn_reader {
     FILE *file;         /* file mode: source, read in chunks into buf */
     char *buf;          /* file mode: chunk buffer (PGN_CHUNK bytes) */
@@ -35,10 +49,12 @@ struct chess_pgn_reader {
     int pushback;       /* a character given back, or -1 */
     int io_error;       /* errno of a failed read, 0 if none */
     size_t line;        /* 1-based line of the next character */
+    size_t nul_line;    /* line of the first NUL byte read for the current game, 0 if none */
     size_t game_number; /* 1-based ordinal of the game being read */
     size_t n_games, n_skipped;
     pgn_tag tags[PGN_MAX_TAGS];
     size_t n_tags;
+    pgn_setup setup;
 };
 
 static int reader_alloc(chess_pgn_reader **out, char *err) {
@@ -101,6 +117,7 @@ static int next_char(chess_pgn_reader *r) {
             if (!r->file) {
                 return -1;
             }
+            errno = 0;
             r->len = fread(r->buf, 1, PGN_CHUNK, r->file);
             r->pos = 0;
             if (r->len == 0) {
@@ -111,6 +128,9 @@ static int next_char(chess_pgn_reader *r) {
             }
         }
         c = (unsigned char)r->data[r->pos++];
+        if (c == '\0' && r->nul_line == 0) {
+            r->nul_line = r->line;
+        }
     }
     if (c == '\n') {
         r->line++;
@@ -150,12 +170,54 @@ static bool skip_comment(chess_pgn_reader *r) {
     return false;
 }
 
+/* Judges a tag that bears on the start of the game (Variant, SetUp, FEN) into r->setup. value
+ * is the whole value unless truncated. */
+static void judge_setup_tag(chess_pgn_reader *r, const char *name, const char *value,
+                            bool truncated) {
+    pgn_setup *s = &r->setup;
+    if (strcmp(name, "Variant") == 0) {
+        if (strcmp(value, "From Position") == 0) {
+            snprintf(s->claim, sizeof s->claim, "[Variant \"From Position\"]");
+        } else if (strcmp(value, "Standard") != 0 && strcmp(value, "Chess") != 0 &&
+                   strcmp(value, "chess") != 0 && !s->why[0]) {
+            snprintf(s->why, sizeof s->why, "unsupported variant '%.40s'", value);
+        }
+    } else if (strcmp(name, "SetUp") == 0) {
+        if (strcmp(value, "0") != 0) {
+            snprintf(s->claim, sizeof s->claim, "[SetUp \"%.40s\"]", value);
+        }
+    } else if (strcmp(name, "FEN") == 0) {
+        chess_position pos;
+        char fen_err[COMMON_ERR_LEN];
+        char fen[CHESS_FEN_MAX];
+        if (truncated) {
+            snprintf(fen_err, sizeof fen_err, "longer than %d bytes", PGN_TAG_VALUE_MAX - 1);
+        } else if (chess_position_from_fen(&pos, value, fen_err) == 0) {
+            /* the FEN written back compares the position, side, rights and counters alike */
+            chess_position_to_fen(&pos, fen);
+            if (strcmp(fen, CHESS_START_FEN) == 0) {
+                s->fen_initial = true;
+                return;
+            }
+            if (!s->why[0]) {
+                snprintf(s->why, sizeof s->why,
+                         "does not start from the initial position ([FEN] tag)");
+            }
+            return;
+        }
+        if (!s->why[0]) {
+            snprintf(s->why, sizeof s->why, "bad FEN tag: %.120s", fen_err);
+        }
+    }
+}
+
 /* Reads a tag pair whose `[` was read. Returns false when malformed (the rest of the line is
  * consumed). */
 static bool read_tag(chess_pgn_reader *r) {
     int c;
     char name[PGN_TAG_NAME_MAX], value[PGN_TAG_VALUE_MAX];
     size_t n = 0, v = 0;
+    bool name_truncated = false, value_truncated = false;
     while ((c = next_char(r)) >= 0 && (c == ' ' || c == '\t')) {
     }
     while (c >= 0 &&
@@ -163,6 +225,8 @@ static bool read_tag(chess_pgn_reader *r) {
             (c >= '0' && c <= '9') || c == '+' || c == '#' || c == '=' || c == ':' || c == '-')) {
         if (n + 1 < sizeof name) {
             name[n++] = (char)c;
+        } else {
+            name_truncated = true;
         }
         c = next_char(r);
     }
@@ -184,6 +248,8 @@ static bool read_tag(chess_pgn_reader *r) {
         }
         if (v + 1 < sizeof value) {
             value[v++] = (char)c;
+        } else {
+            value_truncated = true;
         }
     }
     value[v] = '\0';
@@ -198,6 +264,9 @@ static bool read_tag(chess_pgn_reader *r) {
         unget_char(r, c);
         skip_line(r);
         return false;
+    }
+    if (!name_truncated) {
+        judge_setup_tag(r, name, value, value_truncated);
     }
     if (r->n_tags < PGN_MAX_TAGS) {
         memcpy(r->tags[r->n_tags].name, name, n + 1);
@@ -230,33 +299,28 @@ static bool is_result(const char *t) {
            strcmp(t, "*") == 0;
 }
 
-/* Sets up the game from the tags: standard start or a [FEN] position. Returns 0, or fills why
+/* Starts the game at the initial position unless its tags rule it out. Returns 0, or fills why
  * and returns 1 (the game is skipped), or a negative code on allocation failure. */
 static int start_game(chess_pgn_reader *r, chess_game **game, char *why, size_t why_len,
                       char *err) {
-    const char *variant = chess_pgn_reader_tag(r, "Variant");
-    if (variant && strcmp(variant, "Standard") != 0 && strcmp(variant, "Chess") != 0 &&
-        strcmp(variant, "From Position") != 0 && strcmp(variant, "chess") != 0) {
-        snprintf(why, why_len, "unsupported variant '%.40s'", variant);
+    const pgn_setup *s = &r->setup;
+    if (s->why[0]) {
+        snprintf(why, why_len, "%s", s->why);
         return 1;
     }
-    const char *fen = chess_pgn_reader_tag(r, "FEN");
-    chess_position start;
-    if (fen) {
-        char fen_err[COMMON_ERR_LEN];
-        if (chess_position_from_fen(&start, fen, fen_err) != 0) {
-            snprintf(why, why_len, "bad FEN tag: %.120s", fen_err);
-            return 1;
-        }
-    } else {
-        chess_position_init(&start);
+    if (s->claim[0] && !s->fen_initial) {
+        snprintf(why, why_len, "does not start from the initial position (%s without a [FEN] tag)",
+                 s->claim);
+        return 1;
     }
-    return chess_game_new(game, &start, err);
+    return chess_game_new(game, NULL, err);
 }
 
 int chess_pgn_reader_next(chess_pgn_reader *r, chess_game **out, char *err) {
     *out = NULL;
     r->n_tags = 0;
+    memset(&r->setup, 0, sizeof r->setup);
+    r->nul_line = 0;
     int c;
     bool seen_tag = false, bad_tag = false;
     size_t game_line = 0; /* where the game starts: its first tag, else its movetext */
@@ -269,7 +333,7 @@ int chess_pgn_reader_next(chess_pgn_reader *r, chess_game **out, char *err) {
                 return common_fail(err, COMMON_ERR_IO, "pgn: read error: %s",
                                    strerror(r->io_error));
             }
-            if (!seen_tag) {
+            if (!seen_tag && r->nul_line == 0) {
                 return CHESS_PGN_END;
             }
             break;
@@ -295,7 +359,8 @@ int chess_pgn_reader_next(chess_pgn_reader *r, chess_game **out, char *err) {
     }
     if (!seen_tag) {
         r->game_number++;
-        game_line = r->line;
+        /* a NUL before the end of input with no game after it is skipped on its own line */
+        game_line = c < 0 ? r->nul_line : r->line;
     }
 
     char why[160] = "";
@@ -422,6 +487,10 @@ int chess_pgn_reader_next(chess_pgn_reader *r, chess_game **out, char *err) {
     }
     if (!why[0] && !ended) {
         snprintf(why, sizeof why, "no result (truncated game)");
+    }
+    if (r->nul_line) {
+        /* first: the other reasons may only be what the NUL did to the text */
+        snprintf(why, sizeof why, "NUL byte in line %zu", r->nul_line);
     }
     if (why[0]) {
         chess_game_destroy(&game);

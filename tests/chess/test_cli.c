@@ -106,10 +106,10 @@ static void test_legal(void **state) {
     assert_non_null(strstr(out, "{\"position\":7,\"token\":\"d5\",\"move_index\":3,\"phase\":"
                                 "\"black_from\",\"n_legal\":1,\"legal_next\":[\"c4\"]}"));
     free(out);
+    /* an illegal game prints nothing on stdout: the whole game is checked first */
     out = run("chess legal --uci 'e2e4 e7e5 e1e3'", &status);
     assert_int_equal(status, 1);
-    assert_non_null(strstr(out, "\"position\":4,"));
-    assert_null(strstr(out, "\"position\":5,"));
+    assert_string_equal(out, "");
     free(out);
 }
 

@@ -1,13 +1,16 @@
 /*
  * test_pgn: the streaming PGN reader on hand-written PGN with every feature of real databases
  * (lichess-style tags, `%clk` / `%eval` comments, nested variations, NAGs, move numbers with
- * `...`, glued move numbers, all four results, `;` and `%` lines, escaped tag values, [FEN]
- * games) and with malformed games that must be skipped with a counted reason while reading
- * goes on; then the SAN writer and the reader round-tripping thousands of random games through
- * a file larger than the reader's chunk.
+ * `...`, glued move numbers, all four results, `;` and `%` lines, escaped tag values, set-up
+ * tags naming the initial position) and with malformed games that must be skipped with a
+ * counted reason while reading goes on: games from another position (the models read games
+ * from the initial position) and games with NUL bytes among them, through the buffer and the
+ * FILE* paths alike; then the SAN writer and the reader round-tripping thousands of random
+ * games through a file larger than the reader's chunk.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,20 +41,17 @@ static const char good_pgn[] =
     "[Event \"glued numbers, no blank line before the next game\"]\n"
     "[Result \"0-1\"]\n"
     "1.f3 e5 2.g4?? Qh4# 0-1\n"
-    "[Event \"from a position\"]\n"
+    "[Event \"set-up tags naming the initial position\"]\n"
     "[SetUp \"1\"]\n"
-    "[FEN \"4k3/P7/8/8/8/8/8/4K3 w - - 0 1\"]\n"
+    "[FEN \"rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1\"]\n"
+    "[Variant \"From Position\"]\n"
     "[Result \"1/2-1/2\"]\n"
     "\n"
-    "1. a8=Q+ Kd7 2. Qb7+ 1/2-1/2\n"
-    "\n"
-    "[Event \"black starts\"]\n"
-    "[FEN \"4k3/8/8/8/8/8/p7/4K3 b - - 0 40\"]\n"
-    "[Variant \"From Position\"]\n"
-    "\n"
-    "40... a1=N 41. Kd2 *\n"
+    "1. e4 d5 2. exd5 c6 3. dxc6 Qb6 4. cxb7 Qxf2+ 5. Kxf2 e5 6. bxc8=Q+ { check } 6... Ke7\n"
+    "1/2-1/2\n"
     "\n"
     "[Event \"no moves\"]\n"
+    "[SetUp \"0\"]\n"
     "\n"
     "*\n"
     "\n"
@@ -62,8 +62,7 @@ static void test_reads_every_feature(void **state) {
     static const char *expected[] = {
         "e2e4 e7e5 g1f3 b8c6 f1b5 a7a6 b5a4 g8f6 e1g1 f8e7 f1e1 b7b5 a4b3 d7d6 c2c3 e8g8 h2h3",
         "f2f3 e7e5 g2g4 d8h4",
-        "a7a8q e8d7 a8b7",
-        "a2a1n e1d2",
+        "e2e4 d7d5 e4d5 c7c6 d5c6 d8b6 c6b7 b6f2 e1f2 e7e5 b7c8q e8e7",
         "",
         "d2d4 d7d5 c2c4 d5c4",
     };
@@ -95,7 +94,7 @@ static void test_reads_every_feature(void **state) {
     assert_null(g);
     size_t n_games, n_skipped;
     chess_pgn_reader_counts(r, &n_games, &n_skipped);
-    assert_int_equal(n_games, 6);
+    assert_int_equal(n_games, 5);
     assert_int_equal(n_skipped, 0);
     chess_pgn_reader_destroy(&r);
     assert_null(r);
@@ -108,7 +107,7 @@ static const char bad_pgn[] =
     "[Event \"malformed move\"]\n\n1. e4 e5 2. Nf9 *\n\n"
     "[Event \"variant\"]\n[Variant \"Atomic\"]\n\n1. e4 *\n\n"
     "[Event \"bad fen\"]\n[FEN \"8/8/8/8/8/8/8/8 w - - 0 1\"]\n\n1. e4 *\n\n"
-    "[Event \"ambiguous\"]\n[FEN \"4k3/8/8/8/8/8/4K3/R6R w - - 0 1\"]\n\n1. Rd1 *\n\n"
+    "[Event \"ambiguous\"]\n[Site \"?\"]\n\n1. a4 a5 2. h4 h5 3. Ra3 Ra6 4. Rhh3 Rhh6 5. Re3 *\n\n"
     "[Event \"no result\"]\n\n1. e4 e5\n\n"
     "[Event \"ok 3\"]\n\n1. c4 1/2-1/2\n\n"
     "[Event \"unbalanced\"]\n\n1. e4 ) e5 *\n\n"
@@ -126,7 +125,7 @@ static void test_skips_malformed_games_and_goes_on(void **state) {
         "game 4 (line 13): move 2. Nf9: malformed",
         "game 5 (line 17): unsupported variant 'Atomic'",
         "game 6 (line 22): bad FEN tag",
-        "game 7 (line 27): move 1. Rd1: ambiguous",
+        "game 7 (line 27): move 5. Re3: ambiguous",
         "game 8 (line 32): no result",
         "game 10 (line 40): unbalanced ')'",
         "game 11 (line 44): malformed tag pair",
@@ -170,6 +169,194 @@ static void test_skips_malformed_games_and_goes_on(void **state) {
     assert_int_equal(n_games, 5);
     assert_int_equal(n_skipped, 10);
     chess_pgn_reader_destroy(&r);
+}
+
+/* Reads data[0..len) to the end through the buffer reader (as_file false) or through a
+ * temporary file (as_file true) and writes one line per item into out (a malloc'd string the
+ * caller frees): "G <uci moves>" for a game, "S <reason>" for a skipped game. */
+static char *read_all(const char *data, size_t len, bool as_file) {
+    FILE *f = NULL;
+    chess_pgn_reader *r;
+    char err[COMMON_ERR_LEN];
+    if (as_file) {
+        f = tmpfile();
+        assert_non_null(f);
+        assert_int_equal(fwrite(data, 1, len, f), len);
+        rewind(f);
+        assert_int_equal(chess_pgn_reader_new_file(&r, f, err), 0);
+    } else {
+        assert_int_equal(chess_pgn_reader_new_buffer(&r, data, len, err), 0);
+    }
+    size_t cap = 1024, used = 0;
+    char *out = malloc(cap);
+    assert_non_null(out);
+    out[0] = '\0';
+    for (;;) {
+        chess_game *g;
+        int rc = chess_pgn_reader_next(r, &g, err);
+        assert_true(rc >= 0);
+        if (rc == CHESS_PGN_END) {
+            break;
+        }
+        char *uci = NULL;
+        if (rc == CHESS_PGN_GAME) {
+            char fen[CHESS_FEN_MAX];
+            chess_position_to_fen(chess_game_start(g), fen);
+            assert_string_equal(fen, CHESS_START_FEN);
+            assert_int_equal(chess_game_to_uci(g, &uci, NULL), 0);
+            chess_game_destroy(&g);
+        } else {
+            assert_int_equal(rc, CHESS_PGN_SKIPPED);
+            assert_null(g);
+        }
+        const char *text = uci ? uci : err;
+        size_t need = used + strlen(text) + 4;
+        if (need > cap) {
+            cap = 2 * need;
+            out = realloc(out, cap);
+            assert_non_null(out);
+        }
+        used += (size_t)sprintf(out + used, "%c %s\n", uci ? 'G' : 'S', text);
+        free(uci);
+    }
+    chess_pgn_reader_destroy(&r);
+    if (f) {
+        fclose(f);
+    }
+    return out;
+}
+
+/* Reads data through both paths and checks both give expected. */
+static void expect_items(const char *data, size_t len, const char *expected) {
+    for (int as_file = 0; as_file < 2; as_file++) {
+        char *got = read_all(data, len, as_file);
+        if (strcmp(got, expected) != 0) {
+            fail_msg("%s path:\n%s\nexpected:\n%s", as_file ? "FILE*" : "buffer", got, expected);
+        }
+        free(got);
+    }
+}
+
+/* A game that does not start from the initial position is skipped: a [FEN] tag with another
+ * position (wherever it stands among the tags, past the ones the reader keeps too), [SetUp "1"]
+ * or [Variant "From Position"] without a FEN. A FEN of the initial position and [SetUp "0"]
+ * are read as usual. */
+static void test_skips_games_not_from_initial_position(void **state) {
+    (void)state;
+    char many_tags[64 * 16 + 1] = "";
+    for (int i = 0; i < 64; i++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "[T%d \"x\"]\n", i); /* 64 lines */
+        strcat(many_tags, tag);
+    }
+    char pgn[4096];
+    int n =
+        snprintf(pgn, sizeof pgn,
+                 "[Event \"castling from a position\"]\n"
+                 "[SetUp \"1\"]\n"
+                 "[FEN \"r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1\"]\n"
+                 "\n"
+                 "1. O-O O-O *\n"
+                 "\n"
+                 "[Event \"the initial position\"]\n" /* line 7 */
+                 "[SetUp \"1\"]\n"
+                 "[FEN \"" CHESS_START_FEN "\"]\n"
+                 "\n"
+                 "1. e4 *\n"
+                 "\n"
+                 "[SetUp \"0\"]\n" /* line 13 */
+                 "1. d4 *\n"
+                 "[SetUp \"1\"]\n" /* line 15 */
+                 "1. c4 *\n"
+                 "[FEN \"4k3/8/8/8/8/8/p7/4K3 b - - 0 40\"]\n" /* line 17 */
+                 "[Variant \"From Position\"]\n"
+                 "40... a1=N 41. Kd2 *\n"
+                 "[Event \"the FEN past the tags kept\"]\n" /* line 20 */
+                 "%s"
+                 "[FEN \"4k3/8/8/8/8/8/4P3/4K3 w - - 0 1\"]\n"
+                 "1. e4 *\n"
+                 "[FEN \"rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq -\"]\n" /* line 87 */
+                 "1. g3 *\n"
+                 "[FEN \"" CHESS_START_FEN "\"]\n" /* line 89 */
+                 "[FEN \"r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1\"]\n"
+                 "1. O-O *\n"
+                 "[Variant \"From Position\"]\n" /* line 92 */
+                 "1. e3 *\n"
+                 "[FEN \"8/8/8/8/8/8/8/8 w - - 0 1\"]\n" /* line 94 */
+                 "1. e4 *\n"
+                 "[FEN \"" CHESS_START_FEN "%250s\"]\n" /* line 96: cut where the tags are kept */
+                 "1. e4 *\n",
+                 many_tags, "x");
+    assert_true(n > 0 && (size_t)n < sizeof pgn);
+    expect_items(pgn, strlen(pgn),
+                 "S game 1 (line 1): does not start from the initial position ([FEN] tag)\n"
+                 "G e2e4\n"
+                 "G d2d4\n"
+                 "S game 4 (line 15): does not start from the initial position ([SetUp \"1\"] "
+                 "without a [FEN] tag)\n"
+                 "S game 5 (line 17): does not start from the initial position ([FEN] tag)\n"
+                 "S game 6 (line 20): does not start from the initial position ([FEN] tag)\n"
+                 "G g2g3\n"
+                 "S game 8 (line 89): does not start from the initial position ([FEN] tag)\n"
+                 "S game 9 (line 92): does not start from the initial position ([Variant \"From "
+                 "Position\"] without a [FEN] tag)\n"
+                 "S game 10 (line 94): bad FEN tag: fen: each side needs exactly one king\n"
+                 "S game 11 (line 96): bad FEN tag: longer than 255 bytes\n");
+}
+
+/* A NUL byte anywhere in a game (a move, a tag, a comment, a line between games) skips that
+ * game with the line of the NUL; nothing is read past it as if it ended the text. */
+static void test_nul_byte_skips_the_game(void **state) {
+    (void)state;
+    static const char moves[] =
+        "[Event \"a\"]\n\n1. e4 e5\n2. Nf3\0Nc6 *\n\n[Event \"b\"]\n\n1. d4 *\n";
+    expect_items(moves, sizeof moves - 1, "S game 1 (line 1): NUL byte in line 4\nG d2d4\n");
+    static const char glued[] = "1. Nf3\0garbage *\n1. e4 *\n";
+    expect_items(glued, sizeof glued - 1, "S game 1 (line 1): NUL byte in line 1\nG e2e4\n");
+    static const char result[] = "1. e4 1-0\0\n1. d4 *\n";
+    expect_items(result, sizeof result - 1, "S game 1 (line 1): NUL byte in line 1\nG d2d4\n");
+    static const char tag[] = "[Event \"x\0y\"]\n1. e4 *\n1. d4 *\n";
+    expect_items(tag, sizeof tag - 1, "S game 1 (line 1): NUL byte in line 1\nG d2d4\n");
+    static const char comment[] = "1. e4 {\n a \0 comment } *\n1. d4 *\n";
+    expect_items(comment, sizeof comment - 1, "S game 1 (line 1): NUL byte in line 2\nG d2d4\n");
+    static const char between[] = "1. e4 *\n\0\n[Event \"b\"]\n1. d4 *\n";
+    expect_items(between, sizeof between - 1,
+                 "G e2e4\nS game 2 (line 2): NUL byte in line 2\nG d2d4\n");
+    static const char escape[] = "1. e4 *\n%\0\n[Event \"b\"]\n1. d4 *\n";
+    expect_items(escape, sizeof escape - 1, "G e2e4\nS game 2 (line 3): NUL byte in line 2\n");
+    static const char trailing[] = "1. e4 *\n% trailing\0 escape\n\n";
+    expect_items(trailing, sizeof trailing - 1, "G e2e4\nS game 2 (line 2): NUL byte in line 2\n");
+    static const char only[] = "\0";
+    expect_items(only, 1, "S game 1 (line 1): NUL byte in line 1\n");
+}
+
+/* A NUL past the FILE* reader's first chunk is found on both paths alike. */
+static void test_nul_byte_past_the_first_chunk(void **state) {
+    (void)state;
+    enum { GAMES = 7000, BAD = 6500 };
+    static const char game[] = "1. e4 e5 *\n"; /* 11 bytes: 77,000 in all */
+    size_t len = GAMES * (sizeof game - 1);
+    char *pgn = malloc(len);
+    assert_non_null(pgn);
+    for (size_t i = 0; i < GAMES; i++) {
+        memcpy(pgn + i * (sizeof game - 1), game, sizeof game - 1);
+    }
+    pgn[(BAD - 1) * (sizeof game - 1) + 4] = '\0'; /* "1. e\0 e5 *" */
+    size_t cap = GAMES * 16 + 64;
+    char *expected = malloc(cap);
+    assert_non_null(expected);
+    size_t used = 0;
+    for (size_t i = 1; i <= GAMES; i++) {
+        if (i == BAD) {
+            used += (size_t)snprintf(expected + used, cap - used,
+                                     "S game %zu (line %zu): NUL byte in line %zu\n", i, i, i);
+        } else {
+            used += (size_t)snprintf(expected + used, cap - used, "G e2e4 e7e5\n");
+        }
+    }
+    expect_items(pgn, len, expected);
+    free(expected);
+    free(pgn);
 }
 
 static void test_empty_input(void **state) {
@@ -251,6 +438,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reads_every_feature),
         cmocka_unit_test(test_skips_malformed_games_and_goes_on),
+        cmocka_unit_test(test_skips_games_not_from_initial_position),
+        cmocka_unit_test(test_nul_byte_skips_the_game),
+        cmocka_unit_test(test_nul_byte_past_the_first_chunk),
         cmocka_unit_test(test_empty_input),
         cmocka_unit_test(test_write_read_round_trip),
         cmocka_unit_test(test_write_pgn_text),
