@@ -41,11 +41,15 @@
  * Errors: a malformed move (naming it), a token absent from the vocabulary, T > n_ctx. */
 int interp_tokens_from_uci(const model *m, const char *uci, int32_t **out, size_t *T, char *err);
 
-/* Copy of clean [T] with the token at `pos` (0 = `<s>`) replaced by the id of `token` (text,
- * e.g. "d5"), into out [T]. INVALID when pos >= T; NOT_FOUND when token is not in the
- * vocabulary. */
+/* Copy of clean [T] with the token at `pos` replaced by the id of `token` (text, e.g. "d5"),
+ * into out [T]. INVALID when pos is 0 (`<s>`) or >= T, or when token is already clean[pos] (a
+ * corruption that changes nothing); NOT_FOUND when token is not in the vocabulary. */
 int interp_corrupt_token(const model *m, const int32_t *clean, size_t T, size_t pos,
                          const char *token, int32_t *out, char *err);
+/* interp_corrupt_token from the text "POSITION=TOKEN" (`chesslens patch --corrupt 27=d5`): the
+ * position is decimal digits only; PARSE error naming the text otherwise. */
+int interp_corrupt_parse(const model *m, const int32_t *clean, size_t T, const char *spec,
+                         int32_t *out, char *err);
 
 /* Legal next-token mask of a game: mask[t * V + v] = 1 when token v may legally follow
  * position t (chess_legal_tokens mapped to ids through the tokenizer). The game must be legal.
@@ -130,11 +134,15 @@ typedef struct interp_patch_opts {
     interp_metric metric;
     bool plain; /* one full forward per index (TL's algorithm) instead of the fast one */
     /* Fast algorithm: most positions one packed incremental run computes (0 = 4096); a run
-     * also packs at most 256 patched runs (rows). */
+     * also packs at most 256 patched runs (rows). The limits hold across pairs of a batch. */
     size_t max_packed_positions;
+    /* Fast algorithm: run the indices the identical-prefix shortcut (below) would skip too
+     * (same values; for measuring the shortcut and testing the incremental runs). */
+    bool no_prefix_shortcut;
 } interp_patch_opts;
 
-/* Defaults: block_every, fast, metric LOGIT of token 0 (set it), not normalised. */
+/* Defaults: block_every, fast with the shortcut, metric LOGIT of token 0 (set it), not
+ * normalised. */
 interp_patch_opts interp_patch_opts_default(void);
 
 typedef struct interp_patch_result {
@@ -144,8 +152,12 @@ typedef struct interp_patch_result {
     char labels[128];        /* component names for "every" kinds, comma-separated, else "" */
     double clean_metric;     /* unnormalised metric of the clean run */
     double corrupted_metric; /* unnormalised metric of the corrupted run */
-    size_t n_forwards;       /* model_run calls made for the patched runs */
-    size_t n_positions;      /* token positions computed in those runs, summed over layers */
+    /* model_run calls made for this pair's patched runs (base runs not counted; a request
+     * shared by several pairs of a batch counts once in each) and the token positions of this
+     * pair's patched runs, summed over the layers each ran. Indices given a value without a
+     * run are in neither. */
+    size_t n_forwards;
+    size_t n_positions;
 } interp_patch_result;
 
 void interp_patch_result_destroy(interp_patch_result **r);
@@ -153,9 +165,44 @@ void interp_patch_result_destroy(interp_patch_result **r);
 /* Patches the clean run of `clean` [T] into the corrupted run of `corrupted` [T] (same T, a
  * single pair, batch 1) for every index of opts->kind and evaluates opts->metric on each
  * patched run's logits. With normalize, INVALID when the clean and corrupted metrics are
- * equal. Both algorithms give the same values to float rounding. */
+ * equal. Both algorithms give the same values to float rounding.
+ *
+ * Identical-prefix shortcut (fast algorithm, unless no_prefix_shortcut; exact, TL has none):
+ * with d the first position where clean and corrupted differ (T when none), every activation
+ * at positions < d is the same in both runs (causal attention), so a patch there leaves the
+ * corrupted run unchanged. Such indices get the corrupted run's metric (normalised: exactly 0)
+ * without a run: those at positions < d of the kinds indexed by position (resid_pre/mid,
+ * attn_out, mlp_out, block_every, q/k/v/out *_by_pos, the destination position of
+ * pattern_by_pos and pattern_dest_src_pos) and, for an identical pair (d = T), every index.
+ * An all-positions (*_all_pos) index is still run, starting at position d when T - d <= d.
+ * With the last token corrupted, block_every thus runs 3 x L one-position patched runs. A
+ * pattern element at a masked key (source after destination) is given the corrupted metric
+ * the same way, shortcut or not. The plain algorithm runs every index. */
 int interp_patch_run(model_session *s, const int32_t *clean, const int32_t *corrupted, size_t T,
                      const interp_patch_opts *opts, interp_patch_result **out, char *err);
+
+/* One clean/corrupted pair of a batch, with its own metric (the metric's tokens may differ per
+ * pair, e.g. the clean run's top token). Borrowed pointers. */
+typedef struct interp_patch_pair {
+    const int32_t *clean;     /* [T] */
+    const int32_t *corrupted; /* [T] */
+    interp_metric metric;
+} interp_patch_pair;
+
+/* interp_patch_run for n pairs of the same length T: out[i] (caller destroys each, and frees
+ * nothing else) holds pair i's result, as interp_patch_run would give it. opts->metric is not
+ * read (each pair has its own). The length is one argument, so pairs of different lengths
+ * cannot be passed: group them by length (a shorter game padded to T would be patched as a
+ * game of T tokens). The fast algorithm packs the patched runs of all pairs into shared
+ * incremental requests (the clean runs of all pairs as one batched run, their corrupted runs
+ * as another, then per layer the patched rows of many pairs per request, within the packing
+ * limits), so a task of 64 pairs is a few large GEMMs, not 64 small loops; the base runs hold
+ * the hooks of all n pairs at once (memory grows with n). The plain algorithm runs pair after
+ * pair. n = 0 is a no-op (returns 0, writes nothing). All or nothing: on an error no out[i] is
+ * set, and a failure that concerns one pair of several names it ("pair 3: ..."), e.g. INVALID
+ * when that pair normalises with equal clean and corrupted metrics. */
+int interp_patch_run_batch(model_session *s, const interp_patch_pair *pairs, size_t n, size_t T,
+                           const interp_patch_opts *opts, interp_patch_result **out, char *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Activations of one sequence on the host                                                     */

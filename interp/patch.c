@@ -1,19 +1,25 @@
 /*
  * Activation patching with TransformerLens' semantics (TL-SEMANTICS.md §5): for every index of
  * a patch kind (layer x position, layer x head, ...), run the corrupted tokens with the clean
- * run's activation at that index put in place, and read a metric from the logits.
+ * run's activation at that index put in place, and read a metric from the logits. A call
+ * patches a batch of clean/corrupted pairs of one length; the clean runs of all pairs are one
+ * batched run, the corrupted runs another.
  *
- * Two algorithms share one list of indices ("jobs"):
- * - plain: one full forward per job (TL's generic_activation_patch), the oracle and baseline;
+ * Two algorithms share one grid of indices ("jobs", generated per layer on the fly):
+ * - plain: one full forward per pair and job (TL's generic_activation_patch), the oracle;
  * - fast (exact): a patch at layer l and position p cannot change layers < l nor positions < p
  *   (causal attention), so the patched run only needs layers l.. at positions p..T-1, with the
  *   keys/values of earlier positions and the residual entering layer l taken from the corrupted
- *   run's cache. Jobs of one layer differ only in their start position and patch, so they are
- *   packed as rows of one incremental model_run (every linear layer becomes one GEMM over all
- *   their positions). A head patch over all positions starts at position 0 and saves layers only.
- *   A pattern element patch (dest, src) starts at dest; one at a masked key (src > dest)
- *   replaces 0 by 0, so its run is the corrupted run and it is given that run's metric without
- *   running it (the plain algorithm runs it, as TL does).
+ *   run's cache. Jobs of one layer, of every pair, differ only in their start position, patch
+ *   and base row, so they are packed as rows of a few incremental model_runs (every linear
+ *   layer becomes one GEMM over all their positions). A head patch over all positions starts
+ *   at position 0 and saves layers only.
+ *   Jobs whose patched run is the corrupted run get that run's metric without running: a
+ *   pattern element at a masked key (src > dest) replaces 0 by 0, and (the prefix shortcut) a
+ *   patch at a position before the pair's first differing token d replaces a value by the same
+ *   value, since positions < d see the same tokens in both runs. For the same reason an
+ *   all-positions patch may start at d instead of 0. The plain algorithm runs every job, as TL
+ *   does.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -159,7 +165,7 @@ void interp_patch_result_destroy(interp_patch_result **r) {
 }
 
 /* One patched run: replace `hook` at (pos, head, key_pos) and write the metric to
- * out[index]. */
+ * values[index] of its pair's result. */
 typedef struct job {
     model_hook hook;
     int pos;     /* MODEL_ALL or a position (the destination / query one for the pattern) */
@@ -168,189 +174,158 @@ typedef struct job {
     size_t index;
 } job;
 
-static size_t comp_size(axes ax, size_t L, size_t T, size_t H) {
-    return L * per_layer(ax, T, H);
-}
+/* What one call shares: the kind's index grid, the pairs, their base runs and results. */
+typedef struct task {
+    model_session *s;
+    const kind_info *ki;
+    size_t L, T, H, V;
+    size_t per_layer; /* indices of one layer over all components */
+    size_t n_jobs;    /* indices of one pair: L * per_layer */
+    const interp_patch_pair *pairs;
+    size_t n;
+    size_t *first_diff;        /* [n] first position where clean and corrupted differ, T if none */
+    interp_patch_result **res; /* [n] */
+    model_cache *clean;        /* [n, T]: the clean runs, caching the hooks the patches read */
+    model_cache *base;         /* [n, T]: the corrupted runs (fast: resid_pre, k, v per layer) */
+} task;
 
-/* Every job of a kind, in output order (TL's itertools.product order, last axis fastest). */
-static int make_jobs(const kind_info *ki, size_t L, size_t T, size_t H, job **out, size_t *n_out,
-                     char *err) {
-    size_t n = 0;
+/* Index k (0 <= k < per_layer) of `layer`, the components one after another and each one's
+ * coordinates in TL's itertools.product order (last axis fastest). */
+static job job_at(const task *t, size_t layer, size_t k) {
+    const kind_info *ki = t->ki;
+    size_t offset = 0; /* first output index of component c */
     for (int c = 0; c < ki->n_comp; c++) {
-        n += comp_size(ki->ax[c], L, T, H);
-    }
-    job *jobs = malloc(n * sizeof *jobs);
-    if (jobs == NULL) {
-        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu indices", n);
-    }
-    size_t i = 0;
-    for (int c = 0; c < ki->n_comp; c++) {
-        for (size_t l = 0; l < L; l++) {
-            model_hook h = {ki->hooks[c], (int)l};
-            const layout *lay = &layouts[ki->ax[c]];
-            size_t count = per_layer(ki->ax[c], T, H);
-            for (size_t x = 0; x < count; x++) {
-                /* decode x in mixed radix, the last coordinate fastest */
-                int v[3] = {MODEL_ALL, MODEL_ALL, MODEL_ALL}; /* indexed by coord */
-                size_t rest = x;
-                for (int a = lay->n - 1; a >= 0; a--) {
-                    size_t size = coord_size(lay->c[a], T, H);
-                    v[lay->c[a]] = (int)(rest % size);
-                    rest /= size;
-                }
-                jobs[i] = (job){h, v[COORD_POS], v[COORD_HEAD], v[COORD_KEY], i};
-                i++;
-            }
+        size_t count = per_layer(ki->ax[c], t->T, t->H);
+        if (k >= count) {
+            k -= count;
+            offset += t->L * count;
+            continue;
         }
+        const layout *lay = &layouts[ki->ax[c]];
+        int v[3] = {MODEL_ALL, MODEL_ALL, MODEL_ALL}; /* indexed by coord */
+        size_t rest = k;
+        for (int a = lay->n - 1; a >= 0; a--) {
+            size_t size = coord_size(lay->c[a], t->T, t->H);
+            v[lay->c[a]] = (int)(rest % size);
+            rest /= size;
+        }
+        return (job){{ki->hooks[c], (int)layer},
+                     v[COORD_POS],
+                     v[COORD_HEAD],
+                     v[COORD_KEY],
+                     offset + layer * count + k};
     }
-    *out = jobs;
-    *n_out = n;
-    return 0;
+    assert(!"job index outside the layer");
+    return (job){{ki->hooks[0], (int)layer}, MODEL_ALL, MODEL_ALL, MODEL_ALL, 0};
 }
 
-/* A full run of tokens [T] caching `hooks`, with logits; *metric from the last position. */
-static int full_run(model_session *s, const int32_t *tokens, size_t T, const model_hook *hooks,
-                    size_t n_hooks, const interp_metric *metric, float *last_logits,
-                    model_cache **cache, double *value, char *err) {
-    size_t V = (size_t)model_get_config(model_session_model(s))->d_vocab;
+/* Adds "pair i: " in front of the message of a failure that concerns one pair of several. */
+static int pair_fail(const task *t, size_t i, int rc, char *err) {
+    if (err != NULL && t->n > 1) {
+        char msg[COMMON_ERR_LEN];
+        snprintf(msg, sizeof msg, "%s", err);
+        common_fail(err, rc, "patching: pair %zu: %s", i, msg);
+    }
+    return rc;
+}
+
+/* Writes metric value m of pair i's patched run at index, normalised when the pair asks. */
+static void store(const task *t, size_t i, size_t index, double m) {
+    interp_patch_result *r = t->res[i];
+    if (t->pairs[i].metric.normalize) {
+        m = (m - r->corrupted_metric) / (r->clean_metric - r->corrupted_metric);
+    }
+    r->values[index] = (float)m;
+}
+
+/* Pair i's metric of the last position of row `row` of a run's logits; logits [T, V] is
+ * scratch. */
+static int row_metric(const task *t, const model_cache *c, size_t row, size_t i, float *logits,
+                      double *out, char *err) {
+    model_hook lh = {MODEL_HOOK_LOGITS, -1};
+    int rc = model_cache_download_row(c, lh, row, logits, t->T * t->V, err);
+    if (rc == 0) {
+        rc = interp_metric_eval(&t->pairs[i].metric, logits + (t->T - 1) * t->V, t->V, out, err);
+    }
+    return rc == 0 ? 0 : pair_fail(t, i, rc, err);
+}
+
+/* The clean (or corrupted) runs of all pairs as one batch [n, T] caching `hooks`, with logits;
+ * each pair's metric goes to its result. */
+static int base_run(task *t, bool clean, const model_hook *hooks, size_t n_hooks,
+                    model_cache **cache, char *err) {
+    size_t T = t->T;
+    int32_t *tokens = malloc(t->n * T * sizeof *tokens); /* [n, T] */
+    float *logits = malloc(T * t->V * sizeof *logits);   /* [T, V] one row */
+    int rc = 0;
+    if (tokens == NULL || logits == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu runs", t->n);
+        goto done;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        memcpy(tokens + i * T, clean ? t->pairs[i].clean : t->pairs[i].corrupted,
+               T * sizeof *tokens);
+    }
     model_request req;
-    model_request_init(&req, s, tokens, 1, T);
+    model_request_init(&req, t->s, tokens, t->n, T);
     req.hooks = hooks;
     req.n_hooks = n_hooks;
     req.want_logits = true;
-    int rc = model_run(s, &req, cache, err);
-    if (rc != 0) {
-        return rc;
+    rc = model_run(t->s, &req, cache, err);
+    for (size_t i = 0; i < t->n && rc == 0; i++) {
+        interp_patch_result *r = t->res[i];
+        rc = row_metric(t, *cache, i, i, logits, clean ? &r->clean_metric : &r->corrupted_metric,
+                        err);
     }
-    float *logits = malloc(T * V * sizeof *logits); /* [T, V] */
-    if (logits == NULL) {
-        model_cache_destroy(cache);
-        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory");
-    }
-    model_hook lh = {MODEL_HOOK_LOGITS, -1};
-    rc = model_cache_download_row(*cache, lh, 0, logits, T * V, err);
-    if (rc == 0) {
-        memcpy(last_logits, logits + (T - 1) * V, V * sizeof *logits);
-        rc = interp_metric_eval(metric, last_logits, V, value, err);
-    }
-    free(logits);
     if (rc != 0) {
         model_cache_destroy(cache);
     }
-    return rc;
-}
-
-static int run_plain(model_session *s, const int32_t *corrupted, size_t T, const job *jobs,
-                     size_t n_jobs, const model_cache *clean, const interp_metric *metric,
-                     float *values, interp_patch_result *res, char *err) {
-    const model_config *cfg = model_get_config(model_session_model(s));
-    size_t V = (size_t)cfg->d_vocab;
-    float *logits = malloc(T * V * sizeof *logits); /* [T, V] */
-    if (logits == NULL) {
-        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory");
-    }
-    int rc = 0;
-    model_hook lh = {MODEL_HOOK_LOGITS, -1};
-    for (size_t j = 0; j < n_jobs && rc == 0; j++) {
-        model_patch patch = {.hook = jobs[j].hook,
-                             .row = 0,
-                             .pos = jobs[j].pos,
-                             .head = jobs[j].head,
-                             .src = clean,
-                             .src_row = 0,
-                             .key_pos = jobs[j].key_pos};
-        model_request req;
-        model_request_init(&req, s, corrupted, 1, T);
-        req.want_logits = true;
-        req.patches = &patch;
-        req.n_patches = 1;
-        model_cache *out = NULL;
-        rc = model_run(s, &req, &out, err);
-        if (rc != 0) {
-            break;
-        }
-        rc = model_cache_download_row(out, lh, 0, logits, T * V, err);
-        model_cache_destroy(&out);
-        double m = 0.0;
-        if (rc == 0) {
-            rc = interp_metric_eval(metric, logits + (T - 1) * V, V, &m, err);
-        }
-        values[jobs[j].index] = (float)m;
-        res->n_forwards++;
-        res->n_positions += (size_t)cfg->n_layers * T;
-    }
-    free(logits);
-    return rc;
-}
-
-static size_t job_start(const job *j) {
-    return j->pos == MODEL_ALL ? 0 : (size_t)j->pos;
-}
-
-/* Runs jobs[0..n) (all of one layer) as rows of one incremental request over `base`. */
-static int run_packed(model_session *s, const int32_t *corrupted, size_t T, const job *jobs,
-                      size_t n, const model_cache *clean, const model_cache *base,
-                      const interp_metric *metric, float *values, interp_patch_result *res,
-                      char *err) {
-    const model_config *cfg = model_get_config(model_session_model(s));
-    size_t V = (size_t)cfg->d_vocab;
-    int layer = jobs[0].hook.layer;
-    int32_t *tokens = malloc(n * T * sizeof *tokens); /* [n, T] */
-    size_t *start = malloc(n * sizeof *start);        /* [n] */
-    size_t *base_rows = calloc(n, sizeof *base_rows); /* [n], all row 0 of base */
-    model_patch *patches = malloc(n * sizeof *patches);
-    float *logits = malloc(T * V * sizeof *logits); /* [T, V] one row */
-    model_cache *out = NULL;
-    int rc = 0;
-    if (tokens == NULL || start == NULL || base_rows == NULL || patches == NULL || logits == NULL) {
-        rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu rows", n);
-        goto done;
-    }
-    size_t positions = 0;
-    for (size_t r = 0; r < n; r++) {
-        assert(jobs[r].hook.layer == layer);
-        memcpy(tokens + r * T, corrupted, T * sizeof *tokens);
-        start[r] = job_start(&jobs[r]);
-        positions += T - start[r];
-        patches[r] = (model_patch){.hook = jobs[r].hook,
-                                   .row = (int)r,
-                                   .pos = jobs[r].pos,
-                                   .head = jobs[r].head,
-                                   .src = clean,
-                                   .src_row = 0,
-                                   .key_pos = jobs[r].key_pos};
-    }
-    model_request req;
-    model_request_init(&req, s, tokens, n, T);
-    req.want_logits = true;
-    req.patches = patches;
-    req.n_patches = n;
-    req.start_layer = layer;
-    req.stop_layer = cfg->n_layers;
-    req.base = base;
-    req.base_rows = base_rows;
-    req.start_pos = start;
-    rc = model_run(s, &req, &out, err);
-    if (rc != 0) {
-        goto done;
-    }
-    model_hook lh = {MODEL_HOOK_LOGITS, -1};
-    for (size_t r = 0; r < n && rc == 0; r++) {
-        rc = model_cache_download_row(out, lh, r, logits, T * V, err);
-        double m = 0.0;
-        if (rc == 0) {
-            rc = interp_metric_eval(metric, logits + (T - 1) * V, V, &m, err);
-        }
-        values[jobs[r].index] = (float)m;
-    }
-    res->n_forwards++;
-    res->n_positions += positions * (size_t)(cfg->n_layers - layer);
 done:
-    model_cache_destroy(&out);
     free(tokens);
-    free(start);
-    free(base_rows);
-    free(patches);
+    free(logits);
+    return rc;
+}
+
+/* The plain algorithm: per pair and index, one full forward of the corrupted tokens with the
+ * clean activation put in place. */
+static int run_plain(task *t, char *err) {
+    size_t T = t->T;
+    float *logits = malloc(T * t->V * sizeof *logits); /* [T, V] */
+    if (logits == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory");
+    }
+    int rc = 0;
+    for (size_t i = 0; i < t->n && rc == 0; i++) {
+        for (size_t l = 0; l < t->L && rc == 0; l++) {
+            for (size_t k = 0; k < t->per_layer && rc == 0; k++) {
+                job j = job_at(t, l, k);
+                model_patch patch = {.hook = j.hook,
+                                     .row = 0,
+                                     .pos = j.pos,
+                                     .head = j.head,
+                                     .src = t->clean,
+                                     .src_row = (int)i,
+                                     .key_pos = j.key_pos};
+                model_request req;
+                model_request_init(&req, t->s, t->pairs[i].corrupted, 1, T);
+                req.want_logits = true;
+                req.patches = &patch;
+                req.n_patches = 1;
+                model_cache *out = NULL;
+                rc = model_run(t->s, &req, &out, err);
+                if (rc != 0) {
+                    rc = pair_fail(t, i, rc, err);
+                    break;
+                }
+                double m = 0.0;
+                rc = row_metric(t, out, 0, i, logits, &m, err);
+                model_cache_destroy(&out);
+                store(t, i, j.index, m);
+                t->res[i]->n_forwards++;
+                t->res[i]->n_positions += t->L * T;
+            }
+        }
+    }
     free(logits);
     return rc;
 }
@@ -359,55 +334,190 @@ done:
  * capped as well as positions (many late-position rows are cheap in positions only). */
 #define MAX_PACKED_ROWS 256
 
-static int cmp_job_layer(const void *a, const void *b) {
-    const job *x = a, *y = b;
-    if (x->hook.layer != y->hook.layer) {
-        return x->hook.layer < y->hook.layer ? -1 : 1;
+/* A patched run of the fast algorithm: pair, index, first position computed. */
+typedef struct row {
+    size_t pair;
+    job j;
+    size_t start;
+} row;
+
+/* The patched runs of one layer collected for one incremental request, in pair order. */
+typedef struct packer {
+    size_t budget;        /* most positions per request */
+    row *rows;            /* [MAX_PACKED_ROWS] */
+    size_t n_rows;        /* rows collected */
+    size_t positions;     /* positions the collected rows compute per layer */
+    int32_t *tokens;      /* [MAX_PACKED_ROWS, T] */
+    size_t *start;        /* [MAX_PACKED_ROWS] */
+    size_t *base_rows;    /* [MAX_PACKED_ROWS] */
+    model_patch *patches; /* [MAX_PACKED_ROWS * T] */
+    float *logits;        /* [T, V] one row */
+} packer;
+
+/* Runs the collected rows as one incremental request over the corrupted runs' cache. */
+static int flush(task *t, packer *pk, char *err) {
+    if (pk->n_rows == 0) {
+        return 0;
     }
-    return x->index < y->index ? -1 : x->index > y->index;
+    size_t T = t->T;
+    int layer = pk->rows[0].j.hook.layer;
+    size_t n_patches = 0;
+    for (size_t r = 0; r < pk->n_rows; r++) {
+        const row *w = &pk->rows[r];
+        assert(w->j.hook.layer == layer && (r == 0 || w->pair >= pk->rows[r - 1].pair));
+        memcpy(pk->tokens + r * T, t->pairs[w->pair].corrupted, T * sizeof *pk->tokens);
+        pk->start[r] = w->start;
+        pk->base_rows[r] = w->pair;
+        model_patch p = {.hook = w->j.hook,
+                         .row = (int)r,
+                         .pos = w->j.pos,
+                         .head = w->j.head,
+                         .src = t->clean,
+                         .src_row = (int)w->pair,
+                         .key_pos = w->j.key_pos};
+        if (w->j.pos == MODEL_ALL && w->start > 0) {
+            /* model_run takes an all-positions patch only in a run from position 0: patch each
+             * computed position instead (those before start are equal in both runs). */
+            for (size_t q = w->start; q < T; q++) {
+                p.pos = (int)q;
+                pk->patches[n_patches++] = p;
+            }
+        } else {
+            pk->patches[n_patches++] = p;
+        }
+    }
+    model_request req;
+    model_request_init(&req, t->s, pk->tokens, pk->n_rows, T);
+    req.want_logits = true;
+    req.patches = pk->patches;
+    req.n_patches = n_patches;
+    req.start_layer = layer;
+    req.stop_layer = (int)t->L;
+    req.base = t->base;
+    req.base_rows = pk->base_rows;
+    req.start_pos = pk->start;
+    model_cache *out = NULL;
+    int rc = model_run(t->s, &req, &out, err);
+    for (size_t r = 0; r < pk->n_rows && rc == 0; r++) {
+        const row *w = &pk->rows[r];
+        double m = 0.0;
+        rc = row_metric(t, out, r, w->pair, pk->logits, &m, err);
+        store(t, w->pair, w->j.index, m);
+        interp_patch_result *res = t->res[w->pair];
+        res->n_positions += (T - w->start) * (t->L - (size_t)layer);
+        if (r == 0 || w->pair != pk->rows[r - 1].pair) {
+            res->n_forwards++; /* a shared request counts once for each pair it serves */
+        }
+    }
+    model_cache_destroy(&out);
+    pk->n_rows = 0;
+    pk->positions = 0;
+    return rc;
 }
 
-static int run_fast(model_session *s, const int32_t *corrupted, size_t T, job *jobs, size_t n_jobs,
-                    const model_cache *clean, const model_cache *base, const interp_metric *metric,
-                    double corrupted_metric, size_t budget, float *values, interp_patch_result *res,
-                    char *err) {
-    /* A pattern element at a masked key (source after destination) is 0 in the clean and the
-     * corrupted run alike: the patched run is the corrupted run. */
-    size_t kept = 0;
-    for (size_t j = 0; j < n_jobs; j++) {
-        if (jobs[j].key_pos != MODEL_ALL && jobs[j].key_pos > jobs[j].pos) {
-            assert(jobs[j].hook.kind == MODEL_HOOK_PATTERN && jobs[j].pos != MODEL_ALL);
-            values[jobs[j].index] = (float)corrupted_metric;
-        } else {
-            jobs[kept++] = jobs[j];
-        }
-    }
-    n_jobs = kept;
-    qsort(jobs, n_jobs, sizeof *jobs, cmp_job_layer);
-    size_t i = 0;
-    while (i < n_jobs) {
-        size_t j = i;
-        size_t positions = 0;
-        while (j < n_jobs && jobs[j].hook.layer == jobs[i].hook.layer &&
-               (j == i ||
-                (positions + (T - job_start(&jobs[j])) <= budget && j - i < MAX_PACKED_ROWS))) {
-            positions += T - job_start(&jobs[j]);
-            j++;
-        }
-        int rc =
-            run_packed(s, corrupted, T, jobs + i, j - i, clean, base, metric, values, res, err);
+/* Adds a patched run, first running the collected ones when it does not fit with them (another
+ * layer, over the position budget or the row cap; a single row always fits). */
+static int add_row(task *t, packer *pk, size_t pair, const job *j, size_t start, char *err) {
+    size_t cost = t->T - start;
+    if (pk->n_rows > 0 && (pk->rows[0].j.hook.layer != j->hook.layer ||
+                           pk->positions + cost > pk->budget || pk->n_rows == MAX_PACKED_ROWS)) {
+        int rc = flush(t, pk, err);
         if (rc != 0) {
             return rc;
         }
-        i = j;
     }
+    pk->rows[pk->n_rows++] = (row){pair, *j, start};
+    pk->positions += cost;
     return 0;
 }
 
-int interp_patch_run(model_session *s, const int32_t *clean, const int32_t *corrupted, size_t T,
-                     const interp_patch_opts *opts, interp_patch_result **out, char *err) {
+/* The fast algorithm. Per layer, the patched runs of every pair go into shared incremental
+ * requests; indices whose patched run is the corrupted run (a masked pattern key, or, with the
+ * prefix shortcut, a patch before the pair's first differing position) get that run's metric
+ * without running. */
+static int run_fast(task *t, size_t budget, bool shortcut, char *err) {
+    size_t T = t->T;
+    packer pk = {.budget = budget};
+    pk.rows = malloc(MAX_PACKED_ROWS * sizeof *pk.rows);
+    pk.tokens = malloc(MAX_PACKED_ROWS * T * sizeof *pk.tokens);
+    pk.start = malloc(MAX_PACKED_ROWS * sizeof *pk.start);
+    pk.base_rows = malloc(MAX_PACKED_ROWS * sizeof *pk.base_rows);
+    pk.patches = malloc(MAX_PACKED_ROWS * T * sizeof *pk.patches);
+    pk.logits = malloc(T * t->V * sizeof *pk.logits);
+    int rc = 0;
+    if (pk.rows == NULL || pk.tokens == NULL || pk.start == NULL || pk.base_rows == NULL ||
+        pk.patches == NULL || pk.logits == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for packed runs");
+        goto done;
+    }
+    for (size_t l = 0; l < t->L && rc == 0; l++) {
+        for (size_t i = 0; i < t->n && rc == 0; i++) {
+            /* positions before d hold the same activations in both runs (causality) */
+            size_t d = shortcut ? t->first_diff[i] : 0;
+            double corrupted = t->res[i]->corrupted_metric;
+            for (size_t k = 0; k < t->per_layer && rc == 0; k++) {
+                job j = job_at(t, l, k);
+                if (j.key_pos != MODEL_ALL && j.key_pos > j.pos) {
+                    /* a masked key is 0 in both runs: the patch replaces 0 by 0 */
+                    assert(j.hook.kind == MODEL_HOOK_PATTERN && j.pos != MODEL_ALL);
+                    store(t, i, j.index, corrupted);
+                    continue;
+                }
+                if (j.pos != MODEL_ALL ? (size_t)j.pos < d : d == T) {
+                    store(t, i, j.index, corrupted);
+                    continue;
+                }
+                /* An all-positions patch starts at d when that saves at least as many
+                 * positions as it adds single-position patches (one per computed position). */
+                size_t start = j.pos != MODEL_ALL ? (size_t)j.pos : (d > 0 && T - d <= d ? d : 0);
+                rc = add_row(t, &pk, i, &j, start, err);
+            }
+        }
+    }
+    if (rc == 0) {
+        rc = flush(t, &pk, err);
+    }
+done:
+    free(pk.rows);
+    free(pk.tokens);
+    free(pk.start);
+    free(pk.base_rows);
+    free(pk.patches);
+    free(pk.logits);
+    return rc;
+}
+
+/* A result of the kind's output shape for T positions, values unset. */
+static int result_new(const task *t, interp_patch_result **out, char *err) {
+    interp_patch_result *r = calloc(1, sizeof *r);
+    float *values = malloc(t->n_jobs * sizeof *values);
+    if (r == NULL || values == NULL) {
+        free(r);
+        free(values);
+        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu values",
+                           t->n_jobs);
+    }
+    r->values = values;
+    const kind_info *ki = t->ki;
+    int nd = 0;
+    if (ki->n_comp > 1) {
+        r->shape.dims[nd++] = (size_t)ki->n_comp;
+    }
+    r->shape.dims[nd++] = t->L;
+    for (int a = 0; a < layouts[ki->ax[0]].n; a++) {
+        r->shape.dims[nd++] = coord_size(layouts[ki->ax[0]].c[a], t->T, t->H);
+    }
+    r->shape.ndim = nd;
+    assert(model_shape_numel(&r->shape) == t->n_jobs);
+    snprintf(r->axes, sizeof r->axes, "%s", ki->axes_name);
+    snprintf(r->labels, sizeof r->labels, "%s", ki->labels);
+    *out = r;
+    return 0;
+}
+
+int interp_patch_run_batch(model_session *s, const interp_patch_pair *pairs, size_t n, size_t T,
+                           const interp_patch_opts *opts, interp_patch_result **out, char *err) {
     const model_config *cfg = model_get_config(model_session_model(s));
-    size_t L = (size_t)cfg->n_layers, H = (size_t)cfg->n_heads, V = (size_t)cfg->d_vocab;
     if ((int)opts->kind < 0 || opts->kind >= INTERP_PATCH_KIND_COUNT) {
         return common_fail(err, COMMON_ERR_INVALID, "patching: unknown kind %d", (int)opts->kind);
     }
@@ -415,111 +525,123 @@ int interp_patch_run(model_session *s, const int32_t *clean, const int32_t *corr
         return common_fail(err, COMMON_ERR_INVALID, "patching: %zu positions (n_ctx %d)", T,
                            cfg->n_ctx);
     }
-    const kind_info *ki = &kinds[opts->kind];
-    job *jobs = NULL;
-    size_t n_jobs = 0;
-    model_hook *clean_hooks = NULL, *base_hooks = NULL;
-    model_cache *clean_cache = NULL, *base_cache = NULL;
-    interp_patch_result *res = NULL;
-    float *last = malloc(V * sizeof *last); /* [V] */
-    int rc = make_jobs(ki, L, T, H, &jobs, &n_jobs, err);
-    if (rc != 0) {
-        goto fail;
+    if (n == 0) {
+        return 0;
     }
-    res = calloc(1, sizeof *res);
-    clean_hooks = malloc((size_t)ki->n_comp * L * sizeof *clean_hooks);
-    base_hooks = malloc(3 * L * sizeof *base_hooks);
-    if (last == NULL || res == NULL || clean_hooks == NULL || base_hooks == NULL) {
-        rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory");
-        goto fail;
+    if (pairs == NULL || out == NULL) {
+        return common_fail(err, COMMON_ERR_INVALID, "patching: %zu pairs without pairs or outputs",
+                           n);
     }
-    res->values = malloc(n_jobs * sizeof *res->values);
-    if (res->values == NULL) {
-        rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory");
-        goto fail;
+    if (n > SIZE_MAX / sizeof(int32_t) / T) {
+        return common_fail(err, COMMON_ERR_INVALID, "patching: %zu pairs of %zu positions", n, T);
     }
-    /* Clean run: every hook the patches read. */
-    size_t n_clean = 0;
-    for (int c = 0; c < ki->n_comp; c++) {
-        for (size_t l = 0; l < L; l++) {
-            clean_hooks[n_clean++] = (model_hook){ki->hooks[c], (int)l};
+    for (size_t i = 0; i < n; i++) {
+        if (pairs[i].clean == NULL || pairs[i].corrupted == NULL) {
+            return common_fail(err, COMMON_ERR_INVALID, "patching: pair %zu has no tokens", i);
         }
     }
-    rc = full_run(s, clean, T, clean_hooks, n_clean, &opts->metric, last, &clean_cache,
-                  &res->clean_metric, err);
-    if (rc != 0) {
-        goto fail;
+    task t = {.s = s,
+              .ki = &kinds[opts->kind],
+              .L = (size_t)cfg->n_layers,
+              .T = T,
+              .H = (size_t)cfg->n_heads,
+              .V = (size_t)cfg->d_vocab,
+              .pairs = pairs,
+              .n = n};
+    for (int c = 0; c < t.ki->n_comp; c++) {
+        t.per_layer += per_layer(t.ki->ax[c], T, t.H);
     }
-    /* Corrupted run: what an incremental run reads (residual entering each layer, keys and
+    t.n_jobs = t.L * t.per_layer;
+    model_hook *clean_hooks = malloc((size_t)t.ki->n_comp * t.L * sizeof *clean_hooks);
+    model_hook *base_hooks = malloc(3 * t.L * sizeof *base_hooks);
+    t.first_diff = malloc(n * sizeof *t.first_diff);
+    t.res = calloc(n, sizeof *t.res);
+    int rc = 0;
+    if (clean_hooks == NULL || base_hooks == NULL || t.first_diff == NULL || t.res == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu pairs", n);
+        goto done;
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t d = 0;
+        while (d < T && pairs[i].clean[d] == pairs[i].corrupted[d]) {
+            d++;
+        }
+        t.first_diff[i] = d;
+        rc = result_new(&t, &t.res[i], err);
+    }
+    if (rc != 0) {
+        goto done;
+    }
+    /* Clean runs: every hook the patches read. */
+    size_t n_clean = 0;
+    for (int c = 0; c < t.ki->n_comp; c++) {
+        for (size_t l = 0; l < t.L; l++) {
+            clean_hooks[n_clean++] = (model_hook){t.ki->hooks[c], (int)l};
+        }
+    }
+    rc = base_run(&t, true, clean_hooks, n_clean, &t.clean, err);
+    if (rc != 0) {
+        goto done;
+    }
+    /* Corrupted runs: what an incremental run reads (residual entering each layer, keys and
      * values of every layer) for the fast algorithm; nothing for the plain one. */
     size_t n_base = 0;
     if (!opts->plain) {
-        for (size_t l = 0; l < L; l++) {
+        for (size_t l = 0; l < t.L; l++) {
             base_hooks[n_base++] = (model_hook){MODEL_HOOK_RESID_PRE, (int)l};
             base_hooks[n_base++] = (model_hook){MODEL_HOOK_K, (int)l};
             base_hooks[n_base++] = (model_hook){MODEL_HOOK_V, (int)l};
         }
     }
-    rc = full_run(s, corrupted, T, base_hooks, n_base, &opts->metric, last, &base_cache,
-                  &res->corrupted_metric, err);
+    rc = base_run(&t, false, base_hooks, n_base, &t.base, err);
     if (rc != 0) {
-        goto fail;
+        goto done;
     }
-    double denom = res->clean_metric - res->corrupted_metric;
-    if (opts->metric.normalize && denom == 0.0) {
-        rc = common_fail(err, COMMON_ERR_INVALID,
-                         "patching: cannot normalise, the clean and corrupted runs give the same "
-                         "metric (%g)",
-                         res->clean_metric);
-        goto fail;
-    }
-    if (opts->plain) {
-        rc = run_plain(s, corrupted, T, jobs, n_jobs, clean_cache, &opts->metric, res->values, res,
-                       err);
-    } else {
-        size_t budget = opts->max_packed_positions ? opts->max_packed_positions : 4096;
-        rc = run_fast(s, corrupted, T, jobs, n_jobs, clean_cache, base_cache, &opts->metric,
-                      res->corrupted_metric, budget, res->values, res, err);
-    }
-    if (rc != 0) {
-        goto fail;
-    }
-    if (opts->metric.normalize) {
-        for (size_t i = 0; i < n_jobs; i++) {
-            res->values[i] = (float)(((double)res->values[i] - res->corrupted_metric) / denom);
+    for (size_t i = 0; i < n; i++) {
+        const interp_patch_result *r = t.res[i];
+        if (pairs[i].metric.normalize && r->clean_metric == r->corrupted_metric) {
+            rc = common_fail(err, COMMON_ERR_INVALID,
+                             "patching: cannot normalise, the clean and corrupted runs give the "
+                             "same metric (%g)",
+                             r->clean_metric);
+            rc = pair_fail(&t, i, rc, err);
+            goto done;
         }
     }
-    /* Output shape. */
-    size_t dims[4];
-    int nd = 0;
-    if (ki->n_comp > 1) {
-        dims[nd++] = (size_t)ki->n_comp;
+    if (opts->plain) {
+        rc = run_plain(&t, err);
+    } else {
+        size_t budget = opts->max_packed_positions ? opts->max_packed_positions : 4096;
+        rc = run_fast(&t, budget, !opts->no_prefix_shortcut, err);
     }
-    dims[nd++] = L;
-    for (int a = 0; a < layouts[ki->ax[0]].n; a++) {
-        dims[nd++] = coord_size(layouts[ki->ax[0]].c[a], T, H);
+    if (rc != 0) {
+        goto done;
     }
-    res->shape.ndim = nd;
-    for (int d = 0; d < nd; d++) {
-        res->shape.dims[d] = dims[d];
+    for (size_t i = 0; i < n; i++) {
+        out[i] = t.res[i];
     }
-    snprintf(res->axes, sizeof res->axes, "%s", ki->axes_name);
-    snprintf(res->labels, sizeof res->labels, "%s", ki->labels);
-    model_cache_destroy(&clean_cache);
-    model_cache_destroy(&base_cache);
-    free(jobs);
+    free(t.res);
+    t.res = NULL;
+done:
+    for (size_t i = 0; t.res != NULL && i < n; i++) {
+        interp_patch_result_destroy(&t.res[i]);
+    }
+    free(t.res);
+    model_cache_destroy(&t.clean);
+    model_cache_destroy(&t.base);
+    free(t.first_diff);
     free(clean_hooks);
     free(base_hooks);
-    free(last);
-    *out = res;
-    return 0;
-fail:
-    model_cache_destroy(&clean_cache);
-    model_cache_destroy(&base_cache);
-    free(jobs);
-    free(clean_hooks);
-    free(base_hooks);
-    free(last);
-    interp_patch_result_destroy(&res);
+    return rc;
+}
+
+int interp_patch_run(model_session *s, const int32_t *clean, const int32_t *corrupted, size_t T,
+                     const interp_patch_opts *opts, interp_patch_result **out, char *err) {
+    interp_patch_pair pair = {clean, corrupted, opts->metric};
+    interp_patch_result *res = NULL;
+    int rc = interp_patch_run_batch(s, &pair, 1, T, opts, &res, err);
+    if (rc == 0) {
+        *out = res;
+    }
     return rc;
 }

@@ -50,7 +50,13 @@ int interp_corrupt_token(const model *m, const int32_t *clean, size_t T, size_t 
                          const char *token, int32_t *out, char *err) {
     if (pos >= T) {
         return common_fail(err, COMMON_ERR_INVALID,
-                           "corruption position %zu is outside the game (positions 0..%zu)", pos,
+                           "corruption position %zu is outside the game (positions 1..%zu)", pos,
+                           T - 1);
+    }
+    if (pos == 0) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "corruption position 0 is <s>, which every game starts with (positions "
+                           "1..%zu are the game's tokens)",
                            T - 1);
     }
     int32_t id = model_tokenizer_id(model_get_tokenizer(m), token);
@@ -58,9 +64,29 @@ int interp_corrupt_token(const model *m, const int32_t *clean, size_t T, size_t 
         return common_fail(err, COMMON_ERR_NOT_FOUND,
                            "corruption token '%s' is not in the model's vocabulary", token);
     }
+    if (id == clean[pos]) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "corruption at position %zu: '%s' is the clean token there, so nothing "
+                           "would be corrupted",
+                           pos, token);
+    }
     memmove(out, clean, T * sizeof *out);
     out[pos] = id;
     return 0;
+}
+
+int interp_corrupt_parse(const model *m, const int32_t *clean, size_t T, const char *spec,
+                         int32_t *out, char *err) {
+    const char *eq = strchr(spec, '=');
+    size_t digits = strspn(spec, "0123456789");
+    if (eq == NULL || digits == 0 || spec + digits != eq || eq[1] == '\0' || digits > 9) {
+        return common_fail(err, COMMON_ERR_PARSE,
+                           "corruption '%s': want POSITION=TOKEN with a decimal position, e.g. "
+                           "27=d5",
+                           spec);
+    }
+    size_t pos = (size_t)strtoul(spec, NULL, 10);
+    return interp_corrupt_token(m, clean, T, pos, eq + 1, out, err);
 }
 
 int interp_legal_mask(const model *m, const char *uci, uint8_t **out, size_t *T, char *err) {

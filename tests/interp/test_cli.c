@@ -181,7 +181,7 @@ static void test_decompose_command(void **state) {
     fclose(g);
     snprintf(args, sizeof args, "decompose --model %s --games %s --out %s", MODEL_DIR, games, p);
     assert_int_equal(run(args, msg, sizeof msg), 1);
-    assert_non_null(strstr(msg, "game 2"));
+    assert_non_null(strstr(msg, "line 2"));
 }
 
 int main(void) {

@@ -1,8 +1,9 @@
 /*
- * Activation patching: the fast exact algorithm (incremental runs packed per layer) must give
- * the plain algorithm's numbers (one full forward per index, TL's semantics) for every patch
- * kind, on random models and random games, within 1e-4 on the normalised metric; and the
- * patching entry points refuse bad inputs with clear errors.
+ * Activation patching: the fast exact algorithm (incremental runs packed per layer), with and
+ * without the identical-prefix shortcut, must give the plain algorithm's numbers (one full
+ * forward per index, TL's semantics) for every patch kind, on random models and random games,
+ * within 1e-4 on the normalised metric; and the patching entry points refuse bad inputs with
+ * clear errors. Batches of pairs: test_patch_batch.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,9 +12,35 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include "interp_test_util.h"
 
-/* Runs kind with both algorithms and checks that they agree. */
+/* fixture_random into an empty directory: the model writer refuses a non-empty one, and the
+ * scratch directory holds the previous test's model. */
+static int fresh_random(fixture *f, const char *name, int L, int D, int H, int ctx, int V,
+                        uint64_t seed, char *err) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", test_tmpdir(), name);
+    DIR *dp = opendir(dir);
+    if (dp != NULL) {
+        struct dirent *e;
+        while ((e = readdir(dp)) != NULL) {
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+                char path[1024];
+                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+                remove(path);
+            }
+        }
+        closedir(dp);
+        rmdir(dir);
+    }
+    return fixture_random(f, name, L, D, H, ctx, V, seed, err);
+}
+
+/* Runs kind with the plain algorithm and the fast one, with and without the shortcut, and
+ * checks that they agree. */
 static void check_fast_equals_plain(fixture *f, const int32_t *clean, const int32_t *corrupted,
                                     size_t T, interp_patch_kind kind, const interp_metric *metric,
                                     size_t budget) {
@@ -22,27 +49,38 @@ static void check_fast_equals_plain(fixture *f, const int32_t *clean, const int3
     o.kind = kind;
     o.metric = *metric;
     o.max_packed_positions = budget;
-    interp_patch_result *fast = NULL, *plain = NULL;
-    int rc = interp_patch_run(f->s, clean, corrupted, T, &o, &fast, err);
-    if (rc != 0) {
-        fail_msg("fast %s: %s", interp_patch_kind_name(kind), err);
-    }
     o.plain = true;
-    rc = interp_patch_run(f->s, clean, corrupted, T, &o, &plain, err);
-    if (rc != 0) {
+    interp_patch_result *plain = NULL;
+    if (interp_patch_run(f->s, clean, corrupted, T, &o, &plain, err) != 0) {
         fail_msg("plain %s: %s", interp_patch_kind_name(kind), err);
     }
-    assert_true(model_shape_equal(&fast->shape, &plain->shape));
-    size_t n = model_shape_numel(&fast->shape);
-    size_t where = 0;
-    double d = max_abs_diff(fast->values, plain->values, n, &where);
-    if (!(d <= 1e-4)) {
-        fail_msg("%s: fast and plain differ by %g at %zu (%g vs %g)", interp_patch_kind_name(kind),
-                 d, where, fast->values[where], plain->values[where]);
+    size_t shortcut_positions = 0;
+    for (int no_shortcut = 1; no_shortcut >= 0; no_shortcut--) {
+        o.plain = false;
+        o.no_prefix_shortcut = no_shortcut;
+        interp_patch_result *fast = NULL;
+        if (interp_patch_run(f->s, clean, corrupted, T, &o, &fast, err) != 0) {
+            fail_msg("fast %s: %s", interp_patch_kind_name(kind), err);
+        }
+        assert_true(model_shape_equal(&fast->shape, &plain->shape));
+        size_t n = model_shape_numel(&fast->shape);
+        size_t where = 0;
+        double d = max_abs_diff(fast->values, plain->values, n, &where);
+        if (!(d <= 1e-4)) {
+            fail_msg("%s%s: fast and plain differ by %g at %zu (%g vs %g)",
+                     interp_patch_kind_name(kind), no_shortcut ? " (no shortcut)" : "", d, where,
+                     fast->values[where], plain->values[where]);
+        }
+        /* The fast algorithm computes fewer positions than the plain one (L >= 2), and the
+         * shortcut no more (strictly fewer: test_patch_batch.c). */
+        assert_true(fast->n_positions < plain->n_positions);
+        if (no_shortcut) {
+            shortcut_positions = fast->n_positions;
+        } else {
+            assert_true(fast->n_positions <= shortcut_positions);
+        }
+        interp_patch_result_destroy(&fast);
     }
-    /* The fast algorithm computes fewer positions than the plain one (L >= 2). */
-    assert_true(fast->n_positions < plain->n_positions);
-    interp_patch_result_destroy(&fast);
     interp_patch_result_destroy(&plain);
 }
 
@@ -50,7 +88,7 @@ static void test_fast_equals_plain_every_kind(void **state) {
     (void)state;
     char err[COMMON_ERR_LEN] = "";
     fixture f;
-    if (fixture_random(&f, "patch-model-a", 2, 32, 4, 32, 77, 11, err) != 0) {
+    if (fresh_random(&f, "patch-model-a", 2, 32, 4, 32, 77, 11, err) != 0) {
         fail_msg("fixture: %s", err);
     }
     for (uint64_t seed = 1; seed <= 2; seed++) {
@@ -85,7 +123,7 @@ static void test_fast_equals_plain_other_game(void **state) {
     (void)state;
     char err[COMMON_ERR_LEN] = "";
     fixture f;
-    if (fixture_random(&f, "patch-model-b", 3, 24, 3, 40, 80, 5, err) != 0) {
+    if (fresh_random(&f, "patch-model-b", 3, 24, 3, 40, 80, 5, err) != 0) {
         fail_msg("fixture: %s", err);
     }
     int32_t *clean = NULL, *other = NULL;
@@ -120,7 +158,7 @@ static void test_patch_values_have_meaning(void **state) {
     (void)state;
     char err[COMMON_ERR_LEN] = "";
     fixture f;
-    if (fixture_random(&f, "patch-model-a", 2, 32, 4, 32, 77, 11, err) != 0) {
+    if (fresh_random(&f, "patch-model-a", 2, 32, 4, 32, 77, 11, err) != 0) {
         fail_msg("fixture: %s", err);
     }
     int32_t *clean = NULL;
@@ -189,7 +227,7 @@ static void test_bad_inputs(void **state) {
     (void)state;
     char err[COMMON_ERR_LEN] = "";
     fixture f;
-    if (fixture_random(&f, "patch-model-a", 2, 32, 4, 32, 77, 11, err) != 0) {
+    if (fresh_random(&f, "patch-model-a", 2, 32, 4, 32, 77, 11, err) != 0) {
         fail_msg("fixture: %s", err);
     }
     int32_t *clean = NULL;
