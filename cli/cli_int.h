@@ -1,13 +1,112 @@
 /*
  * cli: the `chesslens` command. main.c dispatches on the first word to one entry point per
- * command group; each group lives in its own file (cmd_<group>.c) and parses its own flags.
- * An entry point returns the process exit code: 0 success, 1 failure (message on stderr),
- * 2 usage error.
+ * command group; each group lives in its own file (cmd_<group>.c). Every command declares its
+ * options in one table (cli_opt) that cli_parse reads and that the generated --help prints, so
+ * that all commands treat flags alike: an unknown flag, a flag given twice, a missing or empty
+ * value and an integer out of range are usage errors that name the flag. An entry point returns
+ * the process exit code: 0 success, 1 failure (message on stderr), 2 usage error.
  */
 #ifndef CHESSLENS_CLI_INT_H
 #define CHESSLENS_CLI_INT_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+
+/* How an option's value is read and where it goes. */
+typedef enum cli_opt_kind {
+    CLI_FLAG,   /* no value; sets *(bool *)value */
+    CLI_STRING, /* sets *(const char **)value to the argument (borrowed from argv) */
+    CLI_LONG,   /* *(long *)value, a decimal integer in [lo, hi] */
+    CLI_U64,    /* *(uint64_t *)value, a decimal integer in [0, UINT64_MAX] (seeds, counts) */
+    CLI_CHOICE, /* *(int *)value = index of the argument in choices (NULL-terminated) */
+} cli_opt_kind;
+
+typedef struct cli_opt {
+    const char *name; /* "--model" */
+    cli_opt_kind kind;
+    void *value;
+    const char *meta;           /* the value's placeholder in --help ("DIR"); NULL for flags */
+    const char *help;           /* what it does; '\n' starts a continuation line */
+    long lo, hi;                /* CLI_LONG bounds */
+    bool required;              /* refused when absent */
+    bool allow_empty;           /* CLI_STRING: "" is a value (else refused) */
+    const char *const *choices; /* CLI_CHOICE */
+} cli_opt;
+
+/* A command's options and words: "chesslens <command> <synopsis>", an about text, up to
+ * max_args positional words (arguments that do not start with '-'), the options (opts[n_opts]).
+ * --help / -h print the usage to stdout. */
+typedef struct cli_spec {
+    const char *command;  /* "patch", "chess perft" */
+    const char *synopsis; /* after the command in the usage line */
+    const char *about;    /* paragraph(s) printed after the usage line; may be NULL */
+    size_t min_args, max_args;
+    const cli_opt *opts;
+    size_t n_opts;
+} cli_spec;
+
+#define CLI_N_OPTS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Options that several commands share, spelled once so that they read and behave alike. */
+#define CLI_OPT_MODEL(ptr)                                                                         \
+    {                                                                                              \
+        .name = "--model", .kind = CLI_STRING, .value = (ptr), .meta = "DIR", .required = true,    \
+        .help = "HuggingFace GPT-2 directory (config.json, model.safetensors, tokenizer.json)"     \
+    }
+#define CLI_OPT_THREADS(ptr)                                                                       \
+    {                                                                                              \
+        .name = "--threads", .kind = CLI_LONG, .value = (ptr), .meta = "N", .lo = 0, .hi = 1024,   \
+        .help = "CPU threads (0 = all cores)"                                                      \
+    }
+#define CLI_OPT_OUT(ptr, what)                                                                     \
+    {                                                                                              \
+        .name = "--out", .kind = CLI_STRING, .value = (ptr), .meta = "FILE", .required = true,     \
+        .help = (what)                                                                             \
+    }
+
+/* cli_parse returns this when the command should go on. */
+enum { CLI_CONTINUE = -1 };
+
+/* Parses argv[1..argc-1] by spec. Returns CLI_CONTINUE with the positional words in
+ * args[0..*n_args-1] (args holds at least spec->max_args entries; borrowed from argv), or the
+ * exit code the command returns at once: 0 after printing --help, 2 after a usage error
+ * ("chesslens CMD: --flag given twice") was printed with the usage. */
+int cli_parse(const cli_spec *spec, int argc, char **argv, char **args, size_t *n_args);
+/* Prints "usage: chesslens CMD SYNOPSIS", the about text and the option table. */
+void cli_usage(const cli_spec *spec, FILE *out);
+/* Prints "chesslens CMD: MESSAGE" and a pointer to --help on stderr; returns 2 (a usage error),
+ * for the checks a table cannot express ("exactly one of --uci / --games"). */
+int cli_usage_error(const cli_spec *spec, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Puts "PREFIX: " before the message in err (COMMON_ERR_LEN bytes, truncated to fit), to say
+ * where an error arose (which flag, which line of which file); returns code. */
+int cli_error_prefix(char *err, int code, const char *prefix);
+
+/* Refuses (message, returns false) an output path that names the same file as one of the
+ * inputs (same device and inode), before anything is computed: inputs[n_inputs] are paths,
+ * NULL entries are skipped. */
+bool cli_output_is_new(const char *cmd, const char *out, const char *const *inputs,
+                       size_t n_inputs);
+/* The same check against the files of a model directory (config.json, model.safetensors,
+ * tokenizer.json). */
+bool cli_output_not_in_model(const char *cmd, const char *out, const char *model_dir);
+
+/* A command group's subcommands: "chesslens chess perft ..." */
+typedef struct cli_subcommand {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand's name */
+    const char *summary;
+} cli_subcommand;
+
+/* Runs argv[1]'s subcommand of group; --help lists them (exit 0), a missing or unknown one is a
+ * usage error naming it (exit 2). */
+int cli_dispatch(const char *group, const cli_subcommand *subs, size_t n_subs, int argc,
+                 char **argv);
 
 /* `chesslens chess perft|legal|pgn2uci|random ...` (cmd_chess.c) */
 int cli_chess(int argc, char **argv);
@@ -21,12 +120,7 @@ int cli_patch(int argc, char **argv);
 int cli_decompose(int argc, char **argv);
 /* `chesslens show FILE.safetensors [--tensor NAME]` (cmd_show.c) */
 int cli_show(int argc, char **argv);
-
-/* Parses an integer option value in [lo, hi] into *out; on a bad value prints
- * "chesslens CMD: FLAG must be an integer in [lo, hi]" and returns -1 (cli_util.c). */
-int cli_parse_long(const char *cmd, const char *flag, const char *text, long lo, long hi,
-                   long *out);
-/* Same for a non-negative 64-bit value (seeds, counts). */
-int cli_parse_u64(const char *cmd, const char *flag, const char *text, uint64_t *out);
+/* `chesslens games import|generate ... --db DB --dataset NAME` (cmd_games.c) */
+int cli_games(int argc, char **argv);
 
 #endif

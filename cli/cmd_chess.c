@@ -13,22 +13,6 @@
 #include "cli/cli_int.h"
 #include "common/common.h"
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: chesslens chess perft [--fen FEN] --depth N [--divide]\n"
-            "       chesslens chess legal --uci \"MOVES\" [--fen FEN]\n"
-            "       chesslens chess pgn2uci FILE.pgn\n"
-            "       chesslens chess random --n N --seed S [--max-tokens T]\n"
-            "\n"
-            "  perft    count the leaf nodes of the legal move tree (node count on the last\n"
-            "           line; --divide first prints 'move: count' per legal move)\n"
-            "  legal    one JSON object per token position of a UCI game: position, token,\n"
-            "           move index, phase and the legal next tokens\n"
-            "  pgn2uci  one UCI game per line on stdout; skipped games and a summary on stderr\n"
-            "  random   N random legal games (uniform over legal moves, seeded), one UCI game\n"
-            "           per line, each at most T tokens counting <s> (0 = no limit)\n");
-}
-
 static int load_fen(const char *fen, chess_position *pos) {
     char err[COMMON_ERR_LEN];
     if (!fen) {
@@ -44,27 +28,37 @@ static int load_fen(const char *fen, chess_position *pos) {
 
 static int cmd_perft(int argc, char **argv) {
     const char *fen = NULL;
-    uint64_t depth = 0;
-    int have_depth = 0, divide = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--fen") == 0 && i + 1 < argc) {
-            fen = argv[++i];
-        } else if (strcmp(argv[i], "--depth") == 0 && i + 1 < argc) {
-            if (cli_parse_u64("chess", "--depth", argv[++i], &depth) != 0) {
-                return 2;
-            }
-            have_depth = 1;
-        } else if (strcmp(argv[i], "--divide") == 0) {
-            divide = 1;
-        } else {
-            fprintf(stderr, "chesslens chess perft: unexpected argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!have_depth || depth > 20) {
-        fprintf(stderr, "chesslens chess perft: --depth N (0..20) is required\n");
-        return 2;
+    long depth = 0;
+    bool divide = false;
+    const cli_opt opts[] = {
+        {.name = "--fen",
+         .kind = CLI_STRING,
+         .value = &fen,
+         .meta = "FEN",
+         .help = "start position (default: the initial position)"},
+        {.name = "--depth",
+         .kind = CLI_LONG,
+         .value = &depth,
+         .meta = "N",
+         .lo = 0,
+         .hi = 20,
+         .required = true,
+         .help = "plies to count"},
+        {.name = "--divide",
+         .kind = CLI_FLAG,
+         .value = &divide,
+         .help = "first print 'move: count' per legal move"},
+    };
+    const cli_spec spec = {.command = "chess perft",
+                           .synopsis = "[--fen FEN] --depth N [--divide]",
+                           .about = "Counts the leaf nodes of the legal move tree (the count on "
+                                    "the last line).",
+                           .opts = opts,
+                           .n_opts = CLI_N_OPTS(opts)};
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     chess_position pos;
     if (load_fen(fen, &pos) != 0) {
@@ -93,32 +87,39 @@ static int cmd_perft(int argc, char **argv) {
 }
 
 static int cmd_random(int argc, char **argv) {
-    uint64_t n = 0, seed = 0, max_tokens = 0;
-    int have_n = 0, have_seed = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--n") == 0 && i + 1 < argc) {
-            if (cli_parse_u64("chess", "--n", argv[++i], &n) != 0) {
-                return 2;
-            }
-            have_n = 1;
-        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            if (cli_parse_u64("chess", "--seed", argv[++i], &seed) != 0) {
-                return 2;
-            }
-            have_seed = 1;
-        } else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
-            if (cli_parse_u64("chess", "--max-tokens", argv[++i], &max_tokens) != 0) {
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "chesslens chess random: unexpected argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!have_n || !have_seed) {
-        fprintf(stderr, "chesslens chess random: --n N and --seed S are required\n");
-        return 2;
+    uint64_t n = 0, seed = 0;
+    long max_tokens = 0;
+    const cli_opt opts[] = {
+        {.name = "--n",
+         .kind = CLI_U64,
+         .value = &n,
+         .meta = "N",
+         .required = true,
+         .help = "number of games"},
+        {.name = "--seed",
+         .kind = CLI_U64,
+         .value = &seed,
+         .meta = "S",
+         .required = true,
+         .help = "seed; game i depends only on (S, i)"},
+        {.name = "--max-tokens",
+         .kind = CLI_LONG,
+         .value = &max_tokens,
+         .meta = "T",
+         .lo = 0,
+         .hi = 1L << 20,
+         .help = "at most T tokens per game counting <s> (0 = no limit)"},
+    };
+    const cli_spec spec = {.command = "chess random",
+                           .synopsis = "--n N --seed S [--max-tokens T]",
+                           .about = "N random legal games (uniform over legal moves, seeded), one "
+                                    "UCI game per line.",
+                           .opts = opts,
+                           .n_opts = CLI_N_OPTS(opts)};
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     char err[COMMON_ERR_LEN];
     for (uint64_t i = 0; i < n; i++) {
@@ -178,20 +179,31 @@ static void print_next_tokens(const chess_token_info *t) {
 
 static int cmd_legal(int argc, char **argv) {
     const char *uci = NULL, *fen = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--uci") == 0 && i + 1 < argc) {
-            uci = argv[++i];
-        } else if (strcmp(argv[i], "--fen") == 0 && i + 1 < argc) {
-            fen = argv[++i];
-        } else {
-            fprintf(stderr, "chesslens chess legal: unexpected argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!uci) {
-        fprintf(stderr, "chesslens chess legal: --uci \"MOVES\" is required\n");
-        return 2;
+    const cli_opt opts[] = {
+        {.name = "--uci",
+         .kind = CLI_STRING,
+         .value = &uci,
+         .meta = "MOVES",
+         .required = true,
+         .allow_empty = true,
+         .help = "the game, UCI moves separated by spaces"},
+        {.name = "--fen",
+         .kind = CLI_STRING,
+         .value = &fen,
+         .meta = "FEN",
+         .help = "start position (default: the initial position)"},
+    };
+    const cli_spec spec = {.command = "chess legal",
+                           .synopsis = "--uci \"MOVES\" [--fen FEN]",
+                           .about = "One JSON object per token position of a game: position, "
+                                    "token, move index,\nphase and the legal next tokens. An "
+                                    "illegal game prints nothing but the error.",
+                           .opts = opts,
+                           .n_opts = CLI_N_OPTS(opts)};
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
     chess_position start;
     if (load_fen(fen, &start) != 0) {
@@ -200,7 +212,12 @@ static int cmd_legal(int argc, char **argv) {
     char err[COMMON_ERR_LEN];
     chess_token_info *tokens;
     size_t n;
-    int rc = chess_legal_tokens(&start, uci, &tokens, &n, err);
+    /* the whole game is checked before anything is printed: no partial output */
+    if (chess_legal_tokens(&start, uci, &tokens, &n, err) != 0) {
+        free(tokens);
+        fprintf(stderr, "chesslens chess legal: %s\n", err);
+        return 1;
+    }
     for (size_t i = 0; i < n; i++) {
         const chess_token_info *t = &tokens[i];
         printf("{\"position\":%zu,\"token\":\"%s\",\"move_index\":%d,\"phase\":\"%s\","
@@ -210,21 +227,27 @@ static int cmd_legal(int argc, char **argv) {
         printf("}\n");
     }
     free(tokens);
-    if (rc != 0) {
-        fflush(stdout);
-        fprintf(stderr, "chesslens chess legal: %s\n", err);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "chesslens chess legal: write error: %s\n", strerror(errno));
         return 1;
     }
     return 0;
 }
 
 static int cmd_pgn2uci(int argc, char **argv) {
-    if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "chesslens chess pgn2uci: expected one argument, FILE.pgn\n");
-        usage(stderr);
-        return 2;
+    const cli_spec spec = {.command = "chess pgn2uci",
+                           .synopsis = "FILE.pgn",
+                           .about = "One UCI game per line on stdout; skipped games (with the "
+                                    "reason) and a summary\non stderr.",
+                           .min_args = 1,
+                           .max_args = 1};
+    char *args[1];
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, args, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
-    const char *path = argv[1];
+    const char *path = args[0];
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "chesslens chess pgn2uci: open %s: %s\n", path, strerror(errno));
@@ -278,24 +301,11 @@ static int cmd_pgn2uci(int argc, char **argv) {
 }
 
 int cli_chess(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "perft") == 0) {
-        return cmd_perft(argc - 1, argv + 1);
-    }
-    if (strcmp(sub, "legal") == 0) {
-        return cmd_legal(argc - 1, argv + 1);
-    }
-    if (strcmp(sub, "pgn2uci") == 0) {
-        return cmd_pgn2uci(argc - 1, argv + 1);
-    }
-    if (strcmp(sub, "random") == 0) {
-        return cmd_random(argc - 1, argv + 1);
-    }
-    fprintf(stderr, "chesslens chess: unknown subcommand '%s'\n", sub);
-    usage(stderr);
-    return 2;
+    static const cli_subcommand subs[] = {
+        {"perft", cmd_perft, "count the leaf nodes of the legal move tree"},
+        {"legal", cmd_legal, "per token of a game: move, phase, legal next tokens (JSON)"},
+        {"pgn2uci", cmd_pgn2uci, "PGN database to one UCI game per line"},
+        {"random", cmd_random, "seeded random legal games"},
+    };
+    return cli_dispatch("chess", subs, CLI_N_OPTS(subs), argc, argv);
 }

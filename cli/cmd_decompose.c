@@ -7,28 +7,15 @@
  * --legal-stats, the legal-move statistics of every component at every position. Tensors keep
  * TL's shapes ([n, B, T, D] stacks with B = 1); component labels are JSON in the metadata.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "chess/chess.h"
 #include "cli/cli_int.h"
 #include "interp/interp.h"
-
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: chesslens decompose --model DIR (--uci \"MOVES\" | --games FILE)\n"
-            "                           [--mode all|attn|mlp] [--heads] [--legal-stats]\n"
-            "                           [--threads N] [--batch N] --out FILE.safetensors\n"
-            "\n"
-            "  --uci MOVES     one game: decompose_resid (apply_ln at the final layer) [n,1,T,D],\n"
-            "                  its logit contributions [n,1,T,V], logits [1,T,V]\n"
-            "  --games FILE    one UCI game per line: neuron means per layer x neuron (all,\n"
-            "                  slice 15:-15, white/black from/to) [L,M]\n"
-            "  --heads         add the per-head rows (stack_head_results)\n"
-            "  --legal-stats   legal-move statistics per component x position (legal games);\n"
-            "                  with --uci also predictions (log-probs, top-5, legal mass)\n");
-}
 
 typedef struct opts {
     const char *dir, *uci, *games, *out;
@@ -232,69 +219,18 @@ static int one_game(model *m, model_session *s, const opts *o, model_st_writer *
     return rc;
 }
 
-/* Reads the non-empty lines of path (caller frees each and the array). */
-static int read_lines(const char *path, char ***out, size_t *n, char *err) {
-    char *text = NULL;
-    size_t len = 0;
-    int rc = common_read_file(path, &text, &len, err);
-    if (rc != 0) {
-        return rc;
-    }
-    size_t cap = 16, k = 0;
-    char **lines = malloc(cap * sizeof *lines);
-    bool oom = lines == NULL;
-    char *save = NULL;
-    for (char *l = strtok_r(text, "\r\n", &save); !oom && l != NULL;
-         l = strtok_r(NULL, "\r\n", &save)) {
-        while (*l == ' ' || *l == '\t') {
-            l++;
-        }
-        if (*l == '\0' || *l == '#') {
-            continue;
-        }
-        if (k == cap) {
-            char **g = realloc(lines, 2 * cap * sizeof *lines);
-            if (g == NULL) {
-                oom = true;
-                break;
-            }
-            lines = g;
-            cap *= 2;
-        }
-        lines[k] = malloc(strlen(l) + 1);
-        if (lines[k] == NULL) {
-            oom = true;
-            break;
-        }
-        strcpy(lines[k++], l);
-    }
-    free(text);
-    if (oom) {
-        for (size_t i = 0; lines != NULL && i < k; i++) {
-            free(lines[i]);
-        }
-        free(lines);
-        return common_fail(err, COMMON_ERR_NOMEM, "reading %s: out of memory", path);
-    }
-    if (k == 0) {
-        free(lines);
-        return common_fail(err, COMMON_ERR_INVALID, "%s holds no games", path);
-    }
-    *out = lines;
-    *n = k;
-    return 0;
-}
-
 static int many_games(model *m, model_session *s, const opts *o, model_st_writer *w, char *err) {
     const model_config *cfg = model_get_config(m);
     size_t n_ctx = (size_t)cfg->n_ctx;
     size_t B = o->batch > 0 ? (size_t)o->batch : 8;
-    char **games = NULL;
     size_t n_games = 0;
-    int rc = read_lines(o->games, &games, &n_games, err);
-    if (rc != 0) {
-        return rc;
+    /* the games are streamed: memory holds one batch, whatever the size of the file */
+    FILE *f = fopen(o->games, "rb");
+    if (f == NULL) {
+        return common_fail(err, COMMON_ERR_IO, "open %s: %s", o->games, strerror(errno));
     }
+    chess_uci_reader *reader = NULL;
+    int rc = chess_uci_reader_new_file(&reader, f, err);
     interp_neuron_stats *ns = NULL;
     interp_legal_stats *ls = NULL;
     int32_t *tokens = calloc(B * n_ctx, sizeof *tokens); /* [B, n_ctx] */
@@ -309,25 +245,41 @@ static int many_games(model *m, model_session *s, const opts *o, model_st_writer
         rc = interp_neuron_stats_new(&ns, cfg, 15, -15, err);
     }
     double t0 = common_now_s();
-    for (size_t g0 = 0; g0 < n_games && rc == 0; g0 += B) {
-        size_t nb = n_games - g0 < B ? n_games - g0 : B, Tmax = 0;
-        for (size_t b = 0; b < nb && rc == 0; b++) {
-            size_t T = 0, Tm = 0;
-            rc = interp_tokens_from_uci(m, games[g0 + b], &ids[b], &T, err);
-            if (rc == 0) {
-                rc = interp_phases(games[g0 + b], &phases[b], &Tm, err);
-            }
-            if (rc == 0 && o->legal_stats) {
-                rc = interp_legal_mask(m, games[g0 + b], &masks[b], &Tm, err);
-            }
-            if (rc != 0) {
-                char inner[COMMON_ERR_LEN];
-                snprintf(inner, sizeof inner, "%s", err);
-                rc = common_fail(err, rc, "game %zu: %s", g0 + b + 1, inner);
+    bool end = false;
+    while (rc == 0 && !end) {
+        size_t nb = 0, Tmax = 0;
+        while (rc == 0 && nb < B) {
+            const char *line = NULL;
+            size_t line_no = 0, T = 0, Tm = 0;
+            int got = chess_uci_reader_next(reader, &line, &line_no, err);
+            if (got == CHESS_UCI_END) {
+                end = true;
                 break;
             }
-            lengths[b] = T;
+            if (got < 0) {
+                rc = cli_error_prefix(err, got, o->games);
+                break;
+            }
+            rc = interp_tokens_from_uci(m, line, &ids[nb], &T, err);
+            if (rc == 0) {
+                rc = interp_phases(line, &phases[nb], &Tm, err);
+            }
+            if (rc == 0 && o->legal_stats) {
+                rc = interp_legal_mask(m, line, &masks[nb], &Tm, err);
+            }
+            if (rc != 0) {
+                char where[COMMON_ERR_LEN];
+                snprintf(where, sizeof where, "%s line %zu", o->games, line_no);
+                rc = cli_error_prefix(err, rc, where);
+                nb++; /* its buffers are freed with the batch */
+                break;
+            }
+            lengths[nb++] = T;
             Tmax = T > Tmax ? T : Tmax;
+        }
+        n_games += rc == 0 ? nb : 0;
+        if (rc == 0 && nb == 0) {
+            break;
         }
         interp_acts **acts = NULL;
         if (rc == 0) {
@@ -372,6 +324,9 @@ static int many_games(model *m, model_session *s, const opts *o, model_st_writer
         free(acts);
     }
     double secs = common_now_s() - t0;
+    if (rc == 0 && n_games == 0) {
+        rc = common_fail(err, COMMON_ERR_INVALID, "%s holds no games", o->games);
+    }
     if (rc == 0) {
         size_t LM = (size_t)cfg->n_layers * (size_t)cfg->d_mlp;
         float *buf = malloc(LM * sizeof *buf);
@@ -380,11 +335,31 @@ static int many_games(model *m, model_session *s, const opts *o, model_st_writer
         if (buf == NULL) {
             rc = common_fail(err, COMMON_ERR_NOMEM, "decompose: out of memory");
         }
+        /* A group no position fell into (the slice 15:-15 of games of at most 30 tokens) has
+         * no mean: it is left out, with its count, rather than written as NaN. */
+        json_t *counts = json_object();
         for (int g = 0; g < INTERP_NEURON_N_GROUPS && rc == 0; g++) {
+            json_object_set_new(counts, group_names[g], json_integer((json_int_t)ns->count[g]));
+            if (ns->count[g] == 0) {
+                printf("neuron_means.%s left out: no position of the games falls in it%s\n",
+                       group_names[g],
+                       g == INTERP_NEURON_SLICE ? " (the slice 15:-15 needs games of more than "
+                                                  "30 tokens)"
+                                                : "");
+                continue;
+            }
             interp_neuron_stats_mean(ns, g, buf);
             snprintf(name, sizeof name, "neuron_means.%s", group_names[g]);
             rc = model_st_writer_add_f32(w, name, MODEL_DTYPE_F32, &shape, buf, err);
         }
+        char *counts_text = counts != NULL ? json_dumps(counts, JSON_COMPACT) : NULL;
+        if (rc == 0) {
+            rc = counts_text != NULL
+                     ? model_st_writer_set_metadata(w, "neuron_means.positions", counts_text, err)
+                     : common_fail(err, COMMON_ERR_NOMEM, "decompose: out of memory");
+        }
+        free(counts_text);
+        json_decref(counts);
         free(buf);
     }
     if (rc == 0 && ls != NULL) {
@@ -399,10 +374,8 @@ static int many_games(model *m, model_session *s, const opts *o, model_st_writer
     }
     interp_neuron_stats_destroy(&ns);
     interp_legal_stats_destroy(&ls);
-    for (size_t i = 0; i < n_games; i++) {
-        free(games[i]);
-    }
-    free(games);
+    chess_uci_reader_destroy(&reader);
+    fclose(f);
     free(tokens);
     free(lengths);
     free(ids);
@@ -414,63 +387,71 @@ static int many_games(model *m, model_session *s, const opts *o, model_st_writer
 int cli_decompose(int argc, char **argv) {
     opts o;
     memset(&o, 0, sizeof o);
-    o.mode = INTERP_DECOMP_ALL;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
-        if (strcmp(f, "--heads") == 0) {
-            o.heads = true;
-            continue;
-        }
-        if (strcmp(f, "--legal-stats") == 0) {
-            o.legal_stats = true;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "chesslens decompose: %s needs a value\n", f);
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (strcmp(f, "--model") == 0) {
-            o.dir = v;
-        } else if (strcmp(f, "--uci") == 0) {
-            o.uci = v;
-        } else if (strcmp(f, "--games") == 0) {
-            o.games = v;
-        } else if (strcmp(f, "--out") == 0) {
-            o.out = v;
-        } else if (strcmp(f, "--mode") == 0) {
-            if (strcmp(v, "all") == 0) {
-                o.mode = INTERP_DECOMP_ALL;
-            } else if (strcmp(v, "attn") == 0) {
-                o.mode = INTERP_DECOMP_ATTN;
-            } else if (strcmp(v, "mlp") == 0) {
-                o.mode = INTERP_DECOMP_MLP;
-            } else {
-                fprintf(stderr, "chesslens decompose: --mode must be all, attn or mlp\n");
-                return 2;
-            }
-        } else if (strcmp(f, "--threads") == 0 || strcmp(f, "--batch") == 0) {
-            long x = 0;
-            if (cli_parse_long("decompose", f, v, 0, 1024, &x) != 0) {
-                return 2;
-            }
-            *(strcmp(f, "--threads") == 0 ? &o.threads : &o.batch) = x;
-        } else {
-            fprintf(stderr, "chesslens decompose: unknown option '%s'\n", f);
-            usage(stderr);
-            return 2;
-        }
+    int mode = 0;
+    static const char *const modes[] = {"all", "attn", "mlp", NULL};
+    static const interp_decomp_mode mode_values[] = {INTERP_DECOMP_ALL, INTERP_DECOMP_ATTN,
+                                                     INTERP_DECOMP_MLP};
+    const cli_opt table[] = {
+        CLI_OPT_MODEL(&o.dir),
+        {.name = "--uci",
+         .kind = CLI_STRING,
+         .value = &o.uci,
+         .meta = "MOVES",
+         .help = "one game: decompose_resid (apply_ln at the final layer) [n,1,T,D], its logit\n"
+                 "contributions [n,1,T,V], logits [1,T,V]"},
+        {.name = "--games",
+         .kind = CLI_STRING,
+         .value = &o.games,
+         .meta = "FILE",
+         .help = "one UCI game per line ('#' comments): neuron means per layer x neuron (all,\n"
+                 "slice 15:-15, white/black from/to) [L,M]"},
+        {.name = "--mode",
+         .kind = CLI_CHOICE,
+         .value = &mode,
+         .meta = "MODE",
+         .choices = modes,
+         .help = "decompose_resid mode"},
+        {.name = "--heads",
+         .kind = CLI_FLAG,
+         .value = &o.heads,
+         .help = "add the per-head rows (stack_head_results)"},
+        {.name = "--legal-stats",
+         .kind = CLI_FLAG,
+         .value = &o.legal_stats,
+         .help = "legal-move statistics per component x position (legal games); with --uci\n"
+                 "also predictions (log-probs, top-5, legal mass)"},
+        CLI_OPT_THREADS(&o.threads),
+        {.name = "--batch",
+         .kind = CLI_LONG,
+         .value = &o.batch,
+         .meta = "N",
+         .lo = 0,
+         .hi = 1024,
+         .help = "games per forward with --games (0 = 8)"},
+        CLI_OPT_OUT(&o.out, "safetensors file to write"),
+    };
+    const cli_spec spec = {
+        .command = "decompose",
+        .synopsis = "--model DIR (--uci \"MOVES\" | --games FILE) [--mode all|attn|mlp] [--heads]\n"
+                    "                           [--legal-stats] --out FILE.safetensors",
+        .about = "Residual-stream decomposition and direct logit attribution of one game, or\n"
+                 "neuron means and legal-move statistics aggregated over a file of games.",
+        .opts = table,
+        .n_opts = CLI_N_OPTS(table),
+    };
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
-    if (o.dir == NULL || o.out == NULL || (o.uci == NULL) == (o.games == NULL)) {
-        fprintf(stderr, "chesslens decompose: --model, --out and exactly one of --uci / --games "
-                        "are required\n");
-        usage(stderr);
-        return 2;
+    o.mode = mode_values[mode];
+    if ((o.uci == NULL) == (o.games == NULL)) {
+        return cli_usage_error(&spec, "exactly one of --uci / --games is needed");
+    }
+    const char *inputs[] = {o.games};
+    if (!cli_output_not_in_model("decompose", o.out, o.dir) ||
+        !cli_output_is_new("decompose", o.out, inputs, 1)) {
+        return 1;
     }
     char err[COMMON_ERR_LEN] = "";
     model *m = NULL;

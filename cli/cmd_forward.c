@@ -2,7 +2,8 @@
  * `chesslens forward`: run a model on one token sequence and save the logits and the requested
  * TransformerLens hooks as a safetensors file (batch dimension dropped: logits [T, V],
  * blocks.0.attn.hook_pattern [H, T, T], ...). The input need not be a legal game; text that
- * does not tokenize with the model's vocabulary is an error naming the piece.
+ * does not tokenize with the model's vocabulary is an error naming the piece; --check-legal
+ * refuses a game the rules do not allow.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -10,95 +11,57 @@
 #include <string.h>
 
 #include "cli/cli_int.h"
+#include "interp/interp.h"
 #include "model/model.h"
-
-static void usage(FILE *out) {
-    fprintf(out, "usage: chesslens forward --model DIR --uci \"MOVES\" [--hooks NAME,NAME|all] "
-                 "[--no-processing] [--threads N] --out FILE.safetensors\n");
-}
-
-/* Parses "all" or a comma-separated list of TL hook names. */
-static int parse_hooks(const char *spec, const model_config *c, model_hook **out, size_t *n,
-                       char *err) {
-    size_t total = model_hook_count(c);
-    model_hook *h = calloc(total + 1, sizeof *h);
-    if (!h) {
-        return common_fail(err, COMMON_ERR_NOMEM, "out of memory");
-    }
-    *n = 0;
-    if (strcmp(spec, "all") == 0) {
-        for (size_t i = 0; i < total; i++) {
-            h[(*n)++] = model_hook_at(c, i);
-        }
-        *out = h;
-        return 0;
-    }
-    char *copy = strdup(spec), *save = NULL;
-    if (!copy) {
-        free(h);
-        return common_fail(err, COMMON_ERR_NOMEM, "out of memory");
-    }
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        model_hook one;
-        int rc = model_hook_parse(tok, c, &one, err);
-        if (rc) {
-            free(copy);
-            free(h);
-            return rc;
-        }
-        bool dup = false;
-        for (size_t i = 0; i < *n; i++) {
-            dup = dup || (h[i].kind == one.kind && h[i].layer == one.layer);
-        }
-        if (!dup && *n < total) {
-            h[(*n)++] = one;
-        }
-    }
-    free(copy);
-    *out = h;
-    return 0;
-}
 
 int cli_forward(int argc, char **argv) {
     const char *dir = NULL, *uci = NULL, *hooks_spec = NULL, *out_path = NULL;
-    model_processing proc = model_processing_default();
+    bool no_processing = false, check_legal = false;
     long threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (strcmp(f, "--no-processing") == 0) {
-            proc = model_processing_none();
-            continue;
-        }
-        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (strcmp(f, "--model") == 0) {
-            dir = v;
-        } else if (strcmp(f, "--uci") == 0) {
-            uci = v;
-        } else if (strcmp(f, "--hooks") == 0) {
-            hooks_spec = v;
-        } else if (strcmp(f, "--out") == 0) {
-            out_path = v;
-        } else if (strcmp(f, "--threads") == 0) {
-            if (cli_parse_long("forward", f, v, 0, 1024, &threads) != 0) {
-                return 2;
-            }
-        } else {
-            usage(stderr);
-            return 2;
-        }
+    const cli_opt opts[] = {
+        CLI_OPT_MODEL(&dir),
+        {.name = "--uci",
+         .kind = CLI_STRING,
+         .value = &uci,
+         .meta = "MOVES",
+         .required = true,
+         .allow_empty = true,
+         .help = "the game, UCI moves separated by spaces (read after <s>); legality is not\n"
+                 "checked, so corrupted games run too"},
+        {.name = "--check-legal",
+         .kind = CLI_FLAG,
+         .value = &check_legal,
+         .help = "refuse a game that is not legal from the initial position"},
+        {.name = "--hooks",
+         .kind = CLI_STRING,
+         .value = &hooks_spec,
+         .meta = "NAMES",
+         .help = "TransformerLens hook names to save, comma-separated, or all"},
+        {.name = "--no-processing",
+         .kind = CLI_FLAG,
+         .value = &no_processing,
+         .help = "load the weights as they are (from_pretrained_no_processing)"},
+        CLI_OPT_THREADS(&threads),
+        CLI_OPT_OUT(&out_path, "safetensors file to write: logits [T, V], tokens [T], the hooks"),
+    };
+    const cli_spec spec = {
+        .command = "forward",
+        .synopsis = "--model DIR --uci \"MOVES\" [--hooks NAME,...|all] --out FILE.safetensors",
+        .about = "Runs the model on one game and saves the logits and the requested hooks with\n"
+                 "TransformerLens' names and shapes (batch dimension dropped), then prints the\n"
+                 "top next-token predictions after the last token.",
+        .opts = opts,
+        .n_opts = CLI_N_OPTS(opts),
+    };
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
-    if (!dir || !uci || !out_path) {
-        usage(stderr);
-        return 2;
+    if (!cli_output_not_in_model("forward", out_path, dir)) {
+        return 1;
     }
+    model_processing proc = no_processing ? model_processing_none() : model_processing_default();
     char err[COMMON_ERR_LEN] = "";
     int status = 1;
     model *m = NULL;
@@ -130,7 +93,17 @@ int cli_forward(int argc, char **argv) {
         }
         goto fail;
     }
-    if (hooks_spec && parse_hooks(hooks_spec, c, &hooks, &n_hooks, err) != 0) {
+    if (check_legal) {
+        uint8_t *mask = NULL;
+        size_t T_legal = 0;
+        int lrc = interp_legal_mask(m, uci, &mask, &T_legal, err);
+        free(mask);
+        if (lrc != 0) {
+            goto fail;
+        }
+    }
+    if (hooks_spec && model_hook_list_parse(hooks_spec, c, &hooks, &n_hooks, err) != 0) {
+        cli_error_prefix(err, 0, "--hooks");
         goto fail;
     }
     if (model_backend_cpu_new(&be, (int)threads, err) != 0 ||

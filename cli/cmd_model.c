@@ -10,29 +10,30 @@
 #include "cli/cli_int.h"
 #include "model/model.h"
 
-static void usage(FILE *out) {
-    fprintf(out, "usage: chesslens model info DIR [--no-processing]\n"
-                 "       chesslens model random --layers L --d-model D --heads H --ctx N "
-                 "--vocab V --seed S [--dtype f32|f16|bf16] --out DIR\n");
-}
-
 static int info(int argc, char **argv) {
-    const char *dir = NULL;
-    model_processing proc = model_processing_default();
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--no-processing") == 0) {
-            proc = model_processing_none();
-        } else if (!dir && argv[i][0] != '-') {
-            dir = argv[i];
-        } else {
-            usage(stderr);
-            return 2;
-        }
+    bool no_processing = false;
+    const cli_opt opts[] = {
+        {.name = "--no-processing",
+         .kind = CLI_FLAG,
+         .value = &no_processing,
+         .help = "load the weights as they are (from_pretrained_no_processing)"},
+    };
+    const cli_spec spec = {.command = "model info",
+                           .synopsis = "DIR [--no-processing]",
+                           .about = "Shape, parameters, processing, hook points and vocabulary of "
+                                    "a model directory\nas chesslens loads it.",
+                           .min_args = 1,
+                           .max_args = 1,
+                           .opts = opts,
+                           .n_opts = CLI_N_OPTS(opts)};
+    char *args[1];
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, args, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
-    if (!dir) {
-        usage(stderr);
-        return 2;
-    }
+    const char *dir = args[0];
+    model_processing proc = no_processing ? model_processing_none() : model_processing_default();
     char err[COMMON_ERR_LEN];
     model *m = NULL;
     if (model_load(&m, dir, &proc, err) != 0) {
@@ -65,54 +66,87 @@ static int info(int argc, char **argv) {
 }
 
 static int random_model(int argc, char **argv) {
-    long layers = -1, d = -1, heads = -1, ctx = -1, vocab = -1, seed = -1;
+    long layers = 0, d = 0, heads = 0, ctx = 0, vocab = 0, seed = 0;
     const char *out = NULL;
-    model_dtype dt = MODEL_DTYPE_F32;
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (i + 1 >= argc) {
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int rc = 0;
-        if (strcmp(f, "--layers") == 0) {
-            rc = cli_parse_long("model random", f, v, 1, 1024, &layers);
-        } else if (strcmp(f, "--d-model") == 0) {
-            rc = cli_parse_long("model random", f, v, 1, 1 << 16, &d);
-        } else if (strcmp(f, "--heads") == 0) {
-            rc = cli_parse_long("model random", f, v, 1, 1024, &heads);
-        } else if (strcmp(f, "--ctx") == 0) {
-            rc = cli_parse_long("model random", f, v, 1, 1 << 16, &ctx);
-        } else if (strcmp(f, "--vocab") == 0) {
-            rc = cli_parse_long("model random", f, v, 1, 1 << 20, &vocab);
-        } else if (strcmp(f, "--seed") == 0) {
-            rc = cli_parse_long("model random", f, v, 0, 0x7fffffffL, &seed);
-        } else if (strcmp(f, "--out") == 0) {
-            out = v;
-        } else if (strcmp(f, "--dtype") == 0) {
-            if (strcmp(v, "f32") == 0) {
-                dt = MODEL_DTYPE_F32;
-            } else if (strcmp(v, "f16") == 0) {
-                dt = MODEL_DTYPE_F16;
-            } else if (strcmp(v, "bf16") == 0) {
-                dt = MODEL_DTYPE_BF16;
-            } else {
-                fprintf(stderr, "chesslens model random: --dtype is f32, f16 or bf16\n");
-                return 2;
-            }
-        } else {
-            usage(stderr);
-            return 2;
-        }
-        if (rc) {
-            return 2;
-        }
+    int dtype = 0;
+    static const char *const dtypes[] = {"f32", "f16", "bf16", NULL};
+    static const model_dtype dtype_values[] = {MODEL_DTYPE_F32, MODEL_DTYPE_F16, MODEL_DTYPE_BF16};
+    const cli_opt opts[] = {
+        {.name = "--layers",
+         .kind = CLI_LONG,
+         .value = &layers,
+         .meta = "L",
+         .lo = 1,
+         .hi = 1024,
+         .required = true,
+         .help = "transformer blocks"},
+        {.name = "--d-model",
+         .kind = CLI_LONG,
+         .value = &d,
+         .meta = "D",
+         .lo = 1,
+         .hi = 1 << 16,
+         .required = true,
+         .help = "residual width (d_mlp is 4 D)"},
+        {.name = "--heads",
+         .kind = CLI_LONG,
+         .value = &heads,
+         .meta = "H",
+         .lo = 1,
+         .hi = 1024,
+         .required = true,
+         .help = "attention heads (D must be a multiple)"},
+        {.name = "--ctx",
+         .kind = CLI_LONG,
+         .value = &ctx,
+         .meta = "N",
+         .lo = 1,
+         .hi = 1 << 16,
+         .required = true,
+         .help = "context length"},
+        {.name = "--vocab",
+         .kind = CLI_LONG,
+         .value = &vocab,
+         .meta = "V",
+         .lo = 77,
+         .hi = 1 << 20,
+         .required = true,
+         .help = "vocabulary: the 77 chess tokens, then <extra_N> fillers"},
+        {.name = "--seed",
+         .kind = CLI_LONG,
+         .value = &seed,
+         .meta = "S",
+         .lo = 0,
+         .hi = 0x7fffffffL,
+         .required = true,
+         .help = "weights depend only on the seed"},
+        {.name = "--dtype",
+         .kind = CLI_CHOICE,
+         .value = &dtype,
+         .meta = "T",
+         .choices = dtypes,
+         .help = "stored weight type (default f32)"},
+        {.name = "--out",
+         .kind = CLI_STRING,
+         .value = &out,
+         .meta = "DIR",
+         .required = true,
+         .help = "directory to write (config.json, model.safetensors, tokenizer.json), moved\n"
+                 "into place only when complete; an older model there is replaced"},
+    };
+    const cli_spec spec = {.command = "model random",
+                           .synopsis =
+                               "--layers L --d-model D --heads H --ctx N --vocab V --seed S "
+                               "[--dtype f32|f16|bf16] --out DIR",
+                           .about = "Writes a random-weight GPT-2 model in the HuggingFace layout.",
+                           .opts = opts,
+                           .n_opts = CLI_N_OPTS(opts)};
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
-    if (layers < 0 || d < 0 || heads < 0 || ctx < 0 || vocab < 0 || seed < 0 || !out) {
-        usage(stderr);
-        return 2;
-    }
+    model_dtype dt = dtype_values[dtype];
     model_config c = {0};
     c.n_layers = (int)layers;
     c.d_model = (int)d;
@@ -130,17 +164,9 @@ static int random_model(int argc, char **argv) {
 }
 
 int cli_model(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "info") == 0) {
-        return info(argc - 2, argv + 2);
-    }
-    if (strcmp(argv[1], "random") == 0) {
-        return random_model(argc - 2, argv + 2);
-    }
-    fprintf(stderr, "chesslens model: unknown subcommand '%s'\n", argv[1]);
-    usage(stderr);
-    return 2;
+    static const cli_subcommand subs[] = {
+        {"info", info, "shape, parameters, processing and vocabulary of a model directory"},
+        {"random", random_model, "write a random-weight model of any shape"},
+    };
+    return cli_dispatch("model", subs, CLI_N_OPTS(subs), argc, argv);
 }

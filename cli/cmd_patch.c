@@ -1,12 +1,12 @@
 /*
  * `chesslens patch`: activation patching of a clean game into a corrupted one on this machine,
  * with TransformerLens' meaning (interp_patch_run). The corruption is a token replaced at a
- * position (0 = `<s>`) or a whole other game of the same token length; neither needs to be
- * legal. The result is written as a safetensors file: one tensor named after the patch kind,
- * shaped as TL's get_act_patch_<kind> returns it ([3, L, T] for block_every), with the axes,
- * component labels, metric, baselines and the token strings in the metadata. Beside it go
- * the attention-pattern diffs (clean - corrupted at the last query position, [L, H, T]) and
- * the DLA of the diffed MLP neurons toward the metric's token ([L, M]).
+ * position (1.., as `<s>` is 0) or a whole other game of the same token length; the clean game
+ * must be legal, the corrupted one need not be. The result is written as a safetensors file: one
+ * tensor named after the patch kind, shaped as TL's get_act_patch_<kind> returns it ([3, L, T] for
+ * block_every), with the axes, component labels, metric, baselines and the token strings in the
+ * metadata. Beside it go the attention-pattern diffs (clean - corrupted at the last query position,
+ * [L, H, T]) and the DLA of the diffed MLP neurons toward the metric's token ([L, M]).
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -15,27 +15,6 @@
 
 #include "cli/cli_int.h"
 #include "interp/interp.h"
-
-static void usage(FILE *out) {
-    fprintf(out, "usage: chesslens patch --model DIR --uci \"CLEAN\" (--corrupt POS=TOKEN | "
-                 "--corrupt-uci \"MOVES\")\n"
-                 "                       --metric SPEC [--normalize] [--kind KIND] [--plain]\n"
-                 "                       [--threads N] [--max-positions N] --out FILE.safetensors\n"
-                 "\n"
-                 "  --corrupt POS=TOKEN   replace the token at position POS (0 = <s>) by TOKEN\n"
-                 "  --corrupt-uci MOVES   corrupted run on another game of the same token length\n"
-                 "  --metric SPEC         logit:SQ | logit_diff:SQ,SQ | logprob:SQ | legal_mass\n"
-                 "                        (read at the last position; legal_mass sums the\n"
-                 "                        probabilities of the clean game's legal next tokens)\n"
-                 "  --normalize           report (m - corrupted) / (clean - corrupted)\n"
-                 "  --kind KIND           block_every (default), resid_pre, resid_mid, attn_out,\n"
-                 "                        mlp_out, attn_head_{out,q,k,v,pattern}_all_pos,\n"
-                 "                        attn_head_{out,q,k,v,pattern}_by_pos,\n"
-                 "                        attn_head_all_pos_every, attn_head_by_pos_every,\n"
-                 "                        attn_head_pattern_dest_src_pos\n"
-                 "  --plain               one full forward per index (TL's algorithm) instead of\n"
-                 "                        the fast exact one\n");
-}
 
 /* JSON array of the token strings of ids [T] (caller frees). */
 static char *token_json(const model *m, const int32_t *ids, size_t T) {
@@ -93,65 +72,84 @@ int cli_patch(int argc, char **argv) {
     const char *metric_spec = NULL, *out_path = NULL, *kind_name = "block_every";
     bool normalize = false, plain = false;
     long threads = 0, max_positions = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
-        if (strcmp(f, "--normalize") == 0) {
-            normalize = true;
-            continue;
-        }
-        if (strcmp(f, "--plain") == 0) {
-            plain = true;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "chesslens patch: %s needs a value\n", f);
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (strcmp(f, "--model") == 0) {
-            dir = v;
-        } else if (strcmp(f, "--uci") == 0) {
-            uci = v;
-        } else if (strcmp(f, "--corrupt") == 0) {
-            corrupt = v;
-        } else if (strcmp(f, "--corrupt-uci") == 0) {
-            corrupt_uci = v;
-        } else if (strcmp(f, "--metric") == 0) {
-            metric_spec = v;
-        } else if (strcmp(f, "--kind") == 0) {
-            kind_name = v;
-        } else if (strcmp(f, "--out") == 0) {
-            out_path = v;
-        } else if (strcmp(f, "--threads") == 0) {
-            if (cli_parse_long("patch", f, v, 0, 1024, &threads) != 0) {
-                return 2;
-            }
-        } else if (strcmp(f, "--max-positions") == 0) {
-            if (cli_parse_long("patch", f, v, 0, 1L << 24, &max_positions) != 0) {
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "chesslens patch: unknown option '%s'\n", f);
-            usage(stderr);
-            return 2;
-        }
+    const cli_opt opts[] = {
+        CLI_OPT_MODEL(&dir),
+        {.name = "--uci",
+         .kind = CLI_STRING,
+         .value = &uci,
+         .meta = "MOVES",
+         .required = true,
+         .help = "the clean game (must be legal)"},
+        {.name = "--corrupt",
+         .kind = CLI_STRING,
+         .value = &corrupt,
+         .meta = "POS=TOKEN",
+         .help = "corrupted run: the clean game with the token at position POS (1.., 0 is\n"
+                 "<s>) replaced by TOKEN"},
+        {.name = "--corrupt-uci",
+         .kind = CLI_STRING,
+         .value = &corrupt_uci,
+         .meta = "MOVES",
+         .help = "corrupted run: another game of the same token length (need not be legal)"},
+        {.name = "--metric",
+         .kind = CLI_STRING,
+         .value = &metric_spec,
+         .meta = "SPEC",
+         .required = true,
+         .help = "logit:SQ | logit_diff:SQ,SQ | logprob:SQ | legal_mass, read at the last\n"
+                 "position (legal_mass: probability of the clean game's legal next tokens)"},
+        {.name = "--normalize",
+         .kind = CLI_FLAG,
+         .value = &normalize,
+         .help = "report (m - corrupted) / (clean - corrupted)"},
+        {.name = "--kind",
+         .kind = CLI_STRING,
+         .value = &kind_name,
+         .meta = "KIND",
+         .help = "block_every (default), resid_pre, resid_mid, attn_out, mlp_out,\n"
+                 "attn_head_{out,q,k,v,pattern}_all_pos, attn_head_{out,q,k,v,pattern}_by_pos,\n"
+                 "attn_head_all_pos_every, attn_head_by_pos_every,\n"
+                 "attn_head_pattern_dest_src_pos"},
+        {.name = "--plain",
+         .kind = CLI_FLAG,
+         .value = &plain,
+         .help = "one full forward per index (TL's algorithm) instead of the fast exact one"},
+        CLI_OPT_THREADS(&threads),
+        {.name = "--max-positions",
+         .kind = CLI_LONG,
+         .value = &max_positions,
+         .meta = "N",
+         .lo = 0,
+         .hi = 1L << 24,
+         .help = "cap on positions packed into one run (0 = no cap)"},
+        CLI_OPT_OUT(&out_path, "safetensors file to write"),
+    };
+    const cli_spec spec = {
+        .command = "patch",
+        .synopsis = "--model DIR --uci \"CLEAN\" (--corrupt POS=TOKEN | --corrupt-uci \"MOVES\")\n"
+                    "                       --metric SPEC [--normalize] [--kind KIND] [--plain] "
+                    "--out FILE.safetensors",
+        .about = "Activation patching with TransformerLens' meaning: the clean run's activation\n"
+                 "is patched into the corrupted run at every index of --kind and the metric read.\n"
+                 "The output holds the result shaped as TL's get_act_patch_<kind> returns it,\n"
+                 "the attention-pattern diffs at the last position and the DLA of diffed neurons.",
+        .opts = opts,
+        .n_opts = CLI_N_OPTS(opts),
+    };
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
-    if (dir == NULL || uci == NULL || metric_spec == NULL || out_path == NULL ||
-        (corrupt == NULL) == (corrupt_uci == NULL)) {
-        fprintf(stderr, "chesslens patch: --model, --uci, --metric, --out and exactly one of "
-                        "--corrupt / --corrupt-uci are required\n");
-        usage(stderr);
-        return 2;
+    if ((corrupt == NULL) == (corrupt_uci == NULL)) {
+        return cli_usage_error(&spec, "exactly one of --corrupt / --corrupt-uci is needed");
     }
     int kind = interp_patch_kind_parse(kind_name);
     if (kind < 0) {
-        fprintf(stderr, "chesslens patch: unknown --kind '%s'\n", kind_name);
-        return 2;
+        return cli_usage_error(&spec, "unknown --kind '%s'", kind_name);
+    }
+    if (!cli_output_not_in_model("patch", out_path, dir)) {
+        return 1;
     }
     char err[COMMON_ERR_LEN] = "";
     int status = 1;
@@ -164,30 +162,30 @@ int cli_patch(int argc, char **argv) {
     interp_patch_result *res = NULL;
     char *clean_tokens = NULL, *corr_tokens = NULL;
     size_t T = 0;
-    if (model_load(&m, dir, NULL, err) != 0 ||
-        interp_tokens_from_uci(m, uci, &clean, &T, err) != 0) {
+    if (model_load(&m, dir, NULL, err) != 0) {
+        goto fail;
+    }
+    size_t T_legal = 0;
+    if (interp_tokens_from_uci(m, uci, &clean, &T, err) != 0 ||
+        interp_legal_mask(m, uci, &legal, &T_legal, err) != 0) {
+        cli_error_prefix(err, 0, "--uci");
         goto fail;
     }
     size_t V = (size_t)model_get_config(m)->d_vocab;
     if (corrupt != NULL) {
-        const char *eq = strchr(corrupt, '=');
-        char *end = NULL;
-        long pos = eq != NULL ? strtol(corrupt, &end, 10) : -1;
-        if (eq == NULL || end != eq || pos < 0) {
-            snprintf(err, sizeof err, "--corrupt '%s': want POS=TOKEN, e.g. 27=d5", corrupt);
-            goto fail;
-        }
         corrupted = malloc(T * sizeof *corrupted);
         if (corrupted == NULL) {
             snprintf(err, sizeof err, "out of memory");
             goto fail;
         }
-        if (interp_corrupt_token(m, clean, T, (size_t)pos, eq + 1, corrupted, err) != 0) {
+        if (interp_corrupt_parse(m, clean, T, corrupt, corrupted, err) != 0) {
+            cli_error_prefix(err, 0, "--corrupt");
             goto fail;
         }
     } else {
         size_t T2 = 0;
         if (interp_tokens_from_uci(m, corrupt_uci, &corrupted, &T2, err) != 0) {
+            cli_error_prefix(err, 0, "--corrupt-uci");
             goto fail;
         }
         if (T2 != T) {
@@ -207,13 +205,7 @@ int cli_patch(int argc, char **argv) {
     }
     o.metric.normalize = normalize;
     if (o.metric.kind == INTERP_METRIC_LEGAL_MASS) {
-        size_t TL = 0;
-        if (interp_legal_mask(m, uci, &legal, &TL, err) != 0) {
-            snprintf(err + strlen(err), sizeof err - strlen(err),
-                     " (legal_mass needs a legal clean game)");
-            goto fail;
-        }
-        o.metric.legal = legal + (TL - 1) * V;
+        o.metric.legal = legal + (T - 1) * V;
     }
     if (model_backend_cpu_new(&be, (int)threads, err) != 0 ||
         model_session_new(&s, m, be, err) != 0) {

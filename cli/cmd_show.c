@@ -13,13 +13,6 @@
 #include "common/common.h"
 #include "model/model.h"
 
-static void usage(FILE *out) {
-    fprintf(out, "usage: chesslens show FILE.safetensors [--tensor NAME]\n"
-                 "\n"
-                 "  lists metadata and tensors (dtype, shape, min, max, mean); with --tensor,\n"
-                 "  prints that tensor's values (rank 1-3)\n");
-}
-
 /* Reads tensor i as float32 into a new buffer (*n elements); NULL on failure (err set). */
 static float *read_all(const model_st_file *f, size_t i, size_t *n, char *err) {
     model_dtype dtype;
@@ -52,6 +45,27 @@ static float *read_all(const model_st_file *f, size_t i, size_t *n, char *err) {
         return NULL;
     }
     return data;
+}
+
+/* The metadata as "key: value" lines, long values cut to a line's worth. */
+static int print_metadata(const model_st_file *f) {
+    char err[COMMON_ERR_LEN];
+    const char **keys = NULL;
+    size_t n = 0;
+    if (model_st_metadata_keys(f, &keys, &n, err) != 0) {
+        fprintf(stderr, "chesslens show: %s\n", err);
+        return 1;
+    }
+    if (n > 0) {
+        printf("metadata:\n");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *v = model_st_metadata(f, keys[i]);
+        size_t len = strlen(v);
+        printf("  %s: %.*s%s\n", keys[i], len > 96 ? 96 : (int)len, v, len > 96 ? " ..." : "");
+    }
+    free(keys);
+    return 0;
 }
 
 static void print_summary(const model_st_file *f) {
@@ -143,25 +157,29 @@ static int print_tensor(const model_st_file *f, const char *name) {
 }
 
 int cli_show(int argc, char **argv) {
-    const char *path = NULL, *tensor = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--tensor") == 0 && i + 1 < argc) {
-            tensor = argv[++i];
-        } else if (argv[i][0] != '-' && !path) {
-            path = argv[i];
-        } else {
-            fprintf(stderr, "chesslens show: unexpected argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
+    const char *tensor = NULL;
+    const cli_opt opts[] = {
+        {.name = "--tensor",
+         .kind = CLI_STRING,
+         .value = &tensor,
+         .meta = "NAME",
+         .help = "print this tensor's values as a table (rank 1-3)"},
+    };
+    const cli_spec spec = {.command = "show",
+                           .synopsis = "FILE.safetensors [--tensor NAME]",
+                           .about = "Lists the metadata and the tensors of a safetensors file "
+                                    "(dtype, shape, min, max,\nmean), or prints one tensor.",
+                           .min_args = 1,
+                           .max_args = 1,
+                           .opts = opts,
+                           .n_opts = CLI_N_OPTS(opts)};
+    char *args[1];
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, args, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
-    if (!path) {
-        usage(stderr);
-        return 2;
-    }
+    const char *path = args[0];
     char err[COMMON_ERR_LEN];
     model_st_file *f = NULL;
     if (model_st_open(&f, path, err) != COMMON_OK) {
@@ -173,6 +191,7 @@ int cli_show(int argc, char **argv) {
         rc = print_tensor(f, tensor);
     } else {
         printf("%s: %zu tensors\n", path, model_st_count(f));
+        rc = print_metadata(f);
         print_summary(f);
     }
     model_st_close(&f);

@@ -9,7 +9,9 @@
 #ifndef CHESSLENS_COMMON_H
 #define CHESSLENS_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #define COMMON_ERR_LEN 256
 
@@ -38,6 +40,33 @@ const char *common_strerror(int code);
 /* Reads a whole file into a new NUL-terminated buffer. On success *out (caller frees) and
  * *len (bytes, without the terminator) are set. */
 int common_read_file(const char *path, char **out, size_t *len, char *err);
+
+/* An output file that appears whole or not at all. Bytes go to a temporary file beside the
+ * target (same directory, so the rename cannot cross file systems); common_outfile_commit
+ * flushes and fsyncs it, renames it over the target and fsyncs the directory. A failed write,
+ * a failed commit or common_outfile_destroy without a commit removes the temporary file and
+ * leaves whatever was at the target before untouched: a full disk never leaves a truncated
+ * result behind. */
+typedef struct common_outfile common_outfile;
+
+/* Creates the temporary file for path. On success *out is set (caller commits or destroys). */
+int common_outfile_new(common_outfile **out, const char *path, char *err);
+/* The stream to write to (owned by the outfile; do not close it). */
+FILE *common_outfile_stream(common_outfile *o);
+/* Writes len bytes; an error names the target path. */
+int common_outfile_write(common_outfile *o, const void *data, size_t len, char *err);
+/* Makes the file appear at its path and frees *o (also on failure, when the temporary file is
+ * removed); *o is NULL afterwards. */
+int common_outfile_commit(common_outfile **o, char *err);
+/* Abandons an uncommitted file (removes the temporary file) and frees it; NULL is fine. */
+void common_outfile_destroy(common_outfile **o);
+
+/* Flushes to disk the entries of the directory that holds path (after a rename into it). */
+int common_fsync_parent(const char *path, char *err);
+
+/* True when both paths exist and name the same file (same device and inode): an output that
+ * would overwrite one of a command's inputs. */
+bool common_same_file(const char *a, const char *b);
 
 /* Monotonic clock in seconds, for progress and benchmarks. */
 double common_now_s(void);

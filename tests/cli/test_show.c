@@ -1,7 +1,8 @@
 /*
  * test_show: `chesslens show` on a safetensors file written here with known values: the listing
- * names every tensor with its dtype, shape and min / max / mean (non-finite values left out),
- * --tensor prints the values as a table, and a missing tensor or file is an error.
+ * shows the metadata and names every tensor with its dtype, shape and min / max / mean
+ * (non-finite values left out), --tensor prints the values as a table, and a missing tensor or
+ * file is an error.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,27 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
+#include "cli_run.h"
 #include "model/model.h"
 
-#define CHESSLENS CHESSLENS_BINARY_DIR "/cli/chesslens"
-
-/* Runs `chesslens ARGS` with stderr merged; returns stdout (caller frees) and the exit code. */
+/* Runs `chesslens ARGS` with stderr merged; returns the output (caller frees). */
 static char *run(const char *args, int *status) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", CHESSLENS, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 16, n = 0, got;
-    char *out = malloc(cap);
+    char *out = cli_run(args, status);
     assert_non_null(out);
-    while ((got = fread(out + n, 1, cap - 1 - n, p)) > 0) {
-        n += got;
-    }
-    out[n] = '\0';
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     return out;
 }
 
@@ -49,6 +37,8 @@ static void write_fixture(char *path, size_t cap) {
     int32_t ids[4] = {7, 8, 9, 10};
     model_shape s1 = {1, {4}};
     assert_int_equal(model_st_writer_add(w, "ids", MODEL_DTYPE_I32, &s1, ids, err), 0);
+    assert_int_equal(model_st_writer_set_metadata(w, "kind", "block_every", err), 0);
+    assert_int_equal(model_st_writer_set_metadata(w, "axes", "component,layer,pos", err), 0);
     assert_int_equal(model_st_writer_write(w, path, err), 0);
     model_st_writer_destroy(&w);
 }
@@ -63,6 +53,12 @@ static void test_listing_and_table(void **state) {
     char *out = run(args, &status);
     assert_int_equal(status, 0);
     assert_non_null(strstr(out, "2 tensors"));
+    /* the metadata, in key order, before the tensors */
+    char *axes = strstr(out, "\n  axes: component,layer,pos\n");
+    char *kind = strstr(out, "\n  kind: block_every\n");
+    assert_non_null(axes);
+    assert_non_null(kind);
+    assert_true(axes < kind && kind < strstr(out, "grid"));
     /* grid: finite values 1 -2 3.5 4 5 -> min -2, max 5, mean 2.3 */
     char *grid = strstr(out, "grid");
     assert_non_null(grid);
