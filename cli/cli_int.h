@@ -59,6 +59,16 @@ typedef struct cli_spec {
         .name = "--threads", .kind = CLI_LONG, .value = (ptr), .meta = "N", .lo = 0, .hi = 1024,   \
         .help = "CPU threads (0 = all cores)"                                                      \
     }
+#define CLI_OPT_DB(ptr)                                                                            \
+    {                                                                                              \
+        .name = "--db", .kind = CLI_STRING, .value = (ptr), .meta = "DB", .required = true,        \
+        .help = "the chesslens database (created when absent)"                                     \
+    }
+#define CLI_OPT_MAX_TOKENS(ptr, what)                                                              \
+    {                                                                                              \
+        .name = "--max-tokens", .kind = CLI_LONG, .value = (ptr), .meta = "T", .lo = 0,            \
+        .hi = 1L << 20, .help = (what)                                                             \
+    }
 #define CLI_OPT_OUT(ptr, what)                                                                     \
     {                                                                                              \
         .name = "--out", .kind = CLI_STRING, .value = (ptr), .meta = "FILE", .required = true,     \

@@ -20,6 +20,7 @@ static const cli_command commands[] = {
     {"patch", cli_patch, "activation patching of a clean game into a corrupted one"},
     {"decompose", cli_decompose, "residual decomposition, direct logit attribution, legal stats"},
     {"show", cli_show, "list or print the tensors of a safetensors result file"},
+    {"games", cli_games, "datasets of games in a database: import files, generate random games"},
 };
 
 static void usage(FILE *out) {

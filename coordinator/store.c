@@ -1,0 +1,481 @@
+/*
+ * store: opening the SQLite database (pragmas, schema version checks and migration, the
+ * read-only mode for queries) and the small records of the store: models, datasets, sweeps
+ * with their jobs, workers. Every write that must be all-or-nothing runs in one BEGIN
+ * IMMEDIATE transaction, so a concurrent writer waits on the busy timeout instead of failing
+ * half-way. Games are in games.c; tasks, leases and results in tasks.c.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator/store_int.h"
+
+/* ---- helpers ---- */
+
+int store_fail(sqlite3 *db, char *err, const char *what) {
+    int ext = sqlite3_extended_errcode(db);
+    int primary = ext & 0xff;
+    int code = primary == SQLITE_NOMEM        ? COMMON_ERR_NOMEM
+               : primary == SQLITE_CONSTRAINT ? COMMON_ERR_INVALID
+                                              : COMMON_ERR_IO;
+    return common_fail(err, code, "%s: %s", what, sqlite3_errmsg(db));
+}
+
+int store_exec(sqlite3 *db, const char *sql, const char *what, char *err) {
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        int rc = common_fail(err, COMMON_ERR_IO, "sqlite3_exec(%s): %s", what,
+                             msg != NULL ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return rc;
+    }
+    return 0;
+}
+
+int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what, char *err) {
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
+        char w[128];
+        snprintf(w, sizeof w, "sqlite3_prepare(%s)", what);
+        return store_fail(db, err, w);
+    }
+    return 0;
+}
+
+int store_begin(sqlite3 *db, char *err) {
+    return store_exec(db, "BEGIN IMMEDIATE", "begin", err);
+}
+
+int store_commit(sqlite3 *db, char *err) {
+    return store_exec(db, "COMMIT", "commit", err);
+}
+
+void store_rollback(sqlite3 *db) {
+    if (!sqlite3_get_autocommit(db)) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    }
+}
+
+/* Runs a prepared statement that returns no row (or whose rows do not matter). */
+static int step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, char *err) {
+    int r = sqlite3_step(st);
+    if (r != SQLITE_DONE && r != SQLITE_ROW) {
+        char w[128];
+        snprintf(w, sizeof w, "sqlite3_step(%s)", what);
+        return store_fail(db, err, w);
+    }
+    return 0;
+}
+
+/* ---- open ---- */
+
+static int read_version(sqlite3 *db, int *version, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_prepare(db, "PRAGMA user_version", &st, "read user_version", err);
+    if (rc == 0) {
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *version = sqlite3_column_int(st, 0);
+        } else {
+            rc = store_fail(db, err, "sqlite3_step(read user_version)");
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int open_db(coordinator_store **out, const char *path, int busy_timeout_ms, bool readonly,
+                   char *err) {
+    coordinator_store *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "store: out of memory");
+    }
+    s->readonly = readonly;
+    int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int rc = 0;
+    if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        rc = common_fail(err, s->db == NULL ? COMMON_ERR_NOMEM : COMMON_ERR_IO,
+                         "sqlite3_open(%s): %s", path,
+                         s->db != NULL ? sqlite3_errmsg(s->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, busy_timeout_ms > 0 ? busy_timeout_ms : 5000);
+
+    int version = 0;
+    if ((rc = read_version(s->db, &version, err)) != 0) {
+        goto fail;
+    }
+    if (version > COORDINATOR_SCHEMA_VERSION) {
+        rc = common_fail(err, COMMON_ERR_UNSUPPORTED,
+                         "store %s: schema version %d is newer than this chesslens (%d)", path,
+                         version, COORDINATOR_SCHEMA_VERSION);
+        goto fail;
+    }
+    if (readonly) {
+        if (version < COORDINATOR_SCHEMA_VERSION) {
+            rc = common_fail(err, COMMON_ERR_INVALID,
+                             "store %s: schema version %d is older than this chesslens (%d); open "
+                             "it for writing once to migrate",
+                             path, version, COORDINATOR_SCHEMA_VERSION);
+            goto fail;
+        }
+        rc = store_exec(s->db, "PRAGMA query_only = ON; PRAGMA foreign_keys = ON", "pragmas", err);
+        if (rc != 0) {
+            goto fail;
+        }
+        *out = s;
+        return 0;
+    }
+    /* journal_mode answers with the mode in force: a file system without shared memory keeps
+     * the old mode, which the store refuses rather than running without WAL's readers */
+    sqlite3_stmt *st = NULL;
+    if ((rc = store_prepare(s->db, "PRAGMA journal_mode = WAL", &st, "journal_mode", err)) != 0) {
+        goto fail;
+    }
+    const char *mode =
+        sqlite3_step(st) == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    bool wal = mode != NULL && strcmp(mode, "wal") == 0;
+    sqlite3_finalize(st);
+    if (!wal) {
+        rc = common_fail(err, COMMON_ERR_IO, "store %s: cannot switch to WAL journal mode: %s",
+                         path, sqlite3_errmsg(s->db));
+        goto fail;
+    }
+    rc = store_exec(s->db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "pragmas", err);
+    if (rc == 0) {
+        rc = store_migrate(s->db, COORDINATOR_SCHEMA_VERSION, err);
+    }
+    if (rc != 0) {
+        goto fail;
+    }
+    *out = s;
+    return 0;
+
+fail:
+    sqlite3_close(s->db);
+    free(s);
+    return rc;
+}
+
+int coordinator_store_open(coordinator_store **out, const char *path, int busy_timeout_ms,
+                           char *err) {
+    return open_db(out, path, busy_timeout_ms, false, err);
+}
+
+int coordinator_store_open_readonly(coordinator_store **out, const char *path, int busy_timeout_ms,
+                                    char *err) {
+    return open_db(out, path, busy_timeout_ms, true, err);
+}
+
+void coordinator_store_close(coordinator_store **sp) {
+    if (sp == NULL || *sp == NULL) {
+        return;
+    }
+    sqlite3_close_v2((*sp)->db);
+    free(*sp);
+    *sp = NULL;
+}
+
+struct sqlite3 *coordinator_store_db(coordinator_store *s) {
+    return s->db;
+}
+
+/* ---- models ---- */
+
+int coordinator_model_record(coordinator_store *s, const char *dir, int64_t *id, char *err) {
+    char path[4096];
+    char hex[65];
+    char *json = NULL;
+    size_t len = 0;
+    model_config cfg;
+    sqlite3_stmt *st = NULL;
+    int rc;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if ((rc = common_read_file(path, &json, &len, err)) != 0 ||
+        (rc = model_config_parse(&cfg, path, json, len, err)) != 0) {
+        goto done;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if ((rc = sha256_file_hex(path, hex, err)) != 0) {
+        goto done;
+    }
+    rc = store_prepare(s->db,
+                       "INSERT INTO model (path, sha256, n_layers, d_model, n_heads, d_head, "
+                       "d_mlp, n_ctx, d_vocab) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (path, sha256) DO UPDATE SET path = excluded.path "
+                       "RETURNING id",
+                       &st, "record model", err);
+    if (rc != 0) {
+        goto done;
+    }
+    sqlite3_bind_text(st, 1, dir, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, hex, -1, SQLITE_TRANSIENT);
+    int dims[7] = {cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_head,
+                   cfg.d_mlp,    cfg.n_ctx,   cfg.d_vocab};
+    for (int i = 0; i < 7; i++) {
+        sqlite3_bind_int(st, 3 + i, dims[i]);
+    }
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        rc = store_fail(s->db, err, "sqlite3_step(record model)");
+        goto done;
+    }
+    *id = sqlite3_column_int64(st, 0);
+
+done:
+    sqlite3_finalize(st);
+    free(json);
+    return rc;
+}
+
+/* ---- datasets ---- */
+
+int coordinator_dataset_find(coordinator_store *s, const char *name, int64_t *id, uint64_t *n_games,
+                             char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_prepare(s->db,
+                           "SELECT d.id, (SELECT COUNT(*) FROM game g WHERE g.dataset_id = d.id) "
+                           "FROM dataset d WHERE d.name = ?",
+                           &st, "find dataset", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        if (n_games != NULL) {
+            *n_games = (uint64_t)sqlite3_column_int64(st, 1);
+        }
+    } else if (r == SQLITE_DONE) {
+        rc = common_fail(err, COMMON_ERR_NOT_FOUND, "dataset '%s' not found", name);
+    } else {
+        rc = store_fail(s->db, err, "sqlite3_step(find dataset)");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int coordinator_dataset_create(coordinator_store *s, const char *name, const char *source,
+                               bool append, int64_t *id, char *err) {
+    if (!coordinator_name_valid(name)) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "dataset name '%s': must be 1..%d characters of [A-Za-z0-9._-]", name,
+                           COORDINATOR_MAX_NAME);
+    }
+    int64_t existing;
+    char ferr[COMMON_ERR_LEN];
+    int rc = coordinator_dataset_find(s, name, &existing, NULL, ferr);
+    if (rc == 0) {
+        if (!append) {
+            return common_fail(err, COMMON_ERR_INVALID,
+                               "dataset '%s' exists (append to it with "
+                               "--append)",
+                               name);
+        }
+        *id = existing;
+        return 0;
+    }
+    if (rc != COMMON_ERR_NOT_FOUND) {
+        return common_fail(err, rc, "%s", ferr);
+    }
+    sqlite3_stmt *st = NULL;
+    rc = store_prepare(s->db, "INSERT INTO dataset (name, source) VALUES (?, ?)", &st,
+                       "create dataset", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, source, -1, SQLITE_TRANSIENT);
+    rc = step_done(s->db, st, "create dataset", err);
+    sqlite3_finalize(st);
+    if (rc == 0) {
+        *id = sqlite3_last_insert_rowid(s->db);
+    }
+    return rc;
+}
+
+/* ---- sweeps ---- */
+
+/* Looks the submission up: *found with its sweep id and whether its spec equals canonical. */
+static int find_submission(coordinator_store *s, const char *submission_id, bool *found,
+                           int64_t *sweep_id, bool *same_spec, const char *canonical, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_prepare(s->db, "SELECT id, spec FROM sweep WHERE submission_id = ?", &st,
+                           "find submission", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_text(st, 1, submission_id, -1, SQLITE_TRANSIENT);
+    int r = sqlite3_step(st);
+    *found = r == SQLITE_ROW;
+    if (r == SQLITE_ROW) {
+        *sweep_id = sqlite3_column_int64(st, 0);
+        const char *spec = (const char *)sqlite3_column_text(st, 1);
+        *same_spec = spec != NULL && strcmp(spec, canonical) == 0;
+    } else if (r != SQLITE_DONE) {
+        rc = store_fail(s->db, err, "sqlite3_step(find submission)");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
+                             const char *submission_id, int64_t model_id, int64_t *sweep_id,
+                             bool *existed, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_begin(s->db, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (submission_id != NULL) {
+        bool found = false, same = false;
+        int64_t id = 0;
+        rc = find_submission(s, submission_id, &found, &id, &same, spec->canonical, err);
+        if (rc != 0) {
+            goto fail;
+        }
+        if (found) {
+            store_rollback(s->db);
+            if (!same) {
+                return common_fail(err, COMMON_ERR_INVALID,
+                                   "sweep: submission '%s' was made with another spec",
+                                   submission_id);
+            }
+            *sweep_id = id;
+            if (existed != NULL) {
+                *existed = true;
+            }
+            return 0;
+        }
+    }
+    int64_t dataset_id;
+    uint64_t n_games;
+    if ((rc = coordinator_dataset_find(s, spec->dataset, &dataset_id, &n_games, err)) != 0) {
+        goto fail;
+    }
+    if (spec->game_to > n_games) {
+        rc = common_fail(err, COMMON_ERR_INVALID,
+                         "games: [%llu, %llu) is beyond the %llu games of dataset '%s'",
+                         (unsigned long long)spec->game_from, (unsigned long long)spec->game_to,
+                         (unsigned long long)n_games, spec->dataset);
+        goto fail;
+    }
+    rc = store_prepare(s->db,
+                       "INSERT INTO sweep (name, submission_id, spec, dataset_id, model_id, "
+                       "game_from, game_to) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (name) DO NOTHING",
+                       &st, "create sweep", err);
+    if (rc != 0) {
+        goto fail;
+    }
+    sqlite3_bind_text(st, 1, spec->name, -1, SQLITE_TRANSIENT);
+    if (submission_id != NULL) {
+        sqlite3_bind_text(st, 2, submission_id, -1, SQLITE_TRANSIENT);
+    }
+    sqlite3_bind_text(st, 3, spec->canonical, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, dataset_id);
+    if (model_id > 0) {
+        sqlite3_bind_int64(st, 5, model_id);
+    }
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)spec->game_from);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)spec->game_to);
+    if ((rc = step_done(s->db, st, "create sweep", err)) != 0) {
+        goto fail;
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        rc = common_fail(err, COMMON_ERR_INVALID, "name: a sweep named '%s' exists", spec->name);
+        goto fail;
+    }
+    int64_t id = sqlite3_last_insert_rowid(s->db);
+    sqlite3_finalize(st);
+    st = NULL;
+    rc = store_prepare(s->db, "INSERT INTO job (sweep_id, idx, kind, params) VALUES (?, ?, ?, ?)",
+                       &st, "create job", err);
+    for (size_t i = 0; rc == 0 && i < spec->n_analyses; i++) {
+        const coordinator_analysis *a = &spec->analyses[i];
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
+        sqlite3_bind_text(st, 3, coordinator_analysis_kind_name(a->kind), -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, a->json, -1, SQLITE_TRANSIENT);
+        rc = step_done(s->db, st, "create job", err);
+    }
+    if (rc != 0) {
+        goto fail;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if ((rc = store_commit(s->db, err)) != 0) {
+        goto fail;
+    }
+    *sweep_id = id;
+    if (existed != NULL) {
+        *existed = false;
+    }
+    return 0;
+
+fail:
+    sqlite3_finalize(st);
+    store_rollback(s->db);
+    return rc;
+}
+
+int coordinator_sweep_submit(coordinator_store *s, const char *json, size_t len,
+                             const char *submission_id, int64_t model_id, int64_t *sweep_id,
+                             bool *existed, char *err) {
+    coordinator_spec *spec = NULL;
+    int rc = coordinator_spec_parse(&spec, json, len, err);
+    if (rc == 0) {
+        rc = coordinator_sweep_create(s, spec, submission_id, model_id, sweep_id, existed, err);
+    }
+    coordinator_spec_destroy(&spec);
+    return rc;
+}
+
+int coordinator_job_find(coordinator_store *s, int64_t sweep_id, size_t index, int64_t *job_id,
+                         char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_prepare(s->db, "SELECT id FROM job WHERE sweep_id = ? AND idx = ?", &st,
+                           "find job", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, sweep_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)index);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        *job_id = sqlite3_column_int64(st, 0);
+    } else if (r == SQLITE_DONE) {
+        rc = common_fail(err, COMMON_ERR_NOT_FOUND, "sweep %lld has no analysis %zu",
+                         (long long)sweep_id, index);
+    } else {
+        rc = store_fail(s->db, err, "sqlite3_step(find job)");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* ---- workers ---- */
+
+int coordinator_worker_seen(coordinator_store *s, const char *id, const char *info, int64_t now_ns,
+                            char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_prepare(s->db,
+                           "INSERT INTO worker (id, info, first_seen_ns, last_seen_ns) "
+                           "VALUES (?1, ?2, ?3, ?3) ON CONFLICT (id) DO UPDATE SET "
+                           "last_seen_ns = excluded.last_seen_ns, "
+                           "info = coalesce(excluded.info, info)",
+                           &st, "record worker", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    if (info != NULL) {
+        sqlite3_bind_text(st, 2, info, -1, SQLITE_TRANSIENT);
+    }
+    sqlite3_bind_int64(st, 3, now_ns);
+    rc = step_done(s->db, st, "record worker", err);
+    sqlite3_finalize(st);
+    return rc;
+}

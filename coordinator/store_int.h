@@ -1,0 +1,62 @@
+/*
+ * store_int.h: what the store's files share: the handle, the schema migrations (schema.c), the
+ * SQLite error helpers and SHA-256 (sha256.c). Private to coordinator/.
+ */
+#ifndef CHESSLENS_COORDINATOR_STORE_INT_H
+#define CHESSLENS_COORDINATOR_STORE_INT_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/coordinator.h"
+
+struct coordinator_store {
+    sqlite3 *db;
+    bool readonly;
+};
+
+/* The number of migration steps; step i (1-based) takes user_version i - 1 to i. */
+size_t store_schema_steps(void);
+
+/* Runs the migration steps that take the database from its user_version up to target
+ * (<= store_schema_steps()) in one transaction, setting user_version. Refuses (UNSUPPORTED) a
+ * database newer than target. Tests use a smaller target to make an old database. */
+int store_migrate(sqlite3 *db, int target, char *err);
+
+/* "WHAT: <sqlite message>" into err with COMMON_ERR_IO (COMMON_ERR_INVALID for a constraint,
+ * COMMON_ERR_NOMEM for SQLITE_NOMEM); returns the code. */
+int store_fail(sqlite3 *db, char *err, const char *what);
+
+/* Runs SQL without results (one or more statements). */
+int store_exec(sqlite3 *db, const char *sql, const char *what, char *err);
+
+/* Prepares sql into *st; an error names what. */
+int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what, char *err);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK (rollback ignores errors: it runs on failure paths). */
+int store_begin(sqlite3 *db, char *err);
+int store_commit(sqlite3 *db, char *err);
+void store_rollback(sqlite3 *db);
+
+/* The phase codes stored in position.phase are chess_phase values. */
+
+/* ---- SHA-256 ---- */
+
+typedef struct sha256_ctx {
+    uint32_t h[8];
+    uint64_t n_bytes;
+    uint8_t block[64];
+    size_t used;
+} sha256_ctx;
+
+void sha256_init(sha256_ctx *c);
+void sha256_update(sha256_ctx *c, const void *data, size_t len);
+/* Writes the digest as 64 lowercase hex digits and a terminator. */
+void sha256_final_hex(sha256_ctx *c, char out[65]);
+
+/* SHA-256 of a whole file, streamed; hex into out. */
+int sha256_file_hex(const char *path, char out[65], char *err);
+
+#endif
