@@ -1,5 +1,5 @@
 /*
- * gelu_new on the device, TransformerLens' tanh form (TL-SEMANTICS.md §2.4), one thread per
+ * gelu_new on the device, TransformerLens' tanh form (docs/TL-SEMANTICS.md §2.4), one thread per
  * element. The host wrapper copies in, launches, checks the launch, and copies back.
  */
 #include <cuda_runtime.h>

@@ -1,5 +1,5 @@
 /*
- * Residual-stream decompositions of one sequence (TL ActivationCache, TL-SEMANTICS.md §4):
+ * Residual-stream decompositions of one sequence (TL ActivationCache, docs/TL-SEMANTICS.md §4):
  * decompose_resid, accumulated_resid, stack_head_results, get_full_resid_decomposition,
  * apply_ln_to_stack, stack @ W_U and logit_attrs, plus attention-pattern diffs and neuron DLA.
  *

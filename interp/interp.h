@@ -1,6 +1,6 @@
 /*
  * interp: the analyses a chess-GPT researcher runs, with TransformerLens' (TL) meaning and
- * numbers (TL-SEMANTICS.md §4-§5), on top of the model engine (model/) and the chess rules
+ * numbers (docs/TL-SEMANTICS.md §4-§5), on top of the model engine (model/) and the chess rules
  * (chess/).
  *
  * - Activation patching: the clean run's activation patched into the corrupted run at every

@@ -1,5 +1,5 @@
 /*
- * Activation patching with TransformerLens' semantics (TL-SEMANTICS.md §5): for every index of
+ * Activation patching with TransformerLens' semantics (docs/TL-SEMANTICS.md §5): for every index of
  * a patch kind (layer x position, layer x head, ...), run the corrupted tokens with the clean
  * run's activation at that index put in place, and read a metric from the logits. A call
  * patches a batch of clean/corrupted pairs of one length; the clean runs of all pairs are one

@@ -5,7 +5,9 @@
  * run: the PyTorch reference implementation of the TL forward (tests/reference, cache=False,
  * same threads) when /usr/bin/python3 has torch, and OpenBLAS' own sgemm rate on the largest
  * product of the forward. Prints tokens/s, the ratio to PyTorch, achieved GFLOP/s as a fraction
- * of the sgemm rate, and peak RSS.
+ * of the sgemm rate, and peak RSS. The PyTorch baseline runs as fast as its user would run it
+ * (bench/torch_settings.py: OMP_WAIT_POLICY=PASSIVE and every pool at the same thread count,
+ * weights prepared once, torch.inference_mode); the settings it ran with are printed.
  *
  * Each figure is the best of `iters` repetitions, and the forward and sgemm repetitions
  * alternate, so both see the same background load of a shared machine.
@@ -62,7 +64,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr,
                     "usage: %s [--model DIR] [--threads N] [--batch B] [--tokens T] "
-                    "[--iters I]\n",
+                    "[--iters I] [--torch 0|1]\n",
                     argv[0]);
             return 2;
         }
@@ -167,15 +169,19 @@ int main(int argc, char **argv) {
     free(all);
 
     double torch_tps = 0.0;
-    char cmd[4096];
+    char cmd[4096], torch_settings[2048] = "";
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 -c 'import torch' 2>/dev/null && /usr/bin/python3 "
              "%s/bench/model/torch_baseline.py %s %zu %zu %d %d 1",
              CHESSLENS_SOURCE_DIR, dir, B, T, threads, iters);
     FILE *p = with_torch ? popen(cmd, "r") : NULL;
     if (p) {
-        char line[256];
+        char line[2048];
         while (fgets(line, sizeof line, p)) {
+            if (strncmp(line, "settings ", 9) == 0) {
+                snprintf(torch_settings, sizeof torch_settings, "%s", line + 9);
+                torch_settings[strcspn(torch_settings, "\n")] = '\0';
+            }
             sscanf(line, "tokens_per_s %lf", &torch_tps);
         }
         pclose(p);
@@ -189,6 +195,7 @@ int main(int argc, char **argv) {
     printf("chesslens tokens/s:  %.1f  (%.3f s per forward, best of %d)\n", tps, best, iters);
     if (torch_tps > 0) {
         printf("pytorch tokens/s:    %.1f\n", torch_tps);
+        printf("pytorch settings:    %s\n", torch_settings);
         printf("ratio chesslens/pytorch: %.2fx\n", tps / torch_tps);
     } else {
         printf("pytorch tokens/s:    %s\n",

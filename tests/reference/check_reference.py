@@ -3,7 +3,7 @@
 
 The checks do not trust the reference's own conversion: a second forward pass written directly
 on the HuggingFace state dict (Conv1D matrices, torch.nn.functional.layer_norm, HF's masking) must
-give the same log-probabilities, and the TL-specific relations of TL-SEMANTICS §2.6 must hold
+give the same log-probabilities, and the TL-specific relations of docs/TL-SEMANTICS.md §2.6 must hold
 between the two (processed residuals are the HF ones minus their d_model mean, processed values
 are the HF ones minus the effective value bias). On top of that: processed and unprocessed runs
 agree in log_softmax, cache decomposition identities hold, the processed weights are centred, and
@@ -152,7 +152,7 @@ def check_model(directory, texts):
                   1e-5, f"{tag}: ln1 normalized * scale = centred resid (layer {l})")
         close(cache["hook_embed"] + cache["hook_pos_embed"], cache["blocks.0.hook_resid_pre"],
               1e-6, f"{tag}: embed + pos_embed = resid_pre 0")
-    # TL-SEMANTICS §2.6 relations between processed TL and HF.
+    # docs/TL-SEMANTICS.md §2.6 relations between processed TL and HF.
     L = cfg["n_layers"]
     for l in range(L):
         b = f"blocks.{l}."

@@ -1,4 +1,4 @@
-"""TransformerLens analyses (TL-SEMANTICS.md §4-§5) on top of the PyTorch reference tl_reference.py.
+"""TransformerLens analyses (docs/TL-SEMANTICS.md §4-§5) on top of the PyTorch reference tl_reference.py.
 
 This is the yardstick for chesslens' interp/ component: residual-stream decompositions
 (decompose_resid, accumulated_resid, stack_head_results, get_full_resid_decomposition,
@@ -152,7 +152,7 @@ def logit_attrs(cache, params, cfg, stack, tokens, incorrect_tokens=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Activation patching (TL-SEMANTICS §5): one full forward per index
+# Activation patching (docs/TL-SEMANTICS.md §5): one full forward per index
 # ---------------------------------------------------------------------------------------------
 
 def _setter(kind):

@@ -1,12 +1,12 @@
 """An independent PyTorch implementation of TransformerLens semantics for GPT-2 chess models.
 
 chesslens must reproduce TransformerLens (TL) numbers; this module is the yardstick its C engine is
-tested against. It is written from the specification in TL-SEMANTICS.md (state-dict conversion,
+tested against. It is written from the specification in docs/TL-SEMANTICS.md (state-dict conversion,
 from_pretrained weight processing, the forward pass with every hook point, the WordLevel
 tokenizer), not from TL's code, and it depends only on torch, numpy and safetensors_io.py in this
 directory. It is also small enough to serve as the training model for the fixture models
 (autograd flows through `run` on unprocessed parameters) and as the PyTorch speed baseline
-(`run(..., cache=False)` under torch.no_grad()).
+(`run(prepare(params, cfg), ...)` under torch.inference_mode(), caching only the hooks read).
 
 Conventions: row vectors (y = x @ W + b); B batch, T positions, D d_model, H heads, Dh d_head,
 M d_mlp, V vocabulary. Parameters live in a dict keyed by TL names (`blocks.0.attn.W_Q`, ...);
@@ -28,7 +28,7 @@ IGNORE = float("-inf")
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading a HuggingFace GPT-2 directory (TL-SEMANTICS §1)
+# Loading a HuggingFace GPT-2 directory (docs/TL-SEMANTICS.md §1)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -200,7 +200,7 @@ def hf_config(cfg, n_positions=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Weight processing (TL-SEMANTICS §3): fold_ln -> center_writing_weights -> center_unembed
+# Weight processing (docs/TL-SEMANTICS.md §3): fold_ln -> center_writing_weights -> center_unembed
 # -> fold_value_biases
 # ---------------------------------------------------------------------------------------------
 
@@ -267,7 +267,11 @@ def process(
 
     With fold_ln the LayerNorm parameters disappear and cfg["normalization_type"] becomes "LNPre".
     """
-    p = {k: v.detach().clone().to(torch.float32) for k, v in params.items()}
+    p = {
+        k: v.detach().clone().to(torch.float32)
+        for k, v in params.items()
+        if not k.startswith(_PREPARED)
+    }
     cfg = dict(cfg)
     if fold_ln:
         _fold_ln(p, cfg)
@@ -282,8 +286,30 @@ def process(
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward pass with hook points (TL-SEMANTICS §2)
+# Forward pass with hook points (docs/TL-SEMANTICS.md §2)
 # ---------------------------------------------------------------------------------------------
+
+# Key prefix of the forward-ready copies that prepare() adds; process() drops them.
+_PREPARED = "prepared."
+
+
+def prepare(params, cfg):
+    """Return params plus the Q/K/V weights laid out once as `run` multiplies them.
+
+    run multiplies by W_{Q,K,V} as [D, H*Dh] matrices; from [H, D, Dh] that layout is a copy,
+    which run otherwise makes on every call (85 MB copied per forward at the chess-GPT
+    shape). The returned dict shares every tensor of params and adds
+    `prepared.blocks.{l}.attn.W_{Q,K,V}` [D, H*Dh]; the values are the same copies, so results
+    are bit for bit those of run(params, ...). It is a snapshot: modify params afterwards and
+    prepare again. Not for training (the copies are detached).
+    """
+    H, Dh, D = cfg["n_heads"], cfg["d_head"], cfg["d_model"]
+    out = {k: v for k, v in params.items() if not k.startswith(_PREPARED)}
+    for l in range(cfg["n_layers"]):
+        for n in "QKV":
+            W = params[f"blocks.{l}.attn.W_{n}"].detach()  # [H, D, Dh]
+            out[f"{_PREPARED}blocks.{l}.attn.W_{n}"] = W.permute(1, 0, 2).reshape(D, H * Dh)
+    return out
 
 
 def gelu_new(x):
@@ -317,14 +343,16 @@ def hook_names(cfg, use_attn_result=True):
     return names
 
 
-def run(params, cfg, tokens, cache=True, use_attn_result=True, fwd_hooks=None):
+def run(params, cfg, tokens, cache=True, use_attn_result=True, fwd_hooks=None, names=None):
     """Run the model on tokens (int tensor [B, T], T <= n_ctx).
 
     Returns (logits [B, T, V], cache) where cache maps each hook name to its value (batch dim
-    kept), or None when cache=False. fwd_hooks optionally maps hook names to functions
-    f(tensor) -> tensor or None; a returned tensor replaces the activation (TL run_with_hooks).
-    hook_result (per head, without b_O) is recorded only when caching with use_attn_result; the
-    attention output is always the single product z @ W_O + b_O, as TL's default path.
+    kept), or None when cache=False. names (a collection of hook names, or a predicate on a
+    name, as TL's names_filter) limits the cache to those hooks; None records every hook.
+    fwd_hooks optionally maps hook names to functions f(tensor) -> tensor or None; a returned
+    tensor replaces the activation (TL run_with_hooks). hook_result (per head, without b_O) is
+    computed only when caching it with use_attn_result; the attention output is always the
+    single product z @ W_O + b_O, as TL's default path. params may come from prepare().
     """
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     if tokens.dim() == 1:
@@ -334,9 +362,18 @@ def run(params, cfg, tokens, cache=True, use_attn_result=True, fwd_hooks=None):
         raise ValueError(f"{T} positions exceed n_ctx {cfg['n_ctx']}")
     H, Dh, D = cfg["n_heads"], cfg["d_head"], cfg["d_model"]
     store = {} if cache else None
+    if names is None:
+        wanted = None
+    elif callable(names):
+        wanted = names
+    else:
+        wanted = frozenset(names).__contains__
     fwd_hooks = fwd_hooks or {}
     p = params
     has_ln_params = cfg["normalization_type"] == "LN"
+
+    def recorded(name):
+        return store is not None and (wanted is None or wanted(name))
 
     def hook(name, x):
         fn = fwd_hooks.get(name)
@@ -344,7 +381,7 @@ def run(params, cfg, tokens, cache=True, use_attn_result=True, fwd_hooks=None):
             y = fn(x)
             if y is not None:
                 x = y
-        if store is not None:
+        if recorded(name):
             store[name] = x.detach()
         return x
 
@@ -367,7 +404,9 @@ def run(params, cfg, tokens, cache=True, use_attn_result=True, fwd_hooks=None):
         x = layer_norm(b + "ln1.", resid, b + "ln1.w", b + "ln1.b")  # [B, T, D]
 
         def project(n):
-            W = p[b + f"attn.W_{n}"].permute(1, 0, 2).reshape(D, H * Dh)  # [D, H*Dh]
+            W = p.get(f"{_PREPARED}{b}attn.W_{n}")  # [D, H*Dh]
+            if W is None:
+                W = p[b + f"attn.W_{n}"].permute(1, 0, 2).reshape(D, H * Dh)
             y = x @ W + p[b + f"attn.b_{n}"].reshape(H * Dh)
             return hook(b + f"attn.hook_{n.lower()}", y.reshape(B, T, H, Dh))
 
@@ -384,7 +423,7 @@ def run(params, cfg, tokens, cache=True, use_attn_result=True, fwd_hooks=None):
         z = (pattern @ v.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)  # [B, T, H, Dh]
         z = hook(b + "attn.hook_z", z)
         W_O = p[b + "attn.W_O"]  # [H, Dh, D]
-        if store is not None and use_attn_result:
+        if use_attn_result and recorded(b + "attn.hook_result"):
             result = (z.unsqueeze(-1) * W_O).sum(-2)  # [B, T, H, D], no b_O
             hook(b + "attn.hook_result", result)
         attn_out = z.reshape(B, T, H * Dh) @ W_O.reshape(H * Dh, D) + p[b + "attn.b_O"]
@@ -401,7 +440,7 @@ def run(params, cfg, tokens, cache=True, use_attn_result=True, fwd_hooks=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# WordLevel tokenizer.json (TL-SEMANTICS §6.3, §6.4)
+# WordLevel tokenizer.json (docs/TL-SEMANTICS.md §6.3, §6.4)
 # ---------------------------------------------------------------------------------------------
 
 _WHITESPACE_RE = re.compile(r"\w+|[^\w\s]+")
