@@ -139,7 +139,9 @@ static int print_tensor(const model_st_file *f, const char *name) {
     char shape_text[64];
     printf("%s %s %s\n", name, model_dtype_name(dtype),
            model_shape_format(&shape, shape_text, sizeof shape_text));
-    if (shape.ndim == 0) {
+    if (n == 0) {
+        printf("(no elements)\n"); /* a [4294967296, 0] tensor has no table to print */
+    } else if (shape.ndim == 0) {
         printf("%.6g\n", data[0]);
     } else if (shape.ndim == 1) {
         print_table(data, 1, shape.dims[0]);

@@ -13,7 +13,7 @@
  * query attends to all earlier keys; the attention scores and pattern are always in TL's
  * [B,H,T,T] layout.
  *
- * Numerics follow TL (TL-SEMANTICS.md section 2): LN divides by sqrt(var + eps); scores are
+ * Numerics follow TL (docs/TL-SEMANTICS.md section 2): LN divides by sqrt(var + eps); scores are
  * divided by attn_scale and masked with -inf; softmax then NaN -> 0; gelu_new; attn_out is
  * z @ W_O + b_O as one GEMM; hook_result (per head, no b_O) is computed only when cached.
  */

@@ -8,6 +8,7 @@
  */
 #include "model/model.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,4 +165,58 @@ model_shape model_hook_shape(const model_config *cfg, model_hook h, size_t B, si
         break;
     }
     return s;
+}
+
+int model_hook_list_parse(const char *spec, const model_config *cfg, model_hook **out, size_t *n,
+                          char *err) {
+    size_t total = model_hook_count(cfg);
+    model_hook *list = calloc(total + 1, sizeof *list);
+    if (list == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "hooks: out of memory");
+    }
+    size_t k = 0;
+    if (strcmp(spec, "all") == 0) {
+        for (; k < total; k++) {
+            list[k] = model_hook_at(cfg, k);
+        }
+        *out = list;
+        *n = k;
+        return 0;
+    }
+    const char *p = spec;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        char name[128];
+        if (len >= sizeof name) {
+            free(list);
+            return common_fail(err, COMMON_ERR_NOT_FOUND, "unknown hook '%.*s...'", 40, p);
+        }
+        memcpy(name, p, len);
+        name[len] = '\0';
+        p += len + (p[len] == ',');
+        if (len == 0) {
+            continue; /* "a,,b" */
+        }
+        model_hook one;
+        int rc = model_hook_parse(name, cfg, &one, err);
+        if (rc != 0) {
+            free(list);
+            return rc;
+        }
+        bool dup = false;
+        for (size_t i = 0; i < k; i++) {
+            dup = dup || (list[i].kind == one.kind && list[i].layer == one.layer);
+        }
+        if (!dup) {
+            assert(k < total); /* distinct hooks of cfg are at most total */
+            list[k++] = one;
+        }
+    }
+    if (k == 0) {
+        free(list);
+        return common_fail(err, COMMON_ERR_INVALID, "hooks '%s' name no hook", spec);
+    }
+    *out = list;
+    *n = k;
+    return 0;
 }

@@ -5,13 +5,14 @@
  * n_ctx key, d_mlp = 4 d_model whatever n_inner says, attn_scale = sqrt(d_head)); values TL
  * would compute differently or chesslens does not implement are refused by name. The weights
  * are memory-mapped and converted once, from HF's Conv1D [in, out] layouts to TL's per-head
- * layouts (TL-SEMANTICS.md section 1.3), into float32 host arrays; weight processing (process.c)
- * then rewrites them in place.
+ * layouts (docs/TL-SEMANTICS.md section 1.3), into float32 host arrays; weight processing
+ * (process.c) then rewrites them in place.
  */
 #include "model/model_int.h"
 
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +27,10 @@ model_processing model_processing_none(void) {
     return p;
 }
 
-static int get_int(json_t *root, const char *key, bool required, int *out, const char *path,
-                   char *err) {
+/* Reads the integer `key` into *out: 1 when it is absent (or null) and not required, else 0.
+ * A value that is not an integer in 1..max is INVALID naming the key. */
+static int get_int(json_t *root, const char *key, bool required, int max, int *out,
+                   const char *path, char *err) {
     json_t *v = json_object_get(root, key);
     if (!v || json_is_null(v)) {
         if (required) {
@@ -35,47 +38,64 @@ static int get_int(json_t *root, const char *key, bool required, int *out, const
         }
         return 1;
     }
-    if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > (1 << 24)) {
-        return common_fail(err, COMMON_ERR_INVALID, "%s: '%s' must be a positive integer", path,
-                           key);
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max) {
+        return common_fail(err, COMMON_ERR_INVALID, "%s: '%s' must be an integer in 1..%d", path,
+                           key, max);
     }
     *out = (int)json_integer_value(v);
     return 0;
 }
 
-static int parse_config(const char *path, model_config *cfg, char *err) {
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    int rc = 0;
-    if (!root) {
-        bool missing = strstr(jerr.text, "unable to open") != NULL;
-        return common_fail(err, missing ? COMMON_ERR_NOT_FOUND : COMMON_ERR_PARSE, "%s: %s", path,
-                           jerr.text);
+/* Reads the switch `key` into *out (def when absent or null); anything but a boolean is
+ * INVALID naming the key (a string "true" must not read as false). */
+static int get_bool(json_t *root, const char *key, bool def, bool *out, const char *path,
+                    char *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return 0;
     }
+    if (!json_is_boolean(v)) {
+        return common_fail(err, COMMON_ERR_INVALID, "%s: '%s' must be true or false", path, key);
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* With the limits, the largest products the loader forms (V x D x 4 bytes for the embedding,
+ * D x 4D x 4 bytes for an MLP matrix) fit in size_t with room to spare. */
+_Static_assert((uint64_t)MODEL_MAX_VOCAB *MODEL_MAX_D_MODEL * 4 * sizeof(float) <= SIZE_MAX,
+               "config limits too large for size_t");
+
+static int config_from_json(json_t *root, const char *path, model_config *cfg, char *err) {
+    int rc;
     memset(cfg, 0, sizeof *cfg);
+    if (!json_is_object(root)) {
+        return common_fail(err, COMMON_ERR_PARSE, "%s: not a JSON object", path);
+    }
     json_t *arch = json_object_get(root, "architectures");
     const char *a0 = json_string_value(json_array_get(arch, 0));
     if (a0 && strcmp(a0, "GPT2LMHeadModel") != 0 && strcmp(a0, "GPT2Model") != 0) {
-        rc = common_fail(err, COMMON_ERR_UNSUPPORTED, "%s: architecture '%s' (only GPT-2)", path,
-                         a0);
-        goto done;
+        return common_fail(err, COMMON_ERR_UNSUPPORTED, "%s: architecture '%s' (only GPT-2)", path,
+                           a0);
     }
-    if ((rc = get_int(root, "n_layer", true, &cfg->n_layers, path, err)) < 0 ||
-        (rc = get_int(root, "n_head", true, &cfg->n_heads, path, err)) < 0 ||
-        (rc = get_int(root, "n_embd", true, &cfg->d_model, path, err)) < 0 ||
-        (rc = get_int(root, "vocab_size", true, &cfg->d_vocab, path, err)) < 0) {
-        goto done;
+    if ((rc = get_int(root, "n_layer", true, MODEL_MAX_LAYERS, &cfg->n_layers, path, err)) < 0 ||
+        (rc = get_int(root, "n_head", true, MODEL_MAX_HEADS, &cfg->n_heads, path, err)) < 0 ||
+        (rc = get_int(root, "n_embd", true, MODEL_MAX_D_MODEL, &cfg->d_model, path, err)) < 0 ||
+        (rc = get_int(root, "vocab_size", true, MODEL_MAX_VOCAB, &cfg->d_vocab, path, err)) < 0) {
+        return rc;
     }
-    int have_ctx = get_int(root, "n_ctx", false, &cfg->n_ctx, path, err);
-    int have_pos = get_int(root, "n_positions", false, &cfg->n_positions, path, err);
-    if (have_ctx < 0 || have_pos < 0) {
-        rc = have_ctx < 0 ? have_ctx : have_pos;
-        goto done;
+    int have_ctx = get_int(root, "n_ctx", false, MODEL_MAX_CTX, &cfg->n_ctx, path, err);
+    if (have_ctx < 0) {
+        return have_ctx;
+    }
+    int have_pos = get_int(root, "n_positions", false, MODEL_MAX_CTX, &cfg->n_positions, path, err);
+    if (have_pos < 0) {
+        return have_pos;
     }
     if (have_ctx == 1 && have_pos == 1) {
-        rc =
-            common_fail(err, COMMON_ERR_INVALID, "%s: missing key 'n_ctx' (and n_positions)", path);
-        goto done;
+        return common_fail(err, COMMON_ERR_INVALID, "%s: missing key 'n_ctx' (and n_positions)",
+                           path);
     }
     if (have_ctx == 1) {
         cfg->n_ctx = cfg->n_positions;
@@ -84,14 +104,12 @@ static int parse_config(const char *path, model_config *cfg, char *err) {
         cfg->n_positions = cfg->n_ctx;
     }
     if (cfg->n_positions < cfg->n_ctx) {
-        rc = common_fail(err, COMMON_ERR_INVALID, "%s: n_positions %d < n_ctx %d", path,
-                         cfg->n_positions, cfg->n_ctx);
-        goto done;
+        return common_fail(err, COMMON_ERR_INVALID, "%s: n_positions %d < n_ctx %d", path,
+                           cfg->n_positions, cfg->n_ctx);
     }
     if (cfg->d_model % cfg->n_heads != 0) {
-        rc = common_fail(err, COMMON_ERR_INVALID, "%s: n_embd %d is not a multiple of n_head %d",
-                         path, cfg->d_model, cfg->n_heads);
-        goto done;
+        return common_fail(err, COMMON_ERR_INVALID, "%s: n_embd %d is not a multiple of n_head %d",
+                           path, cfg->d_model, cfg->n_heads);
     }
     cfg->d_head = cfg->d_model / cfg->n_heads;
     cfg->d_mlp = 4 * cfg->d_model;
@@ -99,33 +117,64 @@ static int parse_config(const char *path, model_config *cfg, char *err) {
     cfg->eps = 1e-5f;
     json_t *eps = json_object_get(root, "layer_norm_epsilon");
     if (eps && !json_is_null(eps)) {
-        if (!json_is_number(eps) || json_number_value(eps) <= 0) {
-            rc = common_fail(err, COMMON_ERR_INVALID, "%s: bad layer_norm_epsilon", path);
-            goto done;
+        /* out of range in float32 it becomes inf (every LayerNorm output 0) or 0 */
+        double e = json_number_value(eps);
+        if (!json_is_number(eps) || !(e >= MODEL_MIN_EPS && e <= MODEL_MAX_EPS)) {
+            return common_fail(err, COMMON_ERR_INVALID,
+                               "%s: 'layer_norm_epsilon' must be a number in [%g, %g]", path,
+                               MODEL_MIN_EPS, MODEL_MAX_EPS);
         }
-        cfg->eps = (float)json_number_value(eps);
+        cfg->eps = (float)e;
     }
     json_t *act = json_object_get(root, "activation_function");
     if (act && !json_is_null(act) &&
         (!json_is_string(act) || strcmp(json_string_value(act), "gelu_new") != 0)) {
-        rc = common_fail(err, COMMON_ERR_UNSUPPORTED,
-                         "%s: activation_function '%s' unsupported (only gelu_new)", path,
-                         json_is_string(act) ? json_string_value(act) : "?");
-        goto done;
+        return common_fail(err, COMMON_ERR_UNSUPPORTED,
+                           "%s: activation_function '%s' unsupported (only gelu_new)", path,
+                           json_is_string(act) ? json_string_value(act) : "?");
     }
-    if (json_is_true(json_object_get(root, "scale_attn_by_inverse_layer_idx"))) {
-        rc = common_fail(err, COMMON_ERR_UNSUPPORTED,
-                         "%s: scale_attn_by_inverse_layer_idx=true unsupported", path);
-        goto done;
+    bool by_layer = false, tied = true;
+    if ((rc = get_bool(root, "scale_attn_by_inverse_layer_idx", false, &by_layer, path, err)) ||
+        (rc = get_bool(root, "tie_word_embeddings", true, &tied, path, err))) {
+        return rc;
     }
-    if (json_is_false(json_object_get(root, "tie_word_embeddings"))) {
-        rc = common_fail(err, COMMON_ERR_UNSUPPORTED,
-                         "%s: tie_word_embeddings=false unsupported (lm_head must be tied)", path);
-        goto done;
+    if (by_layer) {
+        return common_fail(err, COMMON_ERR_UNSUPPORTED,
+                           "%s: scale_attn_by_inverse_layer_idx=true unsupported", path);
     }
-    rc = 0;
-done:
+    if (!tied) {
+        return common_fail(err, COMMON_ERR_UNSUPPORTED,
+                           "%s: tie_word_embeddings=false unsupported (lm_head must be tied)",
+                           path);
+    }
+    return 0;
+}
+
+int model_config_parse(model_config *cfg, const char *name, const char *json, size_t len,
+                       char *err) {
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, 0, &jerr);
+    if (!root) {
+        return common_fail(err, COMMON_ERR_PARSE, "%s: line %d column %d: %s", name, jerr.line,
+                           jerr.column, jerr.text);
+    }
+    model_config c;
+    int rc = config_from_json(root, name, &c, err);
     json_decref(root);
+    if (rc == 0) {
+        *cfg = c;
+    }
+    return rc;
+}
+
+static int parse_config(const char *path, model_config *cfg, char *err) {
+    char *text = NULL;
+    size_t len = 0;
+    int rc = common_read_file(path, &text, &len, err);
+    if (rc == 0) {
+        rc = model_config_parse(cfg, path, text, len, err);
+        free(text);
+    }
     return rc;
 }
 
@@ -188,12 +237,9 @@ static int alloc_params(model *m, char *err) {
     return ok ? 0 : common_fail(err, COMMON_ERR_NOMEM, "model: out of memory for parameters");
 }
 
-/* Reads HF tensor `name` (with the file's prefix) of the expected shape as float32 into a new
- * buffer (*out, caller frees). */
-static int read_hf(const model_st_file *st, const char *path, const char *prefix, const char *name,
-                   model_shape want, float **out, char *err) {
-    char full[128];
-    snprintf(full, sizeof full, "%s%s", prefix, name);
+/* Checks that HF tensor `full` exists with the expected shape and a float dtype. */
+static int check_hf(const model_st_file *st, const char *path, const char *full, model_shape want,
+                    char *err) {
     long i = model_st_find(st, full);
     if (i < 0) {
         return common_fail(err, COMMON_ERR_NOT_FOUND, "%s: missing tensor '%s'", path, full);
@@ -211,12 +257,25 @@ static int read_hf(const model_st_file *st, const char *path, const char *prefix
         return common_fail(err, COMMON_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s", path, full,
                            model_dtype_name(dt));
     }
+    return 0;
+}
+
+/* Reads HF tensor `name` (with the file's prefix) of the expected shape as float32 into a new
+ * buffer (*out, caller frees). */
+static int read_hf(const model_st_file *st, const char *path, const char *prefix, const char *name,
+                   model_shape want, float **out, char *err) {
+    char full[128];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    int rc = check_hf(st, path, full, want, err);
+    if (rc) {
+        return rc;
+    }
     size_t n = model_shape_numel(&want);
     float *buf = malloc((n ? n : 1) * sizeof *buf);
     if (!buf) {
         return common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory for '%s'", path, full);
     }
-    int rc = model_st_read_f32(st, full, buf, n, NULL, err);
+    rc = model_st_read_f32(st, full, buf, n, NULL, err);
     if (rc) {
         free(buf);
         return rc;
@@ -225,17 +284,78 @@ static int read_hf(const model_st_file *st, const char *path, const char *prefix
     return 0;
 }
 
-static int load_weights(model *m, const char *path, char *err) {
-    const model_config *c = &m->cfg;
-    size_t D = (size_t)c->d_model, H = (size_t)c->n_heads, Dh = (size_t)c->d_head,
-           M = (size_t)c->d_mlp, V = (size_t)c->d_vocab;
-    model_st_file *st = NULL;
-    float *t = NULL;
-    int rc = model_st_open(&st, path, err);
-    if (rc) {
+/* The HF tensors of one block, "h.{l}." + suffix, in the order load_weights reads them: the
+ * first ten copy straight into a TL parameter, the last two (c_attn) are split into Q, K, V. */
+enum { BLOCK_TENSORS = 12, BLOCK_DIRECT = 10 };
+
+typedef struct hf_tensor {
+    const char *suffix;
+    model_shape shape;
+} hf_tensor;
+
+static void block_tensors(const model_config *c, hf_tensor out[BLOCK_TENSORS]) {
+    size_t D = (size_t)c->d_model, M = (size_t)c->d_mlp;
+    const hf_tensor list[BLOCK_TENSORS] = {
+        {"ln_1.weight", shp(1, D, 0, 0)},
+        {"ln_1.bias", shp(1, D, 0, 0)},
+        {"ln_2.weight", shp(1, D, 0, 0)},
+        {"ln_2.bias", shp(1, D, 0, 0)},
+        {"attn.c_proj.weight", shp(2, D, D, 0)},
+        {"attn.c_proj.bias", shp(1, D, 0, 0)},
+        {"mlp.c_fc.weight", shp(2, D, M, 0)},
+        {"mlp.c_fc.bias", shp(1, M, 0, 0)},
+        {"mlp.c_proj.weight", shp(2, M, D, 0)},
+        {"mlp.c_proj.bias", shp(1, D, 0, 0)},
+        {"attn.c_attn.weight", shp(2, D, 3 * D, 0)},
+        {"attn.c_attn.bias", shp(1, 3 * D, 0, 0)},
+    };
+    memcpy(out, list, sizeof list);
+}
+
+/* Checks every tensor the model needs against the config before anything is allocated from
+ * the config: the parameters are then bounded by what the file holds. */
+static int check_weights(const model_st_file *st, const char *path, const char *prefix,
+                         const model_config *c, char *err) {
+    size_t D = (size_t)c->d_model, V = (size_t)c->d_vocab;
+    char full[128];
+    int rc;
+    snprintf(full, sizeof full, "%swte.weight", prefix);
+    if ((rc = check_hf(st, path, full, shp(2, V, D, 0), err))) {
         return rc;
     }
-    const char *prefix = model_st_find(st, "transformer.wte.weight") >= 0 ? "transformer." : "";
+    if (model_st_find(st, "lm_head.weight") >= 0 &&
+        (rc = check_hf(st, path, "lm_head.weight", shp(2, V, D, 0), err))) {
+        return rc;
+    }
+    snprintf(full, sizeof full, "%swpe.weight", prefix);
+    if ((rc = check_hf(st, path, full, shp(2, (size_t)c->n_positions, D, 0), err))) {
+        return rc;
+    }
+    hf_tensor block[BLOCK_TENSORS];
+    block_tensors(c, block);
+    for (int l = 0; l < c->n_layers; l++) {
+        for (size_t k = 0; k < BLOCK_TENSORS; k++) {
+            snprintf(full, sizeof full, "%sh.%d.%s", prefix, l, block[k].suffix);
+            if ((rc = check_hf(st, path, full, block[k].shape, err))) {
+                return rc;
+            }
+        }
+    }
+    snprintf(full, sizeof full, "%sln_f.weight", prefix);
+    if ((rc = check_hf(st, path, full, shp(1, D, 0, 0), err))) {
+        return rc;
+    }
+    snprintf(full, sizeof full, "%sln_f.bias", prefix);
+    return check_hf(st, path, full, shp(1, D, 0, 0), err);
+}
+
+static int load_weights(model *m, const model_st_file *st, const char *path, const char *prefix,
+                        char *err) {
+    const model_config *c = &m->cfg;
+    size_t D = (size_t)c->d_model, H = (size_t)c->n_heads, Dh = (size_t)c->d_head,
+           V = (size_t)c->d_vocab;
+    float *t = NULL;
+    int rc;
     char name[96];
 
     if ((rc = read_hf(st, path, prefix, "wte.weight", shp(2, V, D, 0), &t, err))) {
@@ -266,36 +386,24 @@ static int load_weights(model *m, const char *path, char *err) {
     memcpy(m->W_pos, t, (size_t)c->n_ctx * D * sizeof *t); /* first n_ctx rows, as TL trims */
     free(t);
     t = NULL;
+    hf_tensor block[BLOCK_TENSORS];
+    block_tensors(c, block);
     for (int l = 0; l < c->n_layers; l++) {
         model_layer_params *p = &m->layers[l];
-        struct {
-            const char *suffix;
-            model_shape s;
-            float *dst;
-        } direct[] = {
-            {"ln_1.weight", shp(1, D, 0, 0), p->ln1_w},
-            {"ln_1.bias", shp(1, D, 0, 0), p->ln1_b},
-            {"ln_2.weight", shp(1, D, 0, 0), p->ln2_w},
-            {"ln_2.bias", shp(1, D, 0, 0), p->ln2_b},
-            {"attn.c_proj.weight", shp(2, D, D, 0), p->W_O},
-            {"attn.c_proj.bias", shp(1, D, 0, 0), p->b_O},
-            {"mlp.c_fc.weight", shp(2, D, M, 0), p->W_in},
-            {"mlp.c_fc.bias", shp(1, M, 0, 0), p->b_in},
-            {"mlp.c_proj.weight", shp(2, M, D, 0), p->W_out},
-            {"mlp.c_proj.bias", shp(1, D, 0, 0), p->b_out},
-        };
-        for (size_t i = 0; i < sizeof direct / sizeof direct[0]; i++) {
-            snprintf(name, sizeof name, "h.%d.%s", l, direct[i].suffix);
-            if ((rc = read_hf(st, path, prefix, name, direct[i].s, &t, err))) {
+        float *direct[BLOCK_DIRECT] = {p->ln1_w, p->ln1_b, p->ln2_w, p->ln2_b, p->W_O,
+                                       p->b_O,   p->W_in,  p->b_in,  p->W_out, p->b_out};
+        for (size_t i = 0; i < BLOCK_DIRECT; i++) {
+            snprintf(name, sizeof name, "h.%d.%s", l, block[i].suffix);
+            if ((rc = read_hf(st, path, prefix, name, block[i].shape, &t, err))) {
                 goto done;
             }
             /* c_proj [H*Dh, D] is W_O [H,Dh,D] in the same memory order */
-            memcpy(direct[i].dst, t, model_shape_numel(&direct[i].s) * sizeof *t);
+            memcpy(direct[i], t, model_shape_numel(&block[i].shape) * sizeof *t);
             free(t);
             t = NULL;
         }
-        snprintf(name, sizeof name, "h.%d.attn.c_attn.weight", l);
-        if ((rc = read_hf(st, path, prefix, name, shp(2, D, 3 * D, 0), &t, err))) {
+        snprintf(name, sizeof name, "h.%d.%s", l, block[BLOCK_DIRECT].suffix);
+        if ((rc = read_hf(st, path, prefix, name, block[BLOCK_DIRECT].shape, &t, err))) {
             goto done;
         }
         float *W[3] = {p->W_Q, p->W_K, p->W_V};
@@ -310,8 +418,8 @@ static int load_weights(model *m, const char *path, char *err) {
         }
         free(t);
         t = NULL;
-        snprintf(name, sizeof name, "h.%d.attn.c_attn.bias", l);
-        if ((rc = read_hf(st, path, prefix, name, shp(1, 3 * D, 0, 0), &t, err))) {
+        snprintf(name, sizeof name, "h.%d.%s", l, block[BLOCK_DIRECT + 1].suffix);
+        if ((rc = read_hf(st, path, prefix, name, block[BLOCK_DIRECT + 1].shape, &t, err))) {
             goto done;
         }
         memcpy(p->b_Q, t, D * sizeof *t);
@@ -333,7 +441,6 @@ static int load_weights(model *m, const char *path, char *err) {
     /* b_U stays zero: GPT-2 has no unembedding bias. */
 done:
     free(t);
-    model_st_close(&st);
     return rc;
 }
 
@@ -363,6 +470,7 @@ static void drop_ln_params(model *m) {
 int model_load(model **out, const char *dir, const model_processing *proc, char *err) {
     char path[4096];
     int rc;
+    model_st_file *st = NULL;
     model *m = calloc(1, sizeof *m);
     if (!m) {
         return common_fail(err, COMMON_ERR_NOMEM, "model: out of memory");
@@ -381,13 +489,16 @@ int model_load(model **out, const char *dir, const model_processing *proc, char 
                          model_tokenizer_vocab_size(m->tok), m->cfg.d_vocab);
         goto fail;
     }
-    if ((rc = alloc_params(m, err))) {
-        goto fail;
-    }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if ((rc = load_weights(m, path, err))) {
+    if ((rc = model_st_open(&st, path, err))) {
         goto fail;
     }
+    const char *prefix = model_st_find(st, "transformer.wte.weight") >= 0 ? "transformer." : "";
+    if ((rc = check_weights(st, path, prefix, &m->cfg, err)) || (rc = alloc_params(m, err)) ||
+        (rc = load_weights(m, st, path, prefix, err))) {
+        goto fail;
+    }
+    model_st_close(&st);
     model_process_weights(m);
     if (m->proc.fold_ln) {
         drop_ln_params(m);
@@ -395,6 +506,7 @@ int model_load(model **out, const char *dir, const model_processing *proc, char 
     *out = m;
     return 0;
 fail:
+    model_st_close(&st);
     model_destroy(&m);
     return rc;
 }

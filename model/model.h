@@ -60,10 +60,18 @@ const char *model_dtype_name(model_dtype t);
 
 typedef struct model_st_file model_st_file;
 
-/* Maps a safetensors file and validates its header: JSON syntax, dtypes, shapes, data offsets
- * inside the file, sizes consistent with shape x dtype, no overlapping tensors. Errors name the
- * file and, where one is at fault, the tensor. */
+/* Maps a safetensors file and validates its header: JSON syntax, dtypes, shapes whose element
+ * and byte counts fit in size_t (with zero dimensions counted as one, so that any product of
+ * dimensions a reader forms fits too), data offsets inside the file, sizes consistent with shape
+ * x dtype, no two tensors sharing a byte (empty tensors hold none). A path that is not a regular
+ * file (a directory, a FIFO) is INVALID. Errors name the file and, where one is at fault, the
+ * tensor. Every tensor of an opened file reads within the file's bytes. */
 int model_st_open(model_st_file **out, const char *path, char *err);
+/* The same validation over `len` bytes of a safetensors file already in memory; `name` stands
+ * for the file in messages. The bytes are borrowed, not copied: they must stay valid and
+ * unchanged until model_st_close. */
+int model_st_open_buffer(model_st_file **out, const char *name, const void *data, size_t len,
+                         char *err);
 /* Unmaps and frees; accepts NULL and NULL *f. */
 void model_st_close(model_st_file **f);
 /* Number of tensors (the __metadata__ entry is not a tensor). */
@@ -78,6 +86,9 @@ void model_st_info(const model_st_file *f, size_t i, model_dtype *dtype, model_s
 const void *model_st_data(const model_st_file *f, size_t i, size_t *bytes);
 /* A __metadata__ value, or NULL when absent; owned by f. */
 const char *model_st_metadata(const model_st_file *f, const char *key);
+/* The __metadata__ keys in name order: *out ([*n] pointers owned by f; the caller frees the
+ * array only). */
+int model_st_metadata_keys(const model_st_file *f, const char ***out, size_t *n, char *err);
 /* Converts the named tensor (F32, F16 or BF16) to float32 into dst, which holds `cap` floats;
  * *shape (may be NULL) receives its shape. NOT_FOUND names the tensor; INVALID when cap is too
  * small; UNSUPPORTED for integer tensors. */
@@ -126,6 +137,11 @@ typedef struct model_token_span {
  * any behaviour) steps, and a TemplateProcessing post-processor that prepends one special token
  * (the BOS). Anything else is refused with UNSUPPORTED naming the part. */
 int model_tokenizer_load(model_tokenizer **out, const char *path, char *err);
+/* The same from the `len` bytes of a tokenizer.json in memory (need not be NUL-terminated);
+ * `name` stands for the file in messages. Ids must lie in [0, MODEL_MAX_VOCAB). Loading takes
+ * time linear in the size of the vocabulary (sorting it aside). */
+int model_tokenizer_parse(model_tokenizer **out, const char *name, const char *json, size_t len,
+                          char *err);
 void model_tokenizer_destroy(model_tokenizer **t);
 /* Number of ids (max id + 1 over vocab and added tokens). */
 size_t model_tokenizer_vocab_size(const model_tokenizer *t);
@@ -164,6 +180,28 @@ typedef struct model_config {
     float attn_scale; /* sqrt(d_head); scores are divided by it */
 } model_config;
 
+/* Limits on the config.json values, generous for any GPT-2 (GPT-2 XL has 48 layers, d_model
+ * 1600, 25 heads, a vocabulary of 50257 and n_ctx 1024). A value outside them is refused naming
+ * the key before anything is allocated from it; with them every product of dimensions the loader
+ * forms (V x D, L x D x 4D, ...) fits easily in size_t. */
+#define MODEL_MAX_LAYERS 256
+#define MODEL_MAX_D_MODEL 16384
+#define MODEL_MAX_HEADS 256
+#define MODEL_MAX_VOCAB (1 << 20)
+#define MODEL_MAX_CTX (1 << 16)
+/* layer_norm_epsilon must lie in [MODEL_MIN_EPS, MODEL_MAX_EPS] (GPT-2 uses 1e-5; smaller
+ * values round towards 0 in float32, larger ones wash out the normalisation). */
+#define MODEL_MIN_EPS 1e-12
+#define MODEL_MAX_EPS 1e-1
+
+/* Parses the `len` bytes of a HF GPT-2 config.json (need not be NUL-terminated) the way
+ * model_load does; `name` stands for the file in messages. Every key it reads is checked:
+ * integers against the MODEL_MAX_* limits, layer_norm_epsilon against its range, switches must
+ * be booleans; a bad value is INVALID (UNSUPPORTED for what chesslens does not implement)
+ * naming the key. *cfg is written only on success. */
+int model_config_parse(model_config *cfg, const char *name, const char *json, size_t len,
+                       char *err);
+
 /* TL's from_pretrained switches. Defaults (model_processing_default) are all true;
  * model_processing_none() is from_pretrained_no_processing. Applied in the order listed. */
 typedef struct model_processing {
@@ -182,9 +220,11 @@ typedef struct model model;
  * without "transformer."; lm_head tied to wte) and dir/tokenizer.json, converts to TL
  * parameters in float32 on the host and applies `proc` (NULL = TL defaults). Refuses
  * unsupported configs (activation other than gelu_new, scale_attn_by_inverse_layer_idx, D not a
- * multiple of H, n_positions < n_ctx, tokenizer vocabulary larger than vocab_size, ...) with
- * UNSUPPORTED/INVALID naming the key; missing files NOT_FOUND naming the path; missing or
- * mis-shaped tensors naming the tensor and both shapes. */
+ * multiple of H, n_positions < n_ctx, tokenizer vocabulary larger than vocab_size, values
+ * outside the MODEL_MAX_* limits, ...) with UNSUPPORTED/INVALID naming the key; missing files
+ * NOT_FOUND naming the path; missing or mis-shaped tensors naming the tensor and both shapes.
+ * Every tensor is checked against the config before the parameters are allocated, so what is
+ * allocated is bounded by what the file holds. */
 int model_load(model **out, const char *dir, const model_processing *proc, char *err);
 void model_destroy(model **m);
 const model_config *model_get_config(const model *m);
@@ -203,12 +243,14 @@ const char *model_param_name(const model *m, size_t i);
 /* Total number of scalars over all parameters. */
 size_t model_param_numel(const model *m);
 
-/* Writes a random-weight GPT-2 model in the HF layout into dir (created if missing):
+/* Writes a random-weight GPT-2 model in the HF layout as the directory dir:
  * config.json (n_ctx and n_positions), model.safetensors ("transformer."-prefixed names, Conv1D
  * [in,out] layouts, no lm_head) in dtype F32/F16/BF16, and tokenizer.json with the 77-token UCI
  * chess vocabulary followed by "<extra_0>".. up to d_vocab (d_vocab < 77 is INVALID). Matrices
  * are N(0, 0.02), LN weights 1 + N(0, 0.1), biases N(0, 0.02); d_mlp must be 4 d_model.
- * Deterministic in seed. */
+ * Deterministic in seed. The files are written in a staging directory beside dir and renamed to
+ * dir when complete, so a failure leaves nothing behind. An existing dir holding only model
+ * files (or nothing) is replaced; one holding anything else is refused (INVALID). */
 int model_write_random(const char *dir, const model_config *cfg, uint64_t seed, model_dtype dtype,
                        char *err);
 
@@ -255,6 +297,12 @@ bool model_hook_kind_in_block(model_hook_kind k);
 /* Parses a full TL name ("blocks.3.attn.hook_pattern", "ln_final.hook_scale", "logits"); the
  * layer is checked against cfg when cfg is not NULL. The error names the hook. */
 int model_hook_parse(const char *name, const model_config *cfg, model_hook *out, char *err);
+/* Parses a list of hooks: "all" (every hook of cfg, in dense order) or TL names separated by
+ * commas, each kept once in the order given. On success *out ([*n] hooks, caller frees) and *n
+ * (>= 1) are set; a list that names no hook ("", ",,") is INVALID, an unknown name fails as in
+ * model_hook_parse. */
+int model_hook_list_parse(const char *spec, const model_config *cfg, model_hook **out, size_t *n,
+                          char *err);
 /* Writes the full TL name into buf (always NUL-terminated); returns buf. */
 char *model_hook_name(model_hook h, char *buf, size_t cap);
 /* Number of hook points of a model (2 + 18 L + 3, counting hook_result and logits). */

@@ -1,5 +1,5 @@
 /*
- * TransformerLens' from_pretrained weight processing (TL-SEMANTICS.md section 3), in TL's
+ * TransformerLens' from_pretrained weight processing (docs/TL-SEMANTICS.md section 3), in TL's
  * order: fold_ln -> center_writing_weights -> center_unembed -> fold_value_biases. Each step
  * rewrites the host parameters in place. Sums and means accumulate in double and round once,
  * which keeps the result within float32 rounding of TL's own float32 reductions.

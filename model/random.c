@@ -9,13 +9,16 @@
  */
 #include "model/model_int.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const char *const model_chess_vocab[77] = {
     "<pad>", "<s>", "</s>", "P",  "N",  "R",  "B",  "Q",  "K",  "c2", "c4", "e7", "e5",
@@ -36,6 +39,12 @@ static uint64_t rng_next(rng *r) {
     return z ^ (z >> 31);
 }
 
+static mode_t current_umask(void) {
+    mode_t m = umask(0);
+    umask(m);
+    return m;
+}
+
 /* Standard normal via Box-Muller (one value per call; simple beats fast here). */
 static float rng_normal(rng *r) {
     double u1 = ((double)(rng_next(r) >> 11) + 1.0) / 9007199254740993.0; /* (0, 1] */
@@ -43,14 +52,21 @@ static float rng_normal(rng *r) {
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+/* Writes root (consumed) as indented JSON, whole or not at all. */
 static int write_json(const char *path, json_t *root, char *err) {
-    int rc = 0;
     if (!root) {
         return common_fail(err, COMMON_ERR_NOMEM, "write %s: out of memory", path);
     }
-    if (json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0) {
+    common_outfile *f = NULL;
+    int rc = common_outfile_new(&f, path, err);
+    if (rc == 0 &&
+        json_dumpf(root, common_outfile_stream(f), JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0) {
         rc = common_fail(err, COMMON_ERR_IO, "write %s: %s", path, strerror(errno));
     }
+    if (rc == 0) {
+        rc = common_outfile_commit(&f, err);
+    }
+    common_outfile_destroy(&f);
     json_decref(root);
     return rc;
 }
@@ -93,27 +109,9 @@ int model_write_chess_tokenizer(const char *path, size_t size, char *err) {
     return write_json(path, root, err);
 }
 
-int model_write_random(const char *dir, const model_config *cfg, uint64_t seed, model_dtype dtype,
-                       char *err) {
-    if (cfg->n_layers <= 0 || cfg->d_model <= 0 || cfg->n_heads <= 0 || cfg->n_ctx <= 0 ||
-        cfg->d_model % cfg->n_heads != 0) {
-        return common_fail(err, COMMON_ERR_INVALID,
-                           "random model: need layers, d_model, heads, ctx > 0 and d_model a "
-                           "multiple of heads");
-    }
-    if (cfg->d_vocab < 77) {
-        return common_fail(err, COMMON_ERR_INVALID,
-                           "random model: vocab %d < 77 (the chess vocabulary)", cfg->d_vocab);
-    }
-    if (cfg->d_mlp != 0 && cfg->d_mlp != 4 * cfg->d_model) {
-        return common_fail(err, COMMON_ERR_INVALID, "random model: d_mlp must be 4 d_model");
-    }
-    if (dtype != MODEL_DTYPE_F32 && dtype != MODEL_DTYPE_F16 && dtype != MODEL_DTYPE_BF16) {
-        return common_fail(err, COMMON_ERR_INVALID, "random model: dtype must be f32, f16 or bf16");
-    }
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        return common_fail(err, COMMON_ERR_IO, "mkdir %s: %s", dir, strerror(errno));
-    }
+/* Writes the three files of a random model into the existing directory dir. */
+static int write_model_files(const char *dir, const model_config *cfg, uint64_t seed,
+                             model_dtype dtype, char *err) {
     char path[4096];
     int rc;
     size_t L = (size_t)cfg->n_layers, D = (size_t)cfg->d_model, M = 4 * D, V = (size_t)cfg->d_vocab,
@@ -211,4 +209,102 @@ done:
     free(buf);
     model_st_writer_destroy(&w);
     return rc;
+}
+
+static const char *const model_files[] = {"config.json", "tokenizer.json", "model.safetensors"};
+
+static bool is_model_file(const char *name) {
+    for (size_t i = 0; i < sizeof model_files / sizeof model_files[0]; i++) {
+        if (strcmp(name, model_files[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Removes dir's model files and dir itself, so that a new model can be renamed into its
+ * place; a missing dir is fine. A directory that holds anything else is not ours to clear: the
+ * check comes before anything is removed. */
+static int clear_model_dir(const char *dir, char *err) {
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return errno == ENOENT
+                   ? 0
+                   : common_fail(err, COMMON_ERR_IO, "open %s: %s", dir, strerror(errno));
+    }
+    int rc = 0;
+    for (struct dirent *e = readdir(d); e != NULL && rc == 0; e = readdir(d)) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+            !is_model_file(e->d_name)) {
+            rc = common_fail(err, COMMON_ERR_INVALID,
+                             "random model: %s holds %s, which is not a model file; choose a new "
+                             "directory",
+                             dir, e->d_name);
+        }
+    }
+    closedir(d);
+    char path[4096];
+    for (size_t i = 0; rc == 0 && i < sizeof model_files / sizeof model_files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, model_files[i]);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            rc = common_fail(err, COMMON_ERR_IO, "remove %s: %s", path, strerror(errno));
+        }
+    }
+    if (rc == 0 && rmdir(dir) != 0) {
+        rc = common_fail(err, COMMON_ERR_IO, "remove %s: %s", dir, strerror(errno));
+    }
+    return rc;
+}
+
+/* Removes a staging directory of model files (what write_model_files may have left). */
+static void remove_staging(const char *staging) {
+    char path[4096];
+    for (size_t i = 0; i < sizeof model_files / sizeof model_files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", staging, model_files[i]);
+        unlink(path);
+    }
+    rmdir(staging);
+}
+
+int model_write_random(const char *dir, const model_config *cfg, uint64_t seed, model_dtype dtype,
+                       char *err) {
+    if (cfg->n_layers <= 0 || cfg->d_model <= 0 || cfg->n_heads <= 0 || cfg->n_ctx <= 0 ||
+        cfg->d_model % cfg->n_heads != 0) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "random model: need layers, d_model, heads, ctx > 0 and d_model a "
+                           "multiple of heads");
+    }
+    if (cfg->d_vocab < 77) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "random model: vocab %d < 77 (the chess vocabulary)", cfg->d_vocab);
+    }
+    if (cfg->d_mlp != 0 && cfg->d_mlp != 4 * cfg->d_model) {
+        return common_fail(err, COMMON_ERR_INVALID, "random model: d_mlp must be 4 d_model");
+    }
+    if (dtype != MODEL_DTYPE_F32 && dtype != MODEL_DTYPE_F16 && dtype != MODEL_DTYPE_BF16) {
+        return common_fail(err, COMMON_ERR_INVALID, "random model: dtype must be f32, f16 or bf16");
+    }
+    /* The files are built in a staging directory beside dir and moved into place by one
+     * rename once complete: a failure (a full disk) leaves no partial model and an older model
+     * at dir untouched. */
+    char staging[3968]; /* leaves room for "/model.safetensors" in a 4096-byte path */
+    if (snprintf(staging, sizeof staging, "%s.tmp-XXXXXX", dir) >= (int)sizeof staging - 32) {
+        return common_fail(err, COMMON_ERR_INVALID, "random model: path too long: %s", dir);
+    }
+    if (mkdtemp(staging) == NULL) {
+        return common_fail(err, COMMON_ERR_IO, "create %s: %s", staging, strerror(errno));
+    }
+    int rc = write_model_files(staging, cfg, seed, dtype, err);
+    if (rc == 0) {
+        rc = clear_model_dir(dir, err); /* an older model at dir is replaced */
+    }
+    if (rc == 0 && rename(staging, dir) != 0) {
+        rc = common_fail(err, COMMON_ERR_IO, "move the model into %s: %s", dir, strerror(errno));
+    }
+    if (rc != 0) {
+        remove_staging(staging);
+        return rc;
+    }
+    (void)chmod(dir, 0777 & ~current_umask()); /* mkdtemp creates 0700 */
+    return common_fsync_parent(dir, err);
 }

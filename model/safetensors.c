@@ -10,6 +10,7 @@
  */
 #include "model/model.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -29,9 +30,11 @@ typedef struct st_entry {
 
 struct model_st_file {
     char *path;
-    void *map;
+    void *map; /* the mapping when opened from a path (NULL for a borrowed buffer) */
     size_t map_len;
-    const unsigned char *data; /* start of the data section inside map */
+    const unsigned char *bytes; /* the whole file: the mapping or the borrowed buffer */
+    size_t len;
+    const unsigned char *data; /* start of the data section inside bytes */
     size_t data_len;
     st_entry *entries;
     size_t n;
@@ -54,6 +57,15 @@ static int parse_dtype(const char *s, model_dtype *out) {
         }
     }
     return -1;
+}
+
+/* *out = a * b; false when that overflows size_t. */
+static bool mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) {
+        return false;
+    }
+    *out = a * b;
+    return true;
 }
 
 static int cmp_begin(const void *a, const void *b) {
@@ -81,20 +93,35 @@ static int parse_entry(model_st_file *f, const char *name, json_t *v, st_entry *
                            f->path, name, json_array_size(shape), MODEL_MAX_DIMS);
     }
     e->shape.ndim = (int)json_array_size(shape);
-    size_t numel = 1;
+    /* The element count and, with every zero dimension counted as one, the extent: the product
+     * of the other dimensions. Both must fit in size_t in bytes. A reader forms products of
+     * dimensions (rows x columns, a block of the trailing axes) without looking for zeros, and
+     * a count that wrapped around (2^32 x 2^32 = 0) would match data_offsets [0, 0]. */
+    size_t numel = 1, extent = model_dtype_size(e->dtype);
+    bool fits = true;
     for (int i = 0; i < e->shape.ndim; i++) {
         json_t *d = json_array_get(shape, (size_t)i);
         if (!json_is_integer(d) || json_integer_value(d) < 0 ||
-            json_integer_value(d) > (json_int_t)1 << 40) {
-            return common_fail(err, COMMON_ERR_PARSE, "%s: tensor '%s': bad shape entry", f->path,
-                               name);
+            (uint64_t)json_integer_value(d) > SIZE_MAX) {
+            return common_fail(err, COMMON_ERR_PARSE,
+                               "%s: tensor '%s': shape entry %d is not a size", f->path, name, i);
         }
         e->shape.dims[i] = (size_t)json_integer_value(d);
-        numel *= e->shape.dims[i];
+        fits = fits && mul_size(numel, e->shape.dims[i], &numel) &&
+               mul_size(extent, e->shape.dims[i] ? e->shape.dims[i] : 1, &extent);
+    }
+    size_t bytes = 0;
+    if (!fits || !mul_size(numel, model_dtype_size(e->dtype), &bytes)) {
+        char sb[128];
+        return common_fail(err, COMMON_ERR_PARSE,
+                           "%s: tensor '%s': shape %s of %s is too large (its size overflows)",
+                           f->path, name, model_shape_format(&e->shape, sb, sizeof sb),
+                           model_dtype_name(e->dtype));
     }
     json_t *b = json_array_get(offs, 0), *en = json_array_get(offs, 1);
     if (!json_is_integer(b) || !json_is_integer(en) || json_integer_value(b) < 0 ||
-        json_integer_value(en) < json_integer_value(b)) {
+        json_integer_value(en) < json_integer_value(b) ||
+        (uint64_t)json_integer_value(en) > SIZE_MAX) {
         return common_fail(err, COMMON_ERR_PARSE, "%s: tensor '%s': bad data_offsets", f->path,
                            name);
     }
@@ -106,8 +133,8 @@ static int parse_entry(model_st_file *f, const char *name, json_t *v, st_entry *
                            "bytes (truncated?)",
                            f->path, name, e->end, f->data_len);
     }
-    if (e->end - e->begin != numel * model_dtype_size(e->dtype)) {
-        char sb[64];
+    if (e->end - e->begin != bytes) {
+        char sb[128];
         return common_fail(err, COMMON_ERR_PARSE,
                            "%s: tensor '%s': %zu data bytes do not match shape %s of %s", f->path,
                            name, e->end - e->begin, model_shape_format(&e->shape, sb, sizeof sb),
@@ -121,25 +148,25 @@ static int parse_entry(model_st_file *f, const char *name, json_t *v, st_entry *
 }
 
 static int parse_header(model_st_file *f, char *err) {
-    if (f->map_len < 8) {
+    if (f->len < 8) {
         return common_fail(err, COMMON_ERR_PARSE,
                            "%s: %zu bytes, too short for a safetensors "
                            "header",
-                           f->path, f->map_len);
+                           f->path, f->len);
     }
-    const unsigned char *p = f->map;
+    const unsigned char *p = f->bytes;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) {
         hlen = (hlen << 8) | p[i];
     }
-    if (hlen > f->map_len - 8) {
+    if (hlen > f->len - 8) {
         return common_fail(err, COMMON_ERR_PARSE,
                            "%s: header claims %llu bytes but the file has %zu after the length "
                            "(truncated?)",
-                           f->path, (unsigned long long)hlen, f->map_len - 8);
+                           f->path, (unsigned long long)hlen, f->len - 8);
     }
     f->data = p + 8 + hlen;
-    f->data_len = f->map_len - 8 - (size_t)hlen;
+    f->data_len = f->len - 8 - (size_t)hlen;
     json_error_t jerr;
     json_t *root = json_loadb((const char *)p + 8, (size_t)hlen, 0, &jerr);
     if (!root || !json_is_object(root)) {
@@ -181,22 +208,32 @@ static int parse_header(model_st_file *f, char *err) {
         }
         f->n++;
     }
-    /* tensors must not overlap */
+    /* No byte belongs to two tensors. Empty tensors hold no bytes and may sit anywhere, so they
+     * are left out of the sweep: among the others in order of their start, each must start at
+     * or after the furthest end seen so far (comparing only neighbours misses a tensor that
+     * lies inside an earlier, longer one). */
     if (f->n > 1) {
         st_entry **order = malloc(f->n * sizeof *order);
         if (!order) {
             rc = common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", f->path);
             goto done;
         }
+        size_t n_held = 0;
         for (size_t i = 0; i < f->n; i++) {
-            order[i] = &f->entries[i];
+            if (f->entries[i].end > f->entries[i].begin) {
+                order[n_held++] = &f->entries[i];
+            }
         }
-        qsort(order, f->n, sizeof *order, cmp_begin);
-        for (size_t i = 1; i < f->n; i++) {
-            if (order[i]->begin < order[i - 1]->end && order[i]->end > order[i]->begin) {
+        qsort(order, n_held, sizeof *order, cmp_begin);
+        const st_entry *furthest = NULL; /* the tensor with the largest end so far */
+        for (size_t i = 0; i < n_held; i++) {
+            if (furthest && order[i]->begin < furthest->end) {
                 rc = common_fail(err, COMMON_ERR_PARSE, "%s: tensors '%s' and '%s' overlap",
-                                 f->path, order[i - 1]->name, order[i]->name);
+                                 f->path, furthest->name, order[i]->name);
                 break;
+            }
+            if (!furthest || order[i]->end > furthest->end) {
+                furthest = order[i];
             }
         }
         free(order);
@@ -213,7 +250,8 @@ int model_st_open(model_st_file **out, const char *path, char *err) {
         free(f);
         return common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", path);
     }
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
         rc = common_fail(err, errno == ENOENT ? COMMON_ERR_NOT_FOUND : COMMON_ERR_IO, "open %s: %s",
                          path, strerror(errno));
@@ -222,6 +260,19 @@ int model_st_open(model_st_file **out, const char *path, char *err) {
     struct stat st;
     if (fstat(fd, &st) != 0) {
         rc = common_fail(err, COMMON_ERR_IO, "stat %s: %s", path, strerror(errno));
+        close(fd);
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = common_fail(err, COMMON_ERR_INVALID,
+                         S_ISDIR(st.st_mode) ? "%s is a directory, not a safetensors file"
+                                             : "%s is not a regular file",
+                         path);
+        close(fd);
+        goto fail;
+    }
+    if ((uint64_t)st.st_size > SIZE_MAX) {
+        rc = common_fail(err, COMMON_ERR_UNSUPPORTED, "%s: too large to map", path);
         close(fd);
         goto fail;
     }
@@ -236,6 +287,8 @@ int model_st_open(model_st_file **out, const char *path, char *err) {
         }
     }
     close(fd);
+    f->bytes = f->map;
+    f->len = f->map_len;
     rc = parse_header(f, err);
     if (rc) {
         goto fail;
@@ -245,6 +298,24 @@ int model_st_open(model_st_file **out, const char *path, char *err) {
 fail:
     model_st_close(&f);
     return rc;
+}
+
+int model_st_open_buffer(model_st_file **out, const char *name, const void *data, size_t len,
+                         char *err) {
+    model_st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(name))) {
+        free(f);
+        return common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", name);
+    }
+    f->bytes = data;
+    f->len = len;
+    int rc = parse_header(f, err);
+    if (rc) {
+        model_st_close(&f);
+        return rc;
+    }
+    *out = f;
+    return 0;
 }
 
 void model_st_close(model_st_file **fp) {
@@ -283,6 +354,7 @@ long model_st_find(const model_st_file *f, const char *name) {
 }
 
 void model_st_info(const model_st_file *f, size_t i, model_dtype *dtype, model_shape *shape) {
+    assert(i < f->n);
     if (dtype) {
         *dtype = f->entries[i].dtype;
     }
@@ -292,10 +364,36 @@ void model_st_info(const model_st_file *f, size_t i, model_dtype *dtype, model_s
 }
 
 const void *model_st_data(const model_st_file *f, size_t i, size_t *bytes) {
+    assert(i < f->n);
     if (bytes) {
         *bytes = f->entries[i].end - f->entries[i].begin;
     }
     return f->data + f->entries[i].begin;
+}
+
+static int compare_keys(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int model_st_metadata_keys(const model_st_file *f, const char ***out, size_t *n, char *err) {
+    size_t count = f->metadata != NULL ? json_object_size(f->metadata) : 0;
+    const char **keys = malloc((count > 0 ? count : 1) * sizeof *keys);
+    if (keys == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", f->path);
+    }
+    size_t k = 0;
+    const char *key;
+    json_t *value;
+    if (f->metadata != NULL) {
+        json_object_foreach(f->metadata, key, value) {
+            (void)value;
+            keys[k++] = key;
+        }
+    }
+    qsort(keys, k, sizeof *keys, compare_keys);
+    *out = keys;
+    *n = k;
+    return 0;
 }
 
 const char *model_st_metadata(const model_st_file *f, const char *key) {
@@ -514,7 +612,7 @@ int model_st_writer_set_metadata(model_st_writer *w, const char *key, const char
 int model_st_writer_write(const model_st_writer *w, const char *path, char *err) {
     int rc = 0;
     char *text = NULL;
-    FILE *f = NULL;
+    common_outfile *f = NULL;
     json_t *root = json_object();
     if (!root) {
         return common_fail(err, COMMON_ERR_NOMEM, "write %s: out of memory", path);
@@ -545,30 +643,31 @@ int model_st_writer_write(const model_st_writer *w, const char *path, char *err)
     }
     size_t hlen = strlen(text);
     size_t padded = (hlen + 7) & ~(size_t)7;
-    f = fopen(path, "wb");
-    if (!f) {
-        rc = common_fail(err, COMMON_ERR_IO, "open %s: %s", path, strerror(errno));
+    /* whole or nothing: a failed write (a full disk) leaves no truncated file at path */
+    rc = common_outfile_new(&f, path, err);
+    if (rc != 0) {
         goto done;
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) {
         len8[i] = (unsigned char)(((uint64_t)padded >> (8 * i)) & 0xff);
     }
-    int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(text, 1, hlen, f) == hlen;
-    for (size_t i = hlen; ok && i < padded; i++) {
-        ok = fputc(' ', f) != EOF;
+    static const char spaces[8] = "        ";
+    rc = common_outfile_write(f, len8, 8, err);
+    if (rc == 0) {
+        rc = common_outfile_write(f, text, hlen, err);
     }
-    for (size_t i = 0; ok && i < w->n; i++) {
-        ok = fwrite(w->e[i].data, 1, w->e[i].bytes, f) == w->e[i].bytes;
+    if (rc == 0) {
+        rc = common_outfile_write(f, spaces, padded - hlen, err);
     }
-    if (fclose(f) != 0) {
-        ok = 0;
+    for (size_t i = 0; rc == 0 && i < w->n; i++) {
+        rc = common_outfile_write(f, w->e[i].data, w->e[i].bytes, err);
     }
-    f = NULL;
-    if (!ok) {
-        rc = common_fail(err, COMMON_ERR_IO, "write %s: %s", path, strerror(errno));
+    if (rc == 0) {
+        rc = common_outfile_commit(&f, err);
     }
 done:
+    common_outfile_destroy(&f);
     free(text);
     json_decref(root);
     return rc;

@@ -12,6 +12,7 @@
  */
 #include "model/model.h"
 
+#include <assert.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,24 +91,22 @@ static int32_t lookup(const model_tokenizer *t, const char *s) {
     return hit ? hit->id : -1;
 }
 
+/* Checks the id of token s and raises *n_ids to cover it. */
+static int check_id(json_int_t id, const char *s, size_t *n_ids, const char *path, char *err) {
+    if (id < 0 || id >= MODEL_MAX_VOCAB) {
+        return common_fail(err, COMMON_ERR_INVALID, "%s: token '%s' has bad id %lld (not in 0..%d)",
+                           path, s, (long long)id, MODEL_MAX_VOCAB - 1);
+    }
+    if ((size_t)id >= *n_ids) {
+        *n_ids = (size_t)id + 1;
+    }
+    return 0;
+}
+
+/* Records token s at id (checked by check_id, inside t->tokens). */
 static int set_token(model_tokenizer *t, json_int_t id, const char *s, const char *path,
                      char *err) {
-    if (id < 0 || id > (1 << 24)) {
-        return common_fail(err, COMMON_ERR_INVALID, "%s: token '%s' has bad id %lld", path, s,
-                           (long long)id);
-    }
-    if ((size_t)id >= t->n_ids) {
-        size_t n = (size_t)id + 1;
-        char **v = realloc(t->tokens, n * sizeof *v);
-        if (!v) {
-            return common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", path);
-        }
-        for (size_t i = t->n_ids; i < n; i++) {
-            v[i] = NULL;
-        }
-        t->tokens = v;
-        t->n_ids = n;
-    }
+    assert(id >= 0 && (size_t)id < t->n_ids);
     if (t->tokens[id]) {
         if (strcmp(t->tokens[id], s) != 0) {
             return common_fail(err, COMMON_ERR_INVALID, "%s: id %lld is both '%s' and '%s'", path,
@@ -222,130 +221,149 @@ static int parse_post(model_tokenizer *t, json_t *p, const char *path, char *err
         json_object_get(json_object_get(json_object_get(p, "special_tokens"), name), "ids");
     if (json_is_array(ids) && json_array_size(ids) == 1 &&
         json_is_integer(json_array_get(ids, 0))) {
-        t->bos = (int32_t)json_integer_value(json_array_get(ids, 0));
+        json_int_t id = json_integer_value(json_array_get(ids, 0));
+        t->bos = id >= 0 && (uint64_t)id < t->n_ids ? (int32_t)id : -1;
     } else {
         t->bos = lookup(t, name);
     }
-    if (t->bos < 0 || (size_t)t->bos >= t->n_ids) {
+    if (t->bos < 0 || (size_t)t->bos >= t->n_ids || !t->tokens[t->bos]) {
         return common_fail(err, COMMON_ERR_INVALID, "%s: template token '%s' has no id", path,
                            name);
     }
     return 0;
 }
 
-int model_tokenizer_load(model_tokenizer **out, const char *path, char *err) {
+/* Builds the tokenizer from a parsed tokenizer.json. Two passes over the vocabulary and the
+ * added tokens: the first checks every id and finds the largest, so that the id table is
+ * allocated once (growing it id by id would make loading quadratic in the vocabulary size). */
+static int from_json(model_tokenizer *t, json_t *root, const char *path, char *err) {
     int rc = 0;
-    json_error_t jerr;
-    model_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) {
-        return common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", path);
-    }
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root) {
-        int missing = jerr.line == -1 && strstr(jerr.text, "unable to open") != NULL;
-        rc = common_fail(err, missing ? COMMON_ERR_NOT_FOUND : COMMON_ERR_PARSE, "%s: %s", path,
-                         jerr.text);
-        goto fail;
-    }
     json_t *mdl = json_object_get(root, "model");
     const char *mtype = json_string_value(json_object_get(mdl, "type"));
     if (!mtype || strcmp(mtype, "WordLevel") != 0) {
-        rc = common_fail(err, COMMON_ERR_UNSUPPORTED, "%s: model type '%s' (only WordLevel)", path,
-                         mtype ? mtype : "(none)");
-        goto fail;
+        return common_fail(err, COMMON_ERR_UNSUPPORTED, "%s: model type '%s' (only WordLevel)",
+                           path, mtype ? mtype : "(none)");
     }
     json_t *vocab = json_object_get(mdl, "vocab");
     if (!json_is_object(vocab)) {
-        rc = common_fail(err, COMMON_ERR_PARSE, "%s: model.vocab is not an object", path);
-        goto fail;
+        return common_fail(err, COMMON_ERR_PARSE, "%s: model.vocab is not an object", path);
     }
+    json_t *added = json_object_get(root, "added_tokens");
+    if (added && !json_is_null(added) && !json_is_array(added)) {
+        return common_fail(err, COMMON_ERR_PARSE, "%s: added_tokens is not a list", path);
+    }
+    size_t n_ids = 0;
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
         if (!json_is_integer(val)) {
-            rc = common_fail(err, COMMON_ERR_PARSE, "%s: vocab entry '%s' is not an integer", path,
-                             key);
-            goto fail;
+            return common_fail(err, COMMON_ERR_PARSE, "%s: vocab entry '%s' is not an integer",
+                               path, key);
         }
-        rc = set_token(t, json_integer_value(val), key, path, err);
-        if (rc) {
-            goto fail;
+        if ((rc = check_id(json_integer_value(val), key, &n_ids, path, err))) {
+            return rc;
         }
     }
-    json_t *added = json_object_get(root, "added_tokens");
-    if (json_is_array(added) && json_array_size(added) > 0) {
-        t->added = calloc(json_array_size(added), sizeof *t->added);
-        if (!t->added) {
-            rc = common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", path);
-            goto fail;
+    size_t i;
+    json_array_foreach(added, i, val) {
+        const char *content = json_string_value(json_object_get(val, "content"));
+        json_t *id = json_object_get(val, "id");
+        if (!content || !json_is_integer(id) || content[0] == '\0') {
+            return common_fail(err, COMMON_ERR_PARSE, "%s: added_tokens[%zu] needs id and content",
+                               path, i);
         }
-        size_t i;
-        json_array_foreach(added, i, val) {
-            const char *content = json_string_value(json_object_get(val, "content"));
-            json_t *id = json_object_get(val, "id");
-            if (!content || !json_is_integer(id) || content[0] == '\0') {
-                rc = common_fail(err, COMMON_ERR_PARSE,
-                                 "%s: added_tokens[%zu] needs id and "
-                                 "content",
-                                 path, i);
-                goto fail;
-            }
-            rc = set_token(t, json_integer_value(id), content, path, err);
-            if (rc) {
-                goto fail;
-            }
-            added_token *a = &t->added[t->n_added++];
-            a->content = strdup(content);
-            a->len = strlen(content);
-            a->id = (int32_t)json_integer_value(id);
-            if (!a->content) {
-                rc = common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", path);
-                goto fail;
-            }
+        if ((rc = check_id(json_integer_value(id), content, &n_ids, path, err))) {
+            return rc;
         }
+    }
+    t->tokens = calloc(n_ids ? n_ids : 1, sizeof *t->tokens);
+    t->added = calloc(json_array_size(added) ? json_array_size(added) : 1, sizeof *t->added);
+    if (!t->tokens || !t->added) {
+        return common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", path);
+    }
+    t->n_ids = n_ids;
+    json_object_foreach(vocab, key, val) {
+        if ((rc = set_token(t, json_integer_value(val), key, path, err))) {
+            return rc;
+        }
+    }
+    json_array_foreach(added, i, val) {
+        const char *content = json_string_value(json_object_get(val, "content"));
+        json_int_t id = json_integer_value(json_object_get(val, "id"));
+        if ((rc = set_token(t, id, content, path, err))) {
+            return rc;
+        }
+        added_token *a = &t->added[t->n_added];
+        a->content = strdup(content);
+        if (!a->content) {
+            return common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", path);
+        }
+        a->len = strlen(content);
+        a->id = (int32_t)id;
+        t->n_added++;
     }
     json_t *norm = json_object_get(root, "normalizer");
     if (norm && !json_is_null(norm)) {
-        rc = common_fail(err, COMMON_ERR_UNSUPPORTED, "%s: normalizer '%s' unsupported", path,
-                         json_string_value(json_object_get(norm, "type")));
-        goto fail;
+        const char *type = json_string_value(json_object_get(norm, "type"));
+        return common_fail(err, COMMON_ERR_UNSUPPORTED, "%s: normalizer '%s' unsupported", path,
+                           type ? type : "(none)");
     }
     t->sorted = calloc(t->n_ids ? t->n_ids : 1, sizeof *t->sorted);
     if (!t->sorted) {
-        rc = common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", path);
-        goto fail;
+        return common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", path);
     }
-    for (size_t i = 0; i < t->n_ids; i++) {
-        if (t->tokens[i]) {
-            t->sorted[t->n_sorted].s = t->tokens[i];
-            t->sorted[t->n_sorted].id = (int32_t)i;
+    for (size_t k = 0; k < t->n_ids; k++) {
+        if (t->tokens[k]) {
+            t->sorted[t->n_sorted].s = t->tokens[k];
+            t->sorted[t->n_sorted].id = (int32_t)k;
             t->n_sorted++;
         }
     }
     qsort(t->sorted, t->n_sorted, sizeof *t->sorted, cmp_vocab);
-    for (size_t i = 1; i < t->n_sorted; i++) {
-        if (strcmp(t->sorted[i - 1].s, t->sorted[i].s) == 0) {
-            rc = common_fail(err, COMMON_ERR_INVALID, "%s: token '%s' has two ids", path,
-                             t->sorted[i].s);
-            goto fail;
+    for (size_t k = 1; k < t->n_sorted; k++) {
+        if (strcmp(t->sorted[k - 1].s, t->sorted[k].s) == 0) {
+            return common_fail(err, COMMON_ERR_INVALID, "%s: token '%s' has two ids", path,
+                               t->sorted[k].s);
         }
     }
-    rc = parse_pretok(t, json_object_get(root, "pre_tokenizer"), path, err);
-    if (rc) {
-        goto fail;
-    }
-    rc = parse_post(t, json_object_get(root, "post_processor"), path, err);
-    if (rc) {
-        goto fail;
+    if ((rc = parse_pretok(t, json_object_get(root, "pre_tokenizer"), path, err)) ||
+        (rc = parse_post(t, json_object_get(root, "post_processor"), path, err))) {
+        return rc;
     }
     int32_t pad = lookup(t, "<pad>");
     t->pad = pad < 0 ? 0 : pad;
+    return 0;
+}
+
+int model_tokenizer_parse(model_tokenizer **out, const char *name, const char *json, size_t len,
+                          char *err) {
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, 0, &jerr);
+    if (!root) {
+        return common_fail(err, COMMON_ERR_PARSE, "%s: line %d column %d: %s", name, jerr.line,
+                           jerr.column, jerr.text);
+    }
+    model_tokenizer *t = calloc(1, sizeof *t);
+    int rc = t ? from_json(t, root, name, err)
+               : common_fail(err, COMMON_ERR_NOMEM, "%s: out of memory", name);
     json_decref(root);
+    if (rc) {
+        model_tokenizer_destroy(&t);
+        return rc;
+    }
     *out = t;
     return 0;
-fail:
-    json_decref(root);
-    model_tokenizer_destroy(&t);
+}
+
+int model_tokenizer_load(model_tokenizer **out, const char *path, char *err) {
+    char *text = NULL;
+    size_t len = 0;
+    int rc = common_read_file(path, &text, &len, err);
+    if (rc) {
+        return rc;
+    }
+    rc = model_tokenizer_parse(out, path, text, len, err);
+    free(text);
     return rc;
 }
 

@@ -110,9 +110,37 @@ static void test_errors(void **state) {
     free(out);
 }
 
+/* An empty tensor with a huge dimension prints no table (4 billion row labels, before). */
+static void test_empty_tensor(void **state) {
+    (void)state;
+    char path[512], args[600];
+    const char *tmp = getenv("CHESSLENS_TEST_TMPDIR");
+    snprintf(path, sizeof path, "%s/empty.safetensors", tmp ? tmp : "/tmp");
+    const char header[] = "{\"e\":{\"dtype\":\"F32\",\"shape\":[4294967296,0],"
+                          "\"data_offsets\":[0,0]}}";
+    unsigned char len8[8] = {0};
+    size_t hlen = sizeof header - 1;
+    for (int i = 0; i < 8; i++) {
+        len8[i] = (unsigned char)((hlen >> (8 * i)) & 0xff);
+    }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(len8, 1, 8, f), 8);
+    assert_int_equal(fwrite(header, 1, hlen, f), hlen);
+    fclose(f);
+    snprintf(args, sizeof args, "show %s --tensor e | head -c 4096", path);
+    int status;
+    char *out = run(args, &status);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(out, "(no elements)"));
+    assert_true(strlen(out) < 200);
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_listing_and_table),
+        cmocka_unit_test(test_empty_tensor),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
