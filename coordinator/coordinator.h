@@ -401,4 +401,115 @@ int coordinator_task_complete(coordinator_store *s, int64_t task_id, uint64_t ep
 int coordinator_worker_seen(coordinator_store *s, const char *id, const char *info, int64_t now_ns,
                             char *err);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Planner                                                                                     */
+
+/* The planner turns a sweep into tasks and a leased task back into the work an executor runs
+ * (docs/SWEEP.md, "Tasks"). A task is sized to keep a worker busy yet be cheap to retry:
+ *
+ * - A patch task holds the clean/corrupted pairs of one cut-off N for a range of consecutive
+ *   games, key "c<N>:g<from>-<to>". Pair counts are exact at planning time (they are read from
+ *   the position table), so a task's size is known before it runs.
+ * - An aggregate task (legal_stats, neuron_stats, predictions) holds a range of games, key
+ *   "g<from>-<to>". Its results are mergeable partials that the store merges exactly (sums in
+ *   double, counts, minima, maxima), so the merged view does not depend on the split.
+ *
+ * Bodies are compact JSON objects with sorted keys, self-describing with the spec and the
+ * store: {"analysis":0,"cutoff":40,"games":[0,17],"kind":"patch","pairs":63} and
+ * {"analysis":1,"games":[0,64],"kind":"legal_stats"}. "pairs" is the count the planner
+ * computed; loading the work recomputes it and refuses a task whose count differs. */
+
+typedef struct coordinator_plan_opts {
+    size_t pairs_per_task; /* patch tasks: at most this many clean/corrupt pairs (0: 64) */
+    size_t games_per_task; /* aggregate tasks: games per task (0: 64) */
+} coordinator_plan_opts;
+
+/* Expands every job of the sweep (spec must be the sweep's own spec: its canonical text is
+ * compared with the stored one, INVALID otherwise) into tasks, one coordinator_tasks_add
+ * transaction per job. opts NULL: the defaults.
+ *
+ * Patch jobs, per cut-off N in the spec's order: the games of the sweep's range in index order,
+ * each giving the pairs below; consecutive games are packed greedily into a task while its
+ * pair count stays <= pairs_per_task (a game is never split, so one game with more pairs than
+ * that is a task on its own). A task's range starts at its first game with a pair and ends
+ * after its last one; games with no pair between tasks belong to none. A cut-off whose games
+ * give no pair has no task. Pairs per game at cut-off N, with p the corrupted position
+ * (corrupt.position: p >= 1 as given, p < 0 counts from the end, N + p; "last" is N - 1):
+ * - a game with fewer than N tokens, or p outside 1..N-1: none;
+ * - each_legal_alternative: n_legal(p - 1) - 1, every token legal after position p - 1 other
+ *   than the clean token at p (n_legal as stored in the position table);
+ * - random_legal_alternative: 1 when such an alternative exists, else none;
+ * - a given token: 1, none when it is the clean token at p (it need not be legal there);
+ * - another game G: 1 when G has at least N tokens and G is not the game itself, else none.
+ *   G must be a game of the dataset (NOT_FOUND otherwise); it may lie outside the range.
+ *
+ * Aggregate jobs: games [from, to) of the sweep in chunks of games_per_task (the last may be
+ * smaller).
+ *
+ * Planning again with the same spec and options adds nothing. A job that already has tasks
+ * must have exactly the tasks this planning defines (INVALID otherwise, e.g. planned before
+ * with other sizes: two overlapping plans would count games twice); a planning interrupted
+ * between jobs is completed by planning again. *n_tasks (may be NULL) receives the number of
+ * tasks the sweep has. */
+int coordinator_plan_sweep(coordinator_store *s, int64_t sweep_id, const coordinator_spec *spec,
+                           const coordinator_plan_opts *opts, size_t *n_tasks, char *err);
+
+/* One clean/corrupted pair of a patch task, as token texts ready for a tokenizer. */
+typedef struct coordinator_pair {
+    uint64_t game;                /* game index in the dataset */
+    int32_t corrupt_pos;          /* corrupted position (1..N-1), -1 when corrupted by a game */
+    int64_t corrupt_game;         /* the corrupting game's index, -1 otherwise */
+    char clean_token[4];          /* clean token at corrupt_pos ("" with -1) */
+    char corrupt_token[4];        /* its replacement ("" with -1) */
+    const char *uci;              /* the clean game's moves (for its legal mask; owned by the
+                                   * work) */
+    const char *const *clean;     /* [cutoff] token texts, "<s>" first (owned by the work) */
+    const char *const *corrupted; /* [cutoff] token texts (owned by the work) */
+} coordinator_pair;
+
+/* One game of an aggregate task, whole. */
+typedef struct coordinator_work_game {
+    uint64_t index;            /* game index in the dataset */
+    const char *uci;           /* canonical moves (owned by the work) */
+    size_t n_tokens;           /* positions, `<s>` included */
+    const char *const *tokens; /* [n_tokens] token texts, "<s>" first (owned by the work) */
+    const uint8_t *phases;     /* [n_tokens] chess_phase of each position (owned by the work) */
+} coordinator_work_game;
+
+struct coordinator_work_mem;
+
+/* The work of one task. Read the fields; create it with coordinator_work_load. */
+typedef struct coordinator_work {
+    coordinator_analysis_kind kind;
+    size_t analysis;                    /* the job's index in the spec */
+    const coordinator_analysis *params; /* &spec->analyses[analysis] (borrowed from the spec) */
+    uint64_t game_from, game_to;        /* the task's games [from, to) */
+    /* patch: the cut-off N (prompt length, `<s>` included) and the pairs, by game index, then
+     * by replacement in the order of `chesslens chess legal` (squares a1, a2, ..., h8, then
+     * q r b n). 0 / none for an aggregate task. */
+    size_t cutoff;
+    size_t n_pairs;
+    const coordinator_pair *pairs; /* [n_pairs] */
+    /* aggregates: every game of [from, to), by index. None for a patch task. */
+    size_t n_games;
+    const coordinator_work_game *games; /* [n_games] */
+    struct coordinator_work_mem *mem;   /* storage of everything above (private) */
+} coordinator_work;
+
+/* Loads the work of one leased task of job job_id from its body, the spec and the dataset: for
+ * a patch task the cut-off and every pair, for an aggregate task the games (index, UCI text,
+ * token texts and phases per position). The spec must be the job's sweep's (INVALID
+ * otherwise), and the body must be one the planner wrote for this job: a malformed body is
+ * PARSE, one that does not fit the spec (another analysis or kind, a cut-off or games outside
+ * it) or whose pair count differs from the dataset's is INVALID. Legal alternatives are
+ * computed from the game with chess_legal_tokens; random_legal_alternative takes alternative
+ * number h % n of the n there, h = mix(mix(mix(seed) ^ game) ^ N) with mix the SplitMix64
+ * finaliser (add 0x9e3779b97f4a7c15, then the two xor-shift-multiply steps), so the draw
+ * depends on (seed, game, N) only. On success *out (coordinator_work_destroy) is set; it
+ * borrows spec, which must outlive it. */
+int coordinator_work_load(coordinator_store *s, const coordinator_spec *spec, int64_t job_id,
+                          const void *body, size_t body_len, coordinator_work **out, char *err);
+/* Frees the work; NULL is fine; *w is NULL afterwards. */
+void coordinator_work_destroy(coordinator_work **w);
+
 #endif

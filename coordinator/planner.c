@@ -1,0 +1,928 @@
+/*
+ * planner: a sweep's jobs as tasks, and a leased task as the concrete work an executor runs.
+ *
+ * Planning reads the sweep's games from the position table only (token texts and the number of
+ * legal next tokens per position), so the pair count of every patch task is exact before any
+ * model runs, and packs consecutive games greedily up to the target size. Loading a task reads
+ * the same rows, recomputes the same counts with the same function, and derives the legal
+ * alternatives from the game itself with chess_legal_tokens; a count that disagrees with the
+ * task's body is refused rather than silently run. Everything a pair depends on (the game, the
+ * cut-off, the seed) is fixed by the task's key, never by its neighbours, so any split of the
+ * games gives the same pairs. docs/SWEEP.md ("Tasks") is the prose form of these rules.
+ */
+#include <assert.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chess/chess.h"
+#include "coordinator/store_int.h"
+
+#define DEFAULT_PAIRS_PER_TASK 64
+#define DEFAULT_GAMES_PER_TASK 64
+
+/* ---- storage of a work: every block it owns, freed together ---- */
+
+struct coordinator_work_mem {
+    void **blocks;
+    size_t n, cap;
+};
+
+static void mem_free_all(struct coordinator_work_mem *m) {
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->blocks[i]);
+    }
+    m->n = 0;
+}
+
+/* A zeroed block of n * size bytes owned by m, or NULL when out of memory. */
+static void *mem_alloc(struct coordinator_work_mem *m, size_t n, size_t size) {
+    if (m->n == m->cap) {
+        size_t cap = m->cap > 0 ? 2 * m->cap : 64;
+        void **b = realloc(m->blocks, cap * sizeof *b);
+        if (b == NULL) {
+            return NULL;
+        }
+        m->blocks = b;
+        m->cap = cap;
+    }
+    void *p = calloc(n > 0 ? n : 1, size > 0 ? size : 1);
+    if (p != NULL) {
+        m->blocks[m->n++] = p;
+    }
+    return p;
+}
+
+static char *mem_strdup(struct coordinator_work_mem *m, const char *s) {
+    size_t len = strlen(s);
+    char *p = mem_alloc(m, len + 1, 1);
+    if (p != NULL) {
+        memcpy(p, s, len + 1);
+    }
+    return p;
+}
+
+/* ---- games as stored ---- */
+
+/* The stored rows of one game: its first n_loaded positions (all of them, or up to a limit). */
+typedef struct game_rows {
+    uint64_t idx;
+    size_t n_tokens;  /* positions of the whole game, `<s>` included */
+    size_t n_loaded;  /* positions read: min(n_tokens, limit) */
+    char *uci;        /* the game's moves */
+    char (*text)[4];  /* [n_loaded] token texts */
+    const char **ptr; /* [n_loaded] text[i] */
+    uint8_t *phase;   /* [n_loaded] chess_phase */
+    int *n_legal;     /* [n_loaded] legal next tokens after the position */
+} game_rows;
+
+/* The statements that read games: by index (id, n_tokens, uci) and its positions in order. */
+typedef struct game_reader {
+    sqlite3 *db;
+    int64_t dataset_id;
+    sqlite3_stmt *game, *pos;
+} game_reader;
+
+static int reader_open(game_reader *r, sqlite3 *db, int64_t dataset_id, char *err) {
+    *r = (game_reader){db, dataset_id, NULL, NULL};
+    int rc =
+        store_prepare(db, "SELECT id, n_tokens, uci FROM game WHERE dataset_id = ? AND idx = ?",
+                      &r->game, "read game", err);
+    if (rc == 0) {
+        rc = store_prepare(db,
+                           "SELECT pos, token, phase, n_legal FROM position "
+                           "WHERE game_id = ? AND pos < ? ORDER BY pos",
+                           &r->pos, "read positions", err);
+    }
+    return rc;
+}
+
+static void reader_close(game_reader *r) {
+    sqlite3_finalize(r->game);
+    sqlite3_finalize(r->pos);
+    r->game = r->pos = NULL;
+}
+
+/* Reads game idx with its first min(n_tokens, limit) positions into g, storage from m.
+ * NOT_FOUND when the dataset has no such game; INVALID when its rows are inconsistent. */
+static int read_game(game_reader *r, uint64_t idx, size_t limit, struct coordinator_work_mem *m,
+                     game_rows *g, char *err) {
+    *g = (game_rows){0};
+    g->idx = idx;
+    sqlite3_reset(r->game);
+    sqlite3_bind_int64(r->game, 1, r->dataset_id);
+    sqlite3_bind_int64(r->game, 2, (sqlite3_int64)idx);
+    int step = sqlite3_step(r->game);
+    if (step == SQLITE_DONE) {
+        return common_fail(err, COMMON_ERR_NOT_FOUND, "read game: the dataset has no game %llu",
+                           (unsigned long long)idx);
+    }
+    if (step != SQLITE_ROW) {
+        int rc = store_fail(r->db, err, "sqlite3_step(read game)");
+        sqlite3_reset(r->game);
+        return rc;
+    }
+    int64_t game_id = sqlite3_column_int64(r->game, 0);
+    sqlite3_int64 n_tokens = sqlite3_column_int64(r->game, 1);
+    const char *uci = (const char *)sqlite3_column_text(r->game, 2);
+    if (n_tokens < 1) {
+        sqlite3_reset(r->game);
+        return common_fail(err, COMMON_ERR_INVALID, "read game %llu: %lld tokens",
+                           (unsigned long long)idx, (long long)n_tokens);
+    }
+    g->n_tokens = (size_t)n_tokens;
+    g->n_loaded = g->n_tokens < limit ? g->n_tokens : limit;
+    g->uci = mem_strdup(m, uci != NULL ? uci : "");
+    g->text = mem_alloc(m, g->n_loaded, sizeof *g->text);
+    g->ptr = mem_alloc(m, g->n_loaded, sizeof *g->ptr);
+    g->phase = mem_alloc(m, g->n_loaded, sizeof *g->phase);
+    g->n_legal = mem_alloc(m, g->n_loaded, sizeof *g->n_legal);
+    sqlite3_reset(r->game);
+    if (g->uci == NULL || g->text == NULL || g->ptr == NULL || g->phase == NULL ||
+        g->n_legal == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "read game: out of memory");
+    }
+    sqlite3_reset(r->pos);
+    sqlite3_bind_int64(r->pos, 1, game_id);
+    sqlite3_bind_int64(r->pos, 2, (sqlite3_int64)g->n_loaded);
+    size_t n = 0;
+    while ((step = sqlite3_step(r->pos)) == SQLITE_ROW) {
+        const char *tok = (const char *)sqlite3_column_text(r->pos, 1);
+        if (sqlite3_column_int64(r->pos, 0) != (sqlite3_int64)n || tok == NULL ||
+            strlen(tok) >= sizeof g->text[0]) {
+            sqlite3_reset(r->pos);
+            return common_fail(err, COMMON_ERR_INVALID, "read game %llu: bad position row %zu",
+                               (unsigned long long)idx, n);
+        }
+        memcpy(g->text[n], tok, strlen(tok) + 1);
+        g->ptr[n] = g->text[n];
+        g->phase[n] = (uint8_t)sqlite3_column_int(r->pos, 2);
+        g->n_legal[n] = sqlite3_column_int(r->pos, 3);
+        n++;
+    }
+    sqlite3_reset(r->pos);
+    if (step != SQLITE_DONE) {
+        return store_fail(r->db, err, "sqlite3_step(read positions)");
+    }
+    if (n != g->n_loaded) {
+        return common_fail(err, COMMON_ERR_INVALID, "read game %llu: %zu of %zu positions stored",
+                           (unsigned long long)idx, n, g->n_loaded);
+    }
+    return 0;
+}
+
+/* ---- pairs ---- */
+
+/* The corrupted position of a cut-off-N prompt, or -1 when the spec's position falls outside
+ * 1..N-1. */
+static long corrupt_position(const coordinator_corrupt_spec *c, size_t N) {
+    long p = c->position < 0 ? (long)N + c->position : c->position;
+    return p >= 1 && (size_t)p < N ? p : -1;
+}
+
+/* The number of pairs game g gives at cut-off N (other: the corrupting game, for GAME only).
+ * g must hold at least min(n_tokens, N) positions. The planner and the loader both count with
+ * this function, so a task's size and its work cannot disagree. */
+static size_t pairs_of(const coordinator_corrupt_spec *c, const game_rows *g, size_t N,
+                       const game_rows *other) {
+    if (g->n_tokens < N) {
+        return 0;
+    }
+    if (c->with == COORDINATOR_CORRUPT_GAME) {
+        return other != NULL && other->idx != g->idx && other->n_tokens >= N ? 1 : 0;
+    }
+    long p = corrupt_position(c, N);
+    if (p < 0) {
+        return 0;
+    }
+    assert((size_t)p < g->n_loaded);
+    int n_alt = g->n_legal[p - 1] - 1; /* the clean token is one of the legal ones */
+    switch (c->with) {
+    case COORDINATOR_CORRUPT_EACH_LEGAL:
+        return n_alt > 0 ? (size_t)n_alt : 0;
+    case COORDINATOR_CORRUPT_RANDOM_LEGAL:
+        return n_alt > 0 ? 1 : 0;
+    case COORDINATOR_CORRUPT_TOKEN:
+        return strcmp(c->token, g->text[p]) != 0 ? 1 : 0;
+    case COORDINATOR_CORRUPT_GAME:
+        break;
+    }
+    return 0;
+}
+
+/* SplitMix64's finaliser: a bijective mix of all 64 bits. */
+static uint64_t mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* The random_legal_alternative draw of game g at cut-off N: a function of (seed, g, N) only.
+ * The modulo's bias (n / 2^64) is far below anything a sweep can see. */
+static size_t random_choice(uint64_t seed, uint64_t game, size_t N, size_t n) {
+    return (size_t)(mix64(mix64(mix64(seed) ^ game) ^ (uint64_t)N) % n);
+}
+
+/* The tokens legal after a position, in the order `chesslens chess legal` prints them: squares
+ * a1, a2, ..., a8, b1, ..., h8, then the promotion letters q r b n. Returns the count. */
+static size_t legal_texts(const chess_token_info *t, char out[68][4]) {
+    size_t n = 0;
+    for (int file = 0; file < 8; file++) {
+        for (int rank = 0; rank < 8; rank++) {
+            int sq = rank * 8 + file;
+            if (t->next_squares & (1ULL << sq)) {
+                chess_square_name(sq, out[n++]);
+            }
+        }
+    }
+    static const struct {
+        int bit;
+        const char *text;
+    } letters[4] = {
+        {CHESS_PROMO_Q, "q"}, {CHESS_PROMO_R, "r"}, {CHESS_PROMO_B, "b"}, {CHESS_PROMO_N, "n"}};
+    for (int i = 0; i < 4; i++) {
+        if (t->next_promos & letters[i].bit) {
+            snprintf(out[n++], 4, "%s", letters[i].text);
+        }
+    }
+    return n;
+}
+
+/* ---- planning ---- */
+
+/* The sweep's stored spec text, dataset and games range. */
+static int read_sweep(sqlite3 *db, int64_t sweep_id, const coordinator_spec *spec,
+                      int64_t *dataset_id, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_prepare(db, "SELECT spec, dataset_id FROM sweep WHERE id = ?", &st, "read sweep",
+                           err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, sweep_id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(st, 0);
+        *dataset_id = sqlite3_column_int64(st, 1);
+        if (text == NULL || strcmp(text, spec->canonical) != 0) {
+            rc = common_fail(err, COMMON_ERR_INVALID, "plan: sweep %lld has another spec",
+                             (long long)sweep_id);
+        }
+    } else if (step == SQLITE_DONE) {
+        rc = common_fail(err, COMMON_ERR_NOT_FOUND, "plan: sweep %lld not found",
+                         (long long)sweep_id);
+    } else {
+        rc = store_fail(db, err, "sqlite3_step(read sweep)");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Task definitions of one job; keys and bodies are owned through text[2 i], text[2 i + 1]. */
+typedef struct task_list {
+    coordinator_task_def *defs;
+    char **text;
+    size_t n, cap;
+} task_list;
+
+static void task_list_free(task_list *l) {
+    for (size_t i = 0; i < 2 * l->n; i++) {
+        free(l->text[i]);
+    }
+    free(l->defs);
+    free(l->text);
+    *l = (task_list){0};
+}
+
+/* Room for one more task. */
+static int task_list_grow(task_list *l, char *err) {
+    if (l->n < l->cap) {
+        return 0;
+    }
+    size_t cap = l->cap > 0 ? 2 * l->cap : 16;
+    coordinator_task_def *d = realloc(l->defs, cap * sizeof *d);
+    if (d != NULL) {
+        l->defs = d;
+    }
+    char **t = d != NULL ? realloc(l->text, 2 * cap * sizeof *t) : NULL;
+    if (t == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "plan: out of memory");
+    }
+    l->text = t;
+    l->cap = cap;
+    return 0;
+}
+
+static int task_list_add(task_list *l, const char *key, const char *body, char *err) {
+    int rc = task_list_grow(l, err);
+    if (rc != 0) {
+        return rc;
+    }
+    char *k = strdup(key), *b = strdup(body);
+    if (k == NULL || b == NULL) {
+        free(k);
+        free(b);
+        return common_fail(err, COMMON_ERR_NOMEM, "plan: out of memory");
+    }
+    l->text[2 * l->n] = k;
+    l->text[2 * l->n + 1] = b;
+    l->defs[l->n++] = (coordinator_task_def){k, b, strlen(b)};
+    return 0;
+}
+
+/* Moves the tasks of src to the end of dst; src keeps those not moved on an error. */
+static int task_list_move(task_list *dst, task_list *src, char *err) {
+    size_t i = 0;
+    int rc = 0;
+    for (; i < src->n && (rc = task_list_grow(dst, err)) == 0; i++) {
+        dst->text[2 * dst->n] = src->text[2 * i];
+        dst->text[2 * dst->n + 1] = src->text[2 * i + 1];
+        dst->defs[dst->n++] = src->defs[i];
+    }
+    /* what was moved is dst's now */
+    memmove(src->text, src->text + 2 * i, 2 * (src->n - i) * sizeof *src->text);
+    memmove(src->defs, src->defs + i, (src->n - i) * sizeof *src->defs);
+    src->n -= i;
+    return rc;
+}
+
+/* An open patch task of one cut-off: games [from, to) with pairs so far. */
+typedef struct open_task {
+    uint64_t from, to;
+    size_t pairs;
+} open_task;
+
+static int close_patch_task(task_list *l, size_t analysis, size_t N, open_task *t, char *err) {
+    if (t->pairs == 0) {
+        return 0;
+    }
+    char key[80], body[160];
+    snprintf(key, sizeof key, "c%zu:g%llu-%llu", N, (unsigned long long)t->from,
+             (unsigned long long)t->to);
+    snprintf(body, sizeof body,
+             "{\"analysis\":%zu,\"cutoff\":%zu,\"games\":[%llu,%llu],\"kind\":\"patch\","
+             "\"pairs\":%zu}",
+             analysis, N, (unsigned long long)t->from, (unsigned long long)t->to, t->pairs);
+    t->pairs = 0;
+    return task_list_add(l, key, body, err);
+}
+
+/* Adds a game's pairs at one cut-off to the open task, closing it first when they would not
+ * fit. */
+static int pack_game(task_list *l, size_t analysis, size_t N, size_t target, open_task *t,
+                     uint64_t game, size_t pairs, char *err) {
+    if (pairs == 0) {
+        return 0;
+    }
+    int rc = 0;
+    if (t->pairs > 0 && t->pairs + pairs > target) {
+        rc = close_patch_task(l, analysis, N, t, err);
+    }
+    if (t->pairs == 0) {
+        t->from = game;
+    }
+    t->to = game + 1;
+    t->pairs += pairs;
+    return rc;
+}
+
+static int plan_patch(game_reader *r, const coordinator_spec *spec, size_t analysis, size_t target,
+                      task_list *l, char *err) {
+    const coordinator_analysis *a = &spec->analyses[analysis];
+    const coordinator_corrupt_spec *c = &a->patch.corrupt;
+    size_t n_cut = a->patch.n_cutoffs;
+    size_t limit = a->patch.cutoffs[n_cut - 1];
+    struct coordinator_work_mem mem = {0}, other_mem = {0};
+    game_rows g, other;
+    const game_rows *other_p = NULL;
+    open_task *open = calloc(n_cut, sizeof *open);
+    task_list *per = calloc(n_cut, sizeof *per); /* the tasks of each cut-off */
+    int rc = 0;
+    if (open == NULL || per == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "plan: out of memory");
+        goto fail;
+    }
+    if (c->with == COORDINATOR_CORRUPT_GAME) {
+        if ((rc = read_game(r, c->game, 0, &other_mem, &other, err)) != 0) {
+            if (rc == COMMON_ERR_NOT_FOUND) {
+                rc = common_fail(err, COMMON_ERR_NOT_FOUND,
+                                 "analyses[%zu].corrupt.with.game: the dataset has no game %llu",
+                                 analysis, (unsigned long long)c->game);
+            }
+            goto fail;
+        }
+        other_p = &other;
+    }
+    for (uint64_t gi = spec->game_from; gi < spec->game_to; gi++) {
+        mem_free_all(&mem);
+        if ((rc = read_game(r, gi, limit, &mem, &g, err)) != 0) {
+            goto fail;
+        }
+        for (size_t k = 0; k < n_cut; k++) {
+            size_t N = a->patch.cutoffs[k];
+            rc = pack_game(&per[k], analysis, N, target, &open[k], gi, pairs_of(c, &g, N, other_p),
+                           err);
+            if (rc != 0) {
+                goto fail;
+            }
+        }
+    }
+    /* the tasks of one cut-off together, by game, in the spec's order of cut-offs */
+    for (size_t k = 0; k < n_cut && rc == 0; k++) {
+        if ((rc = close_patch_task(&per[k], analysis, a->patch.cutoffs[k], &open[k], err)) == 0) {
+            rc = task_list_move(l, &per[k], err);
+        }
+    }
+
+fail:
+    mem_free_all(&mem);
+    mem_free_all(&other_mem);
+    free(mem.blocks);
+    free(other_mem.blocks);
+    for (size_t k = 0; per != NULL && k < n_cut; k++) {
+        task_list_free(&per[k]);
+    }
+    free(per);
+    free(open);
+    return rc;
+}
+
+static int plan_aggregate(const coordinator_spec *spec, size_t analysis, size_t chunk, task_list *l,
+                          char *err) {
+    const char *kind = coordinator_analysis_kind_name(spec->analyses[analysis].kind);
+    for (uint64_t from = spec->game_from; from < spec->game_to; from += chunk) {
+        uint64_t to = spec->game_to - from > chunk ? from + chunk : spec->game_to;
+        char key[64], body[160];
+        snprintf(key, sizeof key, "g%llu-%llu", (unsigned long long)from, (unsigned long long)to);
+        snprintf(body, sizeof body, "{\"analysis\":%zu,\"games\":[%llu,%llu],\"kind\":\"%s\"}",
+                 analysis, (unsigned long long)from, (unsigned long long)to, kind);
+        int rc = task_list_add(l, key, body, err);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* A job planned before must hold exactly the tasks of l: none missing, none extra. */
+static int check_existing(sqlite3 *db, int64_t job_id, size_t analysis, const task_list *l,
+                          char *err) {
+    sqlite3_stmt *count = NULL, *has = NULL;
+    int rc =
+        store_prepare(db, "SELECT COUNT(*) FROM task WHERE job_id = ?", &count, "count tasks", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_int64(count, 1, job_id);
+    if (sqlite3_step(count) != SQLITE_ROW) {
+        rc = store_fail(db, err, "sqlite3_step(count tasks)");
+        goto done;
+    }
+    size_t existing = (size_t)sqlite3_column_int64(count, 0);
+    if (existing == 0) {
+        goto done;
+    }
+    size_t found = 0;
+    if ((rc = store_prepare(db, "SELECT 1 FROM task WHERE job_id = ? AND key = ?", &has,
+                            "find task", err)) != 0) {
+        goto done;
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        sqlite3_reset(has);
+        sqlite3_bind_int64(has, 1, job_id);
+        sqlite3_bind_text(has, 2, l->defs[i].key, -1, SQLITE_STATIC);
+        int step = sqlite3_step(has);
+        if (step == SQLITE_ROW) {
+            found++;
+        } else if (step != SQLITE_DONE) {
+            rc = store_fail(db, err, "sqlite3_step(find task)");
+            goto done;
+        }
+    }
+    if (found != l->n || existing != l->n) {
+        rc = common_fail(err, COMMON_ERR_INVALID,
+                         "plan: analysis %zu has %zu tasks planned otherwise (%zu of %zu match); "
+                         "plan with the sizes it was planned with",
+                         analysis, existing, found, l->n);
+    }
+
+done:
+    sqlite3_finalize(count);
+    sqlite3_finalize(has);
+    return rc;
+}
+
+int coordinator_plan_sweep(coordinator_store *s, int64_t sweep_id, const coordinator_spec *spec,
+                           const coordinator_plan_opts *opts, size_t *n_tasks, char *err) {
+    size_t pairs_per_task =
+        opts != NULL && opts->pairs_per_task > 0 ? opts->pairs_per_task : DEFAULT_PAIRS_PER_TASK;
+    size_t games_per_task =
+        opts != NULL && opts->games_per_task > 0 ? opts->games_per_task : DEFAULT_GAMES_PER_TASK;
+    int64_t dataset_id = 0;
+    game_reader r = {0};
+    task_list l = {0};
+    sqlite3_stmt *st = NULL;
+    int rc = read_sweep(s->db, sweep_id, spec, &dataset_id, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if ((rc = reader_open(&r, s->db, dataset_id, err)) != 0) {
+        goto done;
+    }
+    for (size_t i = 0; i < spec->n_analyses; i++) {
+        int64_t job_id = 0;
+        if ((rc = coordinator_job_find(s, sweep_id, i, &job_id, err)) != 0) {
+            goto done;
+        }
+        task_list_free(&l);
+        if (spec->analyses[i].kind == COORDINATOR_ANALYSIS_PATCH) {
+            rc = plan_patch(&r, spec, i, pairs_per_task, &l, err);
+        } else {
+            rc = plan_aggregate(spec, i, games_per_task, &l, err);
+        }
+        /* the reader's statements must be idle before tasks_add takes the write lock */
+        sqlite3_reset(r.game);
+        sqlite3_reset(r.pos);
+        if (rc != 0 || (rc = check_existing(s->db, job_id, i, &l, err)) != 0 ||
+            (rc = coordinator_tasks_add(s, job_id, l.defs, l.n, NULL, err)) != 0) {
+            goto done;
+        }
+    }
+    if (n_tasks != NULL) {
+        rc = store_prepare(s->db,
+                           "SELECT COUNT(*) FROM task t JOIN job j ON j.id = t.job_id "
+                           "WHERE j.sweep_id = ?",
+                           &st, "count tasks", err);
+        if (rc == 0) {
+            sqlite3_bind_int64(st, 1, sweep_id);
+            if (sqlite3_step(st) == SQLITE_ROW) {
+                *n_tasks = (size_t)sqlite3_column_int64(st, 0);
+            } else {
+                rc = store_fail(s->db, err, "sqlite3_step(count tasks)");
+            }
+        }
+    }
+
+done:
+    sqlite3_finalize(st);
+    reader_close(&r);
+    task_list_free(&l);
+    return rc;
+}
+
+/* ---- loading the work of a task ---- */
+
+void coordinator_work_destroy(coordinator_work **w) {
+    if (w == NULL || *w == NULL) {
+        return;
+    }
+    if ((*w)->mem != NULL) {
+        mem_free_all((*w)->mem);
+        free((*w)->mem->blocks);
+        free((*w)->mem);
+    }
+    free(*w);
+    *w = NULL;
+}
+
+/* What a body says. */
+typedef struct task_body {
+    size_t analysis;
+    coordinator_analysis_kind kind;
+    uint64_t from, to;
+    size_t cutoff, pairs; /* patch only */
+} task_body;
+
+static int body_uint(json_t *o, const char *key, uint64_t max, uint64_t *out, char *err) {
+    json_t *v = json_object_get(o, key);
+    if (v == NULL) {
+        return common_fail(err, COMMON_ERR_PARSE, "task body: '%s' missing", key);
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max) {
+        return common_fail(err, COMMON_ERR_PARSE, "task body: '%s' must be an integer 0..%llu", key,
+                           (unsigned long long)max);
+    }
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int parse_body(const void *body, size_t len, task_body *b, char *err) {
+    json_error_t je;
+    json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    int rc = 0;
+    if (o == NULL || !json_is_object(o)) {
+        rc = common_fail(err, COMMON_ERR_PARSE, "task body: %s",
+                         o == NULL ? je.text : "not a JSON object");
+        goto done;
+    }
+    json_t *kind = json_object_get(o, "kind");
+    const char *k = json_is_string(kind) ? json_string_value(kind) : "";
+    static const coordinator_analysis_kind kinds[] = {
+        COORDINATOR_ANALYSIS_PATCH, COORDINATOR_ANALYSIS_LEGAL_STATS,
+        COORDINATOR_ANALYSIS_NEURON_STATS, COORDINATOR_ANALYSIS_PREDICTIONS};
+    size_t i = 0;
+    while (i < 4 && strcmp(coordinator_analysis_kind_name(kinds[i]), k) != 0) {
+        i++;
+    }
+    if (i == 4) {
+        rc = common_fail(err, COMMON_ERR_PARSE, "task body: 'kind' must be an analysis kind");
+        goto done;
+    }
+    b->kind = kinds[i];
+    bool patch = b->kind == COORDINATOR_ANALYSIS_PATCH;
+    size_t n_keys = patch ? 5 : 3;
+    uint64_t analysis = 0, cutoff = 0, pairs = 0;
+    json_t *games = json_object_get(o, "games");
+    if (json_object_size(o) != n_keys) {
+        rc = common_fail(err, COMMON_ERR_PARSE, "task body: %zu keys, a %s task has %zu",
+                         json_object_size(o), k, n_keys);
+        goto done;
+    }
+    if (!json_is_array(games) || json_array_size(games) != 2 ||
+        !json_is_integer(json_array_get(games, 0)) || !json_is_integer(json_array_get(games, 1)) ||
+        json_integer_value(json_array_get(games, 0)) < 0 ||
+        json_integer_value(json_array_get(games, 1)) <=
+            json_integer_value(json_array_get(games, 0))) {
+        rc = common_fail(err, COMMON_ERR_PARSE, "task body: 'games' must be [from, to), from < to");
+        goto done;
+    }
+    b->from = (uint64_t)json_integer_value(json_array_get(games, 0));
+    b->to = (uint64_t)json_integer_value(json_array_get(games, 1));
+    if ((rc = body_uint(o, "analysis", COORDINATOR_MAX_ANALYSES, &analysis, err)) != 0) {
+        goto done;
+    }
+    if (patch && ((rc = body_uint(o, "cutoff", COORDINATOR_MAX_CUTOFF, &cutoff, err)) != 0 ||
+                  (rc = body_uint(o, "pairs", SIZE_MAX / 2, &pairs, err)) != 0)) {
+        goto done;
+    }
+    b->analysis = (size_t)analysis;
+    b->cutoff = (size_t)cutoff;
+    b->pairs = (size_t)pairs;
+
+done:
+    json_decref(o);
+    return rc;
+}
+
+/* The job's analysis index and its sweep's dataset, checking that spec is that sweep's. */
+static int read_job(sqlite3 *db, int64_t job_id, const coordinator_spec *spec, size_t *analysis,
+                    int64_t *dataset_id, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_prepare(db,
+                           "SELECT j.idx, s.dataset_id, s.spec FROM job j "
+                           "JOIN sweep s ON s.id = j.sweep_id WHERE j.id = ?",
+                           &st, "read job", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, job_id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        sqlite3_int64 idx = sqlite3_column_int64(st, 0);
+        const char *text = (const char *)sqlite3_column_text(st, 2);
+        *dataset_id = sqlite3_column_int64(st, 1);
+        if (text == NULL || strcmp(text, spec->canonical) != 0 || idx < 0 ||
+            (size_t)idx >= spec->n_analyses) {
+            rc = common_fail(err, COMMON_ERR_INVALID, "work: job %lld is not of this spec",
+                             (long long)job_id);
+        } else {
+            *analysis = (size_t)idx;
+        }
+    } else if (step == SQLITE_DONE) {
+        rc = common_fail(err, COMMON_ERR_NOT_FOUND, "work: job %lld not found", (long long)job_id);
+    } else {
+        rc = store_fail(db, err, "sqlite3_step(read job)");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* The replacement texts of game g at cut-off N into alt (at most 67), the clean token left
+ * out, in legal_texts' order; *n receives the count. Checks it against the stored n_legal. */
+static int alternatives(const game_rows *g, long p, char alt[68][4], size_t *n, char *err) {
+    chess_token_info *info = NULL;
+    size_t n_info = 0;
+    char msg[COMMON_ERR_LEN];
+    int rc = chess_legal_tokens(NULL, g->uci, &info, &n_info, msg);
+    if (rc != 0 || n_info != g->n_tokens) {
+        free(info);
+        return common_fail(err, rc != 0 ? rc : COMMON_ERR_INVALID, "work: game %llu: %s",
+                           (unsigned long long)g->idx, rc != 0 ? msg : "token count differs");
+    }
+    char legal[68][4];
+    size_t n_legal = legal_texts(&info[p - 1], legal);
+    free(info);
+    size_t k = 0;
+    bool clean_legal = false;
+    for (size_t i = 0; i < n_legal; i++) {
+        if (strcmp(legal[i], g->text[p]) == 0) {
+            clean_legal = true;
+        } else {
+            memcpy(alt[k++], legal[i], 4);
+        }
+    }
+    if (!clean_legal || (int)n_legal != g->n_legal[p - 1]) {
+        return common_fail(
+            err, COMMON_ERR_INVALID,
+            "work: game %llu position %ld: the stored tokens disagree with the rules",
+            (unsigned long long)g->idx, p);
+    }
+    *n = k;
+    return 0;
+}
+
+/* A pair of game g whose corrupted prompt is the clean one with position p replaced by text;
+ * clean is g's first N token texts. */
+static int make_token_pair(struct coordinator_work_mem *m, const game_rows *g, size_t N, long p,
+                           const char *text, coordinator_pair *out, char *err) {
+    const char **corrupted = mem_alloc(m, N, sizeof *corrupted);
+    char *tok = mem_strdup(m, text);
+    if (corrupted == NULL || tok == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "work: out of memory");
+    }
+    memcpy(corrupted, g->ptr, N * sizeof *corrupted);
+    corrupted[p] = tok;
+    *out = (coordinator_pair){.game = g->idx,
+                              .corrupt_pos = (int32_t)p,
+                              .corrupt_game = -1,
+                              .uci = g->uci,
+                              .clean = g->ptr,
+                              .corrupted = corrupted};
+    snprintf(out->clean_token, sizeof out->clean_token, "%s", g->text[p]);
+    snprintf(out->corrupt_token, sizeof out->corrupt_token, "%s", text);
+    return 0;
+}
+
+static int load_patch(game_reader *r, coordinator_work *w, const task_body *b, char *err) {
+    const coordinator_analysis *a = w->params;
+    const coordinator_corrupt_spec *c = &a->patch.corrupt;
+    size_t N = b->cutoff;
+    struct coordinator_work_mem *m = w->mem;
+    size_t n_games = (size_t)(b->to - b->from);
+    game_rows *games = calloc(n_games, sizeof *games);
+    game_rows other = {0};
+    const game_rows *other_p = NULL;
+    coordinator_pair *pairs = NULL;
+    int rc = 0;
+    if (games == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "work: out of memory");
+        goto done;
+    }
+    if (c->with == COORDINATOR_CORRUPT_GAME) {
+        if ((rc = read_game(r, c->game, N, m, &other, err)) != 0) {
+            goto done;
+        }
+        other_p = &other;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < n_games; i++) {
+        if ((rc = read_game(r, b->from + i, N, m, &games[i], err)) != 0) {
+            goto done;
+        }
+        total += pairs_of(c, &games[i], N, other_p);
+    }
+    if (total != b->pairs) {
+        rc = common_fail(err, COMMON_ERR_INVALID,
+                         "work: the task plans %zu pairs, its games give %zu", b->pairs, total);
+        goto done;
+    }
+    pairs = mem_alloc(m, total, sizeof *pairs);
+    if (pairs == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "work: out of memory");
+        goto done;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n_games; i++) {
+        const game_rows *g = &games[i];
+        size_t np = pairs_of(c, g, N, other_p);
+        if (np == 0) {
+            continue;
+        }
+        long p = corrupt_position(c, N);
+        char alt[68][4];
+        size_t n_alt = 0;
+        switch (c->with) {
+        case COORDINATOR_CORRUPT_EACH_LEGAL:
+        case COORDINATOR_CORRUPT_RANDOM_LEGAL:
+            if ((rc = alternatives(g, p, alt, &n_alt, err)) != 0) {
+                goto done;
+            }
+            assert(c->with == COORDINATOR_CORRUPT_RANDOM_LEGAL ? n_alt > 0 : n_alt == np);
+            if (c->with == COORDINATOR_CORRUPT_EACH_LEGAL) {
+                for (size_t j = 0; j < n_alt && rc == 0; j++) {
+                    rc = make_token_pair(m, g, N, p, alt[j], &pairs[k++], err);
+                }
+            } else {
+                size_t j = random_choice(c->seed, g->idx, N, n_alt);
+                rc = make_token_pair(m, g, N, p, alt[j], &pairs[k++], err);
+            }
+            break;
+        case COORDINATOR_CORRUPT_TOKEN:
+            rc = make_token_pair(m, g, N, p, c->token, &pairs[k++], err);
+            break;
+        case COORDINATOR_CORRUPT_GAME:
+            pairs[k++] = (coordinator_pair){.game = g->idx,
+                                            .corrupt_pos = -1,
+                                            .corrupt_game = (int64_t)other.idx,
+                                            .uci = g->uci,
+                                            .clean = g->ptr,
+                                            .corrupted = other.ptr};
+            break;
+        }
+        if (rc != 0) {
+            goto done;
+        }
+    }
+    assert(k == total);
+    w->cutoff = N;
+    w->n_pairs = total;
+    w->pairs = pairs;
+
+done:
+    free(games);
+    return rc;
+}
+
+static int load_games(game_reader *r, coordinator_work *w, const task_body *b, char *err) {
+    size_t n = (size_t)(b->to - b->from);
+    coordinator_work_game *games = mem_alloc(w->mem, n, sizeof *games);
+    if (games == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "work: out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        game_rows g;
+        int rc = read_game(r, b->from + i, SIZE_MAX, w->mem, &g, err);
+        if (rc != 0) {
+            return rc;
+        }
+        games[i] = (coordinator_work_game){g.idx, g.uci, g.n_tokens, g.ptr, g.phase};
+    }
+    w->n_games = n;
+    w->games = games;
+    return 0;
+}
+
+int coordinator_work_load(coordinator_store *s, const coordinator_spec *spec, int64_t job_id,
+                          const void *body, size_t body_len, coordinator_work **out, char *err) {
+    task_body b = {0};
+    size_t analysis = 0;
+    int64_t dataset_id = 0;
+    game_reader r = {0};
+    coordinator_work *w = NULL;
+    int rc;
+    if ((rc = read_job(s->db, job_id, spec, &analysis, &dataset_id, err)) != 0 ||
+        (rc = parse_body(body, body_len, &b, err)) != 0) {
+        return rc;
+    }
+    const coordinator_analysis *a = &spec->analyses[analysis];
+    if (b.analysis != analysis || b.kind != a->kind) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "work: the body is for analysis %zu (%s), the job is analysis %zu (%s)",
+                           b.analysis, coordinator_analysis_kind_name(b.kind), analysis,
+                           coordinator_analysis_kind_name(a->kind));
+    }
+    if (b.from < spec->game_from || b.to > spec->game_to) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "work: games [%llu, %llu) are outside the sweep's [%llu, %llu)",
+                           (unsigned long long)b.from, (unsigned long long)b.to,
+                           (unsigned long long)spec->game_from, (unsigned long long)spec->game_to);
+    }
+    if (a->kind == COORDINATOR_ANALYSIS_PATCH) {
+        size_t k = 0;
+        while (k < a->patch.n_cutoffs && a->patch.cutoffs[k] != b.cutoff) {
+            k++;
+        }
+        if (k == a->patch.n_cutoffs) {
+            return common_fail(err, COMMON_ERR_INVALID,
+                               "work: cut-off %zu is not one of analysis %zu", b.cutoff, analysis);
+        }
+    }
+    w = calloc(1, sizeof *w);
+    if (w == NULL || (w->mem = calloc(1, sizeof *w->mem)) == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "work: out of memory");
+        goto fail;
+    }
+    w->kind = a->kind;
+    w->analysis = analysis;
+    w->params = a;
+    w->game_from = b.from;
+    w->game_to = b.to;
+    if ((rc = reader_open(&r, s->db, dataset_id, err)) != 0) {
+        goto fail;
+    }
+    rc = a->kind == COORDINATOR_ANALYSIS_PATCH ? load_patch(&r, w, &b, err)
+                                               : load_games(&r, w, &b, err);
+    if (rc != 0) {
+        goto fail;
+    }
+    reader_close(&r);
+    *out = w;
+    return 0;
+
+fail:
+    reader_close(&r);
+    coordinator_work_destroy(&w);
+    return rc;
+}
