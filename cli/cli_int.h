@@ -69,6 +69,11 @@ typedef struct cli_spec {
         .name = "--max-tokens", .kind = CLI_LONG, .value = (ptr), .meta = "T", .lo = 0,            \
         .hi = 1L << 20, .help = (what)                                                             \
     }
+#define CLI_OPT_TOKENS(ptr, what)                                                                  \
+    {                                                                                              \
+        .name = "--tokens", .kind = CLI_LONG, .value = (ptr), .meta = "N", .lo = 0,                \
+        .hi = 1L << 16, .help = (what)                                                             \
+    }
 #define CLI_OPT_OUT(ptr, what)                                                                     \
     {                                                                                              \
         .name = "--out", .kind = CLI_STRING, .value = (ptr), .meta = "FILE", .required = true,     \
@@ -96,6 +101,10 @@ int cli_usage_error(const cli_spec *spec, const char *fmt, ...)
 /* Puts "PREFIX: " before the message in err (COMMON_ERR_LEN bytes, truncated to fit), to say
  * where an error arose (which flag, which line of which file); returns code. */
 int cli_error_prefix(char *err, int code, const char *prefix);
+
+/* --tokens N: keeps the first keep tokens of a game of *T (`<s>` included; 0 keeps all), so that
+ * a prompt may end inside a move. INVALID when the game is shorter than keep. */
+int cli_keep_tokens(long keep, size_t *T, char *err);
 
 /* Refuses (message, returns false) an output path that names the same file as one of the
  * inputs (same device and inode), before anything is computed: inputs[n_inputs] are paths,

@@ -236,3 +236,14 @@ int cli_error_prefix(char *err, int code, const char *prefix) {
     snprintf(err + n + 2, COMMON_ERR_LEN - n - 2, "%.*s", (int)(COMMON_ERR_LEN - n - 3), inner);
     return code;
 }
+
+int cli_keep_tokens(long keep, size_t *T, char *err) {
+    if (keep > 0 && (size_t)keep > *T) {
+        return common_fail(err, COMMON_ERR_INVALID, "--tokens %ld: the game has only %zu tokens",
+                           keep, *T);
+    }
+    if (keep > 0) {
+        *T = (size_t)keep;
+    }
+    return 0;
+}

@@ -21,7 +21,7 @@ typedef struct opts {
     const char *dir, *uci, *games, *out;
     interp_decomp_mode mode;
     bool heads, legal_stats;
-    long threads, batch;
+    long threads, batch, keep;
 } opts;
 
 static const char *const stat_names[INTERP_LEGAL_N_STATS] = {
@@ -164,6 +164,9 @@ static int one_game(model *m, model_session *s, const opts *o, model_st_writer *
     char *lj = NULL;
     int rc = interp_tokens_from_uci(m, o->uci, &ids, &T, err);
     if (rc == 0) {
+        rc = cli_keep_tokens(o->keep, &T, err);
+    }
+    if (rc == 0) {
         rc = interp_run_acts(s, ids, NULL, 1, T, false, &acts, err);
     }
     if (rc == 0) {
@@ -274,8 +277,8 @@ static int many_games(model *m, model_session *s, const opts *o, model_st_writer
                 nb++; /* its buffers are freed with the batch */
                 break;
             }
-            lengths[nb++] = T;
-            Tmax = T > Tmax ? T : Tmax;
+            lengths[nb++] = o->keep > 0 && (size_t)o->keep < T ? (size_t)o->keep : T;
+            Tmax = lengths[nb - 1] > Tmax ? lengths[nb - 1] : Tmax;
         }
         n_games += rc == 0 ? nb : 0;
         if (rc == 0 && nb == 0) {
@@ -420,6 +423,8 @@ int cli_decompose(int argc, char **argv) {
          .value = &o.legal_stats,
          .help = "legal-move statistics per component x position (legal games); with --uci\n"
                  "also predictions (log-probs, top-5, legal mass)"},
+        CLI_OPT_TOKENS(&o.keep, "only the first N tokens of the game (<s> included; may end\n"
+                                "inside a move); with --games, of each game longer than N"),
         CLI_OPT_THREADS(&o.threads),
         {.name = "--batch",
          .kind = CLI_LONG,

@@ -17,7 +17,7 @@
 int cli_forward(int argc, char **argv) {
     const char *dir = NULL, *uci = NULL, *hooks_spec = NULL, *out_path = NULL;
     bool no_processing = false, check_legal = false;
-    long threads = 0;
+    long threads = 0, keep = 0;
     const cli_opt opts[] = {
         CLI_OPT_MODEL(&dir),
         {.name = "--uci",
@@ -41,6 +41,8 @@ int cli_forward(int argc, char **argv) {
          .kind = CLI_FLAG,
          .value = &no_processing,
          .help = "load the weights as they are (from_pretrained_no_processing)"},
+        CLI_OPT_TOKENS(&keep, "run only the first N tokens (<s> included; may end inside a "
+                              "move)"),
         CLI_OPT_THREADS(&threads),
         CLI_OPT_OUT(&out_path, "safetensors file to write: logits [T, V], tokens [T], the hooks"),
     };
@@ -91,6 +93,9 @@ int cli_forward(int argc, char **argv) {
         if (n_tok > cap) {
             snprintf(err, sizeof err, "%zu tokens exceed the model's context of %zu", n_tok, cap);
         }
+        goto fail;
+    }
+    if (cli_keep_tokens(keep, &n_tok, err) != 0) {
         goto fail;
     }
     if (check_legal) {

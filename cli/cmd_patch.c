@@ -71,7 +71,7 @@ int cli_patch(int argc, char **argv) {
     const char *dir = NULL, *uci = NULL, *corrupt = NULL, *corrupt_uci = NULL;
     const char *metric_spec = NULL, *out_path = NULL, *kind_name = "block_every";
     bool normalize = false, plain = false;
-    long threads = 0, max_positions = 0;
+    long threads = 0, max_positions = 0, keep = 0;
     const cli_opt opts[] = {
         CLI_OPT_MODEL(&dir),
         {.name = "--uci",
@@ -114,6 +114,8 @@ int cli_patch(int argc, char **argv) {
          .kind = CLI_FLAG,
          .value = &plain,
          .help = "one full forward per index (TL's algorithm) instead of the fast exact one"},
+        CLI_OPT_TOKENS(&keep, "patch the prompt of the first N tokens (<s> included; may end\n"
+                              "inside a move), as a sweep's cut-off N does"),
         CLI_OPT_THREADS(&threads),
         {.name = "--max-positions",
          .kind = CLI_LONG,
@@ -167,7 +169,8 @@ int cli_patch(int argc, char **argv) {
     }
     size_t T_legal = 0;
     if (interp_tokens_from_uci(m, uci, &clean, &T, err) != 0 ||
-        interp_legal_mask(m, uci, &legal, &T_legal, err) != 0) {
+        interp_legal_mask(m, uci, &legal, &T_legal, err) != 0 ||
+        cli_keep_tokens(keep, &T, err) != 0) {
         cli_error_prefix(err, 0, "--uci");
         goto fail;
     }
@@ -184,7 +187,8 @@ int cli_patch(int argc, char **argv) {
         }
     } else {
         size_t T2 = 0;
-        if (interp_tokens_from_uci(m, corrupt_uci, &corrupted, &T2, err) != 0) {
+        if (interp_tokens_from_uci(m, corrupt_uci, &corrupted, &T2, err) != 0 ||
+            cli_keep_tokens(keep, &T2, err) != 0) {
             cli_error_prefix(err, 0, "--corrupt-uci");
             goto fail;
         }

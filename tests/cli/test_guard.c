@@ -348,6 +348,43 @@ static void test_games_file_nul(void **state) {
     expect(args, 1, "holds no games");
 }
 
+/* --tokens N keeps a prefix that may end inside a move: the logits of `forward --tokens 4` are
+ * the first 4 rows of the full run's (causality), and a prefix longer than the game is refused. */
+static void test_tokens_prefix(void **state) {
+    (void)state;
+    char full[512], part[512], args[2048], err[COMMON_ERR_LEN];
+    scratch(full, sizeof full, "prefix-full.safetensors");
+    scratch(part, sizeof part, "prefix-4.safetensors");
+    snprintf(args, sizeof args, "forward --model " TINY " --uci '" GAME "' --out %s", full);
+    expect(args, 0, "13 tokens");
+    snprintf(args, sizeof args, "forward --model " TINY " --uci '" GAME "' --tokens 4 --out %s",
+             part);
+    expect(args, 0, "4 tokens");
+    model_st_file *a = NULL, *b = NULL;
+    assert_int_equal(model_st_open(&a, full, err), 0);
+    assert_int_equal(model_st_open(&b, part, err), 0);
+    float la[13 * 83], lb[4 * 83];
+    assert_int_equal(model_st_read_f32(a, "logits", la, 13 * 83, NULL, err), 0);
+    assert_int_equal(model_st_read_f32(b, "logits", lb, 4 * 83, NULL, err), 0);
+    for (size_t i = 0; i < 4 * 83; i++) {
+        assert_true(fabsf(la[i] - lb[i]) <= 1e-5f);
+    }
+    model_st_close(&a);
+    model_st_close(&b);
+    snprintf(args, sizeof args,
+             "patch --model " TINY " --uci '" GAME "' --tokens 8 --corrupt 7=d2 --metric logit:e4 "
+             "--out %s",
+             part);
+    expect(args, 0, "[3, 3, 8]");
+    snprintf(args, sizeof args,
+             "patch --model " TINY " --uci '" GAME "' --tokens 8 --corrupt 8=d2 --metric logit:e4 "
+             "--out %s",
+             part);
+    expect(args, 1, "outside the game");
+    snprintf(args, sizeof args, "forward --model " TINY " --uci e2e4 --tokens 4 --out %s", part);
+    expect(args, 1, "--tokens 4: the game has only 3 tokens");
+}
+
 int main(void) {
     if (access(cli_bin(), X_OK) != 0) {
         return 77;
@@ -362,6 +399,7 @@ int main(void) {
         cmocka_unit_test(test_full_disk),
         cmocka_unit_test(test_short_games_have_no_nan),
         cmocka_unit_test(test_games_file_nul),
+        cmocka_unit_test(test_tokens_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
