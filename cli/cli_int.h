@@ -137,9 +137,15 @@ int cli_forward(int argc, char **argv);
 int cli_patch(int argc, char **argv);
 /* `chesslens decompose --model DIR (--uci MOVES | --games FILE) ...` (cmd_decompose.c) */
 int cli_decompose(int argc, char **argv);
+/* `chesslens run SPEC.json [--db FILE] [--workers N] ...` (cmd_run.c) */
+int cli_run(int argc, char **argv);
 /* `chesslens show FILE.safetensors [--tensor NAME]` (cmd_show.c) */
 int cli_show(int argc, char **argv);
 /* `chesslens games import|generate ... --db DB --dataset NAME` (cmd_games.c) */
 int cli_games(int argc, char **argv);
+/* `chesslens query SQL [--db DB] [--format table|csv|json] [--timeout SECONDS]` (cmd_query.c) */
+int cli_query(int argc, char **argv);
+/* `chesslens export SWEEP --format csv|json [--view V] [--db DB] [--out FILE]` (cmd_query.c) */
+int cli_export(int argc, char **argv);
 
 #endif

@@ -344,6 +344,15 @@ int coordinator_task_fail(coordinator_store *s, int64_t task_id, uint64_t epoch,
 int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_attempts, size_t *n,
                              char *err);
 
+/* Task counts of a sweep by state, for progress and for deciding when it is finished. */
+typedef struct coordinator_sweep_progress {
+    uint64_t pending, leased, done, dead;
+    int64_t next_not_before_ns; /* earliest not_before_ns of a pending task (0: none waits) */
+} coordinator_sweep_progress;
+
+int coordinator_sweep_progress_get(coordinator_store *s, int64_t sweep_id,
+                                   coordinator_sweep_progress *out, char *err);
+
 /* ---- results ---- */
 
 /* Patching results of one task, pair by pair (columns [n]). Each pair's values come from its

@@ -298,6 +298,43 @@ int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_
     return rc;
 }
 
+int coordinator_sweep_progress_get(coordinator_store *s, int64_t sweep_id,
+                                   coordinator_sweep_progress *out, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_prepare(s->db,
+                           "SELECT t.state, count(*), min(t.not_before_ns) FROM task t "
+                           "JOIN job j ON j.id = t.job_id WHERE j.sweep_id = ?1 GROUP BY t.state",
+                           &st, "sweep progress", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, sweep_id);
+    coordinator_sweep_progress p = {0, 0, 0, 0, 0};
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(st, 0);
+        uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
+        if (strcmp(state, "pending") == 0) {
+            p.pending = n;
+            p.next_not_before_ns = sqlite3_column_int64(st, 2);
+        } else if (strcmp(state, "leased") == 0) {
+            p.leased = n;
+        } else if (strcmp(state, "done") == 0) {
+            p.done = n;
+        } else {
+            p.dead = n;
+        }
+    }
+    if (step != SQLITE_DONE) {
+        rc = store_fail(s->db, err, "sqlite3_step(sweep progress)");
+    }
+    sqlite3_finalize(st);
+    if (rc == 0) {
+        *out = p;
+    }
+    return rc;
+}
+
 /* ---- results ---- */
 
 /* Where each axis of a patch kind's output goes. */
