@@ -20,6 +20,7 @@ static const cli_command commands[] = {
     {"patch", cli_patch, "activation patching of a clean game into a corrupted one"},
     {"decompose", cli_decompose, "residual decomposition, direct logit attribution, legal stats"},
     {"show", cli_show, "list or print the tensors of a safetensors result file"},
+    {"run", cli_run, "run a whole sweep in this process, results into the database"},
     {"games", cli_games, "datasets of games in a database: import files, generate random games"},
     {"query", cli_query, "run one read-only SQL statement on a database (table, csv, json)"},
     {"export", cli_export, "write one view of a sweep's results as csv or json"},

@@ -6,14 +6,15 @@
 #              libFuzzer runtime (fuzz targets)
 #   libraries: ZeroMQ, msgpack-c, SQLite, OpenBLAS, jansson, cmocka
 #   reference: python3-torch + python3-numpy (the PyTorch reference behind the golden tests and
-#              the benchmark baselines), stockfish (a cross-check for move generation)
+#              the benchmark baselines), python3-pandas (reading results from Python, as the
+#              README shows), stockfish (a cross-check for move generation)
 # The CUDA Toolkit is optional and not installed here: the GPU backend is built when nvcc exists.
 set -euo pipefail
 
 packages=(
     build-essential cmake pkg-config git clang libclang-rt-14-dev clang-format
     libzmq3-dev libmsgpack-dev libsqlite3-dev sqlite3 libopenblas-dev libjansson-dev libcmocka-dev
-    python3 python3-torch python3-numpy stockfish
+    python3 python3-torch python3-numpy python3-pandas stockfish
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,283 @@
+/*
+ * The building blocks the executor runs, public so that `chesslens decompose` and other callers
+ * compute the same numbers the same way: the component stack of the legal-move statistics and
+ * the hooks it reads, batched runs of games of different lengths (right-padded, activations
+ * trimmed back to each game), and the empty patching result of a pair that gets no values.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/worker_int.h"
+
+#define ALL_COMPONENTS                                                                             \
+    (COORDINATOR_COMP_EMBEDS | COORDINATOR_COMP_ATTNS | COORDINATOR_COMP_MLPS |                    \
+     COORDINATOR_COMP_HEADS)
+
+/* The decompose_resid call the bits need: mode, whether it has embed rows, and whether any
+ * decomposition is needed. With embeds alone the ATTN mode is run and cut after its two embed
+ * rows (decompose_resid has no mode without layer rows). */
+typedef struct decomp_plan {
+    bool any;
+    bool embeds;
+    bool attn, mlp; /* hooks the mode reads */
+    interp_decomp_mode mode;
+    bool embeds_only;
+} decomp_plan;
+
+static decomp_plan plan_of(unsigned bits) {
+    decomp_plan p = {0};
+    bool attns = bits & COORDINATOR_COMP_ATTNS, mlps = bits & COORDINATOR_COMP_MLPS;
+    p.embeds = bits & COORDINATOR_COMP_EMBEDS;
+    p.any = p.embeds || attns || mlps;
+    p.embeds_only = p.embeds && !attns && !mlps;
+    p.mode = attns && mlps ? INTERP_DECOMP_ALL : mlps ? INTERP_DECOMP_MLP : INTERP_DECOMP_ATTN;
+    p.attn = p.any && p.mode != INTERP_DECOMP_MLP;
+    p.mlp = p.any && p.mode != INTERP_DECOMP_ATTN;
+    return p;
+}
+
+size_t worker_legal_hooks(const model_config *cfg, unsigned components, model_hook *out,
+                          size_t cap) {
+    decomp_plan p = plan_of(components);
+    bool heads = components & COORDINATOR_COMP_HEADS;
+    size_t n = 0;
+#define PUT(k, l)                                                                                  \
+    do {                                                                                           \
+        if (n < cap) {                                                                             \
+            out[n] = (model_hook){(k), (l)};                                                       \
+        }                                                                                          \
+        n++;                                                                                       \
+    } while (0)
+    if (p.embeds) {
+        PUT(MODEL_HOOK_EMBED, -1);
+        PUT(MODEL_HOOK_POS_EMBED, -1);
+    }
+    for (int l = 0; l < cfg->n_layers; l++) {
+        if (p.attn) {
+            PUT(MODEL_HOOK_ATTN_OUT, l);
+        }
+        if (p.mlp) {
+            PUT(MODEL_HOOK_MLP_OUT, l);
+        }
+        if (heads) {
+            PUT(MODEL_HOOK_Z, l);
+        }
+    }
+    PUT(MODEL_HOOK_LN_FINAL_SCALE, -1);
+#undef PUT
+    return n;
+}
+
+/* One stack of a's rows followed by b's (both [., T, width]); a and b are consumed. */
+static int concat(interp_stack **a, interp_stack **b, interp_stack **out, char *err) {
+    interp_stack *x = *a, *y = *b;
+    size_t per = x->T * x->width;
+    interp_stack *s = calloc(1, sizeof *s);
+    if (s != NULL) {
+        s->n = x->n + y->n;
+        s->T = x->T;
+        s->width = x->width;
+        s->data = malloc((s->n * per > 0 ? s->n * per : 1) * sizeof *s->data);
+        s->labels = calloc(s->n > 0 ? s->n : 1, sizeof *s->labels);
+    }
+    if (s == NULL || s->data == NULL || s->labels == NULL) {
+        if (s != NULL) {
+            s->n = 0; /* no label is set yet */
+        }
+        interp_stack_destroy(&s);
+        interp_stack_destroy(a);
+        interp_stack_destroy(b);
+        return common_fail(err, COMMON_ERR_NOMEM, "legal components: out of memory");
+    }
+    memcpy(s->data, x->data, x->n * per * sizeof *s->data);
+    memcpy(s->data + x->n * per, y->data, y->n * per * sizeof *s->data);
+    for (size_t i = 0; i < x->n; i++) {
+        s->labels[i] = x->labels[i];
+        x->labels[i] = NULL;
+    }
+    for (size_t i = 0; i < y->n; i++) {
+        s->labels[x->n + i] = y->labels[i];
+        y->labels[i] = NULL;
+    }
+    interp_stack_destroy(a);
+    interp_stack_destroy(b);
+    *out = s;
+    return 0;
+}
+
+int worker_legal_components(const model *m, const interp_acts *a, unsigned components,
+                            interp_stack **out, char *err) {
+    if ((components & ALL_COMPONENTS) == 0) {
+        return common_fail(err, COMMON_ERR_INVALID, "legal components: no component in 0x%x",
+                           components);
+    }
+    decomp_plan p = plan_of(components);
+    interp_stack *dec = NULL, *heads = NULL;
+    int rc = 0;
+    if (p.any) {
+        rc = interp_decompose_resid(m, a, -1, false, p.mode, p.embeds, true, &dec, err);
+        if (rc != 0) {
+            return rc;
+        }
+        if (p.embeds_only) {
+            /* keep "embed" and "pos_embed"; the rows after them are the layers' */
+            for (size_t i = 2; i < dec->n; i++) {
+                free(dec->labels[i]);
+                dec->labels[i] = NULL;
+            }
+            dec->n = 2;
+        }
+    }
+    if (components & COORDINATOR_COMP_HEADS) {
+        rc = interp_stack_head_results(m, a, -1, false, true, &heads, err);
+        if (rc != 0) {
+            interp_stack_destroy(&dec);
+            return rc;
+        }
+    }
+    if (dec == NULL) {
+        *out = heads;
+        return 0;
+    }
+    if (heads == NULL) {
+        *out = dec;
+        return 0;
+    }
+    return concat(&dec, &heads, out, err);
+}
+
+int worker_run_games(model_session *s, const int32_t *const *ids, const size_t *lengths, size_t n,
+                     const model_hook *hooks, size_t n_hooks, bool want_logits, interp_acts **out,
+                     char *err) {
+    const model *m = model_session_model(s);
+    const model_config *cfg = model_get_config(m);
+    if (n == 0) {
+        return 0;
+    }
+    size_t T = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (lengths[i] == 0 || lengths[i] > (size_t)cfg->n_ctx) {
+            return common_fail(err, COMMON_ERR_INVALID, "run games: game %zu has %zu tokens", i,
+                               lengths[i]);
+        }
+        T = lengths[i] > T ? lengths[i] : T;
+    }
+    model_hook *own = NULL;
+    if (hooks == NULL) {
+        n_hooks = interp_acts_hooks(cfg, false, NULL, 0);
+        own = malloc(n_hooks * sizeof *own);
+        if (own == NULL) {
+            return common_fail(err, COMMON_ERR_NOMEM, "run games: out of memory");
+        }
+        interp_acts_hooks(cfg, false, own, n_hooks);
+        hooks = own;
+    }
+    int32_t *tokens = malloc(n * T * sizeof *tokens); /* [n, T] right-padded */
+    interp_acts **acts = calloc(n, sizeof *acts);
+    model_cache *cache = NULL;
+    int rc = 0;
+    if (tokens == NULL || acts == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "run games: out of memory for %zu games", n);
+        goto done;
+    }
+    int32_t pad = model_tokenizer_pad(model_get_tokenizer(m));
+    for (size_t i = 0; i < n; i++) {
+        memcpy(tokens + i * T, ids[i], lengths[i] * sizeof *tokens);
+        for (size_t t = lengths[i]; t < T; t++) {
+            tokens[i * T + t] = pad;
+        }
+    }
+    model_request req;
+    model_request_init(&req, s, tokens, n, T);
+    req.lengths = lengths;
+    req.hooks = hooks;
+    req.n_hooks = n_hooks;
+    req.want_logits = want_logits;
+    rc = model_run(s, &req, &cache, err);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = interp_acts_from_cache(&acts[i], cfg, cache, i, lengths[i], err);
+    }
+    if (rc == 0) {
+        memcpy(out, acts, n * sizeof *out);
+        memset(acts, 0, n * sizeof *acts);
+    }
+done:
+    for (size_t i = 0; acts != NULL && i < n; i++) {
+        interp_acts_destroy(&acts[i]);
+    }
+    free(acts);
+    free(tokens);
+    free(own);
+    model_cache_destroy(&cache);
+    return rc;
+}
+
+/* The output layout of each patch kind, as interp_patch_run reports it: components (1 for the
+ * kinds without a component axis), then the layer, then the coordinates named by `tail`
+ * (P a position, H a head), with their axis names and component labels. */
+typedef struct kind_layout {
+    int n_comp;
+    const char *tail;
+    const char *axes;
+    const char *labels;
+} kind_layout;
+
+static const kind_layout layouts[INTERP_PATCH_KIND_COUNT] = {
+    [INTERP_PATCH_RESID_PRE] = {1, "P", "layer,pos", ""},
+    [INTERP_PATCH_RESID_MID] = {1, "P", "layer,pos", ""},
+    [INTERP_PATCH_ATTN_OUT] = {1, "P", "layer,pos", ""},
+    [INTERP_PATCH_MLP_OUT] = {1, "P", "layer,pos", ""},
+    [INTERP_PATCH_BLOCK_EVERY] = {3, "P", "component,layer,pos", "resid_pre,attn_out,mlp_out"},
+    [INTERP_PATCH_HEAD_OUT_ALL_POS] = {1, "H", "layer,head", ""},
+    [INTERP_PATCH_HEAD_Q_ALL_POS] = {1, "H", "layer,head", ""},
+    [INTERP_PATCH_HEAD_K_ALL_POS] = {1, "H", "layer,head", ""},
+    [INTERP_PATCH_HEAD_V_ALL_POS] = {1, "H", "layer,head", ""},
+    [INTERP_PATCH_HEAD_PATTERN_ALL_POS] = {1, "H", "layer,head", ""},
+    [INTERP_PATCH_HEAD_OUT_BY_POS] = {1, "PH", "layer,pos,head", ""},
+    [INTERP_PATCH_HEAD_Q_BY_POS] = {1, "PH", "layer,pos,head", ""},
+    [INTERP_PATCH_HEAD_K_BY_POS] = {1, "PH", "layer,pos,head", ""},
+    [INTERP_PATCH_HEAD_V_BY_POS] = {1, "PH", "layer,pos,head", ""},
+    [INTERP_PATCH_HEAD_PATTERN_BY_POS] = {1, "HP", "layer,head,dest_pos", ""},
+    [INTERP_PATCH_HEAD_ALL_POS_EVERY] = {5, "H", "component,layer,head", "out,q,k,v,pattern"},
+    [INTERP_PATCH_HEAD_BY_POS_EVERY] = {5, "PH", "component,layer,pos,head", "out,q,k,v,pattern"},
+    [INTERP_PATCH_HEAD_PATTERN_DEST_SRC_POS] = {1, "HPP", "layer,head,dest_pos,src_pos", ""},
+};
+
+int worker_patch_result_nan(interp_patch_kind kind, const model_config *cfg, size_t T,
+                            interp_patch_result **out, char *err) {
+    if ((int)kind < 0 || kind >= INTERP_PATCH_KIND_COUNT) {
+        return common_fail(err, COMMON_ERR_INVALID, "patch result: unknown kind %d", (int)kind);
+    }
+    const kind_layout *k = &layouts[kind];
+    interp_patch_result *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "patch result: out of memory");
+    }
+    int nd = 0;
+    if (k->n_comp > 1) {
+        r->shape.dims[nd++] = (size_t)k->n_comp;
+    }
+    r->shape.dims[nd++] = (size_t)cfg->n_layers;
+    for (const char *c = k->tail; *c != '\0'; c++) {
+        r->shape.dims[nd++] = *c == 'H' ? (size_t)cfg->n_heads : T;
+    }
+    r->shape.ndim = nd;
+    size_t numel = model_shape_numel(&r->shape);
+    r->values = malloc(numel * sizeof *r->values);
+    if (r->values == NULL) {
+        free(r);
+        return common_fail(err, COMMON_ERR_NOMEM, "patch result: out of memory for %zu values",
+                           numel);
+    }
+    for (size_t i = 0; i < numel; i++) {
+        r->values[i] = NAN;
+    }
+    snprintf(r->axes, sizeof r->axes, "%s", k->axes);
+    snprintf(r->labels, sizeof r->labels, "%s", k->labels);
+    r->clean_metric = NAN;
+    r->corrupted_metric = NAN;
+    *out = r;
+    return 0;
+}
