@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The chesslens demo: builds the project and runs the single-machine analyses on the bundled
-# model (models/chess-tiny, a 4-layer chess GPT-2 trained on random legal games). Outputs land
-# in demo-out/ as safetensors files; `chesslens show FILE` prints them.
+# The chesslens demo: builds the project and runs a real sweep on the bundled model
+# (models/chess-tiny, a 4-layer chess GPT-2 trained on random legal games), end to end:
 #
-#   1. 200 random legal games (the dataset), and the legal-token view of one of them;
-#   2. a forward pass with every TransformerLens hook cached, and the model's top predictions;
-#   3. activation patching (block_every, fast exact algorithm) of a clean game into a corrupted
-#      one whose last token is replaced, with the normalised logit metric of the clean move;
-#   4. residual-stream decomposition, logit lens and legal-move statistics of one game;
-#   5. neuron means by move phase and legal-move statistics over the whole dataset.
+#   1. a dataset of 100 random legal games in a SQLite database (demo-out/demo.db);
+#   2. the sweep deploy/demo-sweep.json with `chesslens run`: block_every activation patching
+#      at nine cut-offs with the last token replaced by every other legal square (normalised
+#      logit difference of the clean and corrupted runs' top tokens), legal-move statistics of
+#      the embeddings, heads and MLPs, neuron means by move phase, top-5 predictions;
+#   3. three SQL questions answered from the results, and the same data read from Python.
+# Run it again and the sweep resumes (nothing is computed or stored twice).
 # Dependencies: deploy/install-deps.sh (run once, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,49 +16,52 @@ cd "$(dirname "$0")/.."
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$(nproc)" --target chesslens >/dev/null
 cl=build/release/cli/chesslens
-model=models/chess-tiny
 out=demo-out
+db=$out/demo.db
 mkdir -p "$out"
 step() { printf '\n== %s\n' "$*"; }
 
-step "the model"
-"$cl" model info "$model" | head -5
+step "dataset: 100 random legal games of at most 61 tokens -> $db"
+"$cl" games generate --n 100 --seed 1 --max-tokens 61 --db "$db" --dataset random-100 --append
 
-step "dataset: 200 random legal games of at most 127 tokens -> $out/games.uci"
-"$cl" chess random --n 200 --seed 1 --max-tokens 127 >"$out/games.uci"
-wc -l <"$out/games.uci"
+step "the sweep (deploy/demo-sweep.json), all in this process"
+"$cl" run deploy/demo-sweep.json --db "$db"
 
-# The clean game: the first 14 moves (29 tokens) of game 1. The corrupted game replaces its
-# last token (a destination square) by another legal destination of the same piece.
-clean=$(head -n 1 "$out/games.uci" | cut -d' ' -f1-14)
-echo "clean game: $clean"
+step "which layers carry the patching effect when black's to-square is corrupted?"
+"$cl" query --db "$db" "
+SELECT pe.component, pe.layer, round(avg(pe.value), 3) AS mean_effect, count(*) AS pairs
+FROM patch_effects pe
+JOIN game_positions gp ON gp.dataset = pe.dataset AND gp.game = pe.game AND gp.pos = pe.corrupt_pos
+WHERE pe.sweep = 'demo' AND gp.phase = 'black_to' AND pe.pos = pe.corrupt_pos
+  AND pe.component != 'resid_pre' AND pe.value IS NOT NULL
+GROUP BY pe.component, pe.layer ORDER BY mean_effect DESC LIMIT 5"
 
-step "legal next tokens at the last two positions"
-"$cl" chess legal --uci "$clean" | tail -n 2
+step "which components separate legal from illegal next squares best (direct logit attribution)?"
+"$cl" query --db "$db" "
+SELECT component,
+       round(avg(CASE statistic WHEN 'mean_legal' THEN value END)
+           - avg(CASE statistic WHEN 'mean_illegal' THEN value END), 3) AS legal_minus_illegal
+FROM legal_stats WHERE sweep = 'demo'
+GROUP BY component ORDER BY legal_minus_illegal DESC LIMIT 5"
 
-step "forward pass, all hooks -> $out/forward.safetensors"
-"$cl" forward --model "$model" --uci "$clean" --hooks all --out "$out/forward.safetensors"
+step "how often is the model's top prediction legal, by move number?"
+"$cl" query --db "$db" "
+SELECT gp.move_index / 5 * 5 AS from_move, round(avg(p.legal), 3) AS top1_legal, count(*) AS positions
+FROM predictions p
+JOIN game_positions gp ON gp.dataset = 'random-100' AND gp.game = p.game AND gp.pos = p.pos
+WHERE p.sweep = 'demo' AND p.rank = 1 AND gp.move_index >= 0
+GROUP BY 1 ORDER BY 1"
 
-last=$(echo "$clean" | awk '{print $NF}')
-to=${last:2:2}
-alt=$("$cl" chess legal --uci "$clean" | tail -n 2 | head -n 1 |
-    tr -d '[]"' | sed 's/.*legal_next://; s/}//' | tr ',' '\n' | grep -vx "$to" | head -n 1)
-if [ -z "$alt" ]; then
-    alt=$(echo "$to" | tr 'a-h' 'b-ha')
-fi
-step "activation patching: token 28 '$to' -> '$alt', metric = normalised logit of the model's clean top move"
-top=$("$cl" forward --model "$model" --uci "$clean" --out "$out/clean-logits.safetensors" |
-    sed -n 's/^top next tokens: \([a-h][1-8]\).*/\1/p')
-"$cl" patch --model "$model" --uci "$clean" --corrupt "28=$alt" --metric "logit:$top" --normalize \
-    --kind block_every --out "$out/patch.safetensors"
-"$cl" show "$out/patch.safetensors"
+step "the same data from Python (sqlite3 + pandas): patching effect at the corrupted position"
+/usr/bin/python3 - "$db" <<'PY'
+import sqlite3, sys
+import pandas as pd
+con = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+df = pd.read_sql_query(
+    "SELECT layer, component, avg(value) AS effect FROM patch_effects "
+    "WHERE sweep = 'demo' AND pos = corrupt_pos AND value IS NOT NULL "
+    "GROUP BY layer, component", con)
+print(df.pivot(index="layer", columns="component", values="effect").round(3))
+PY
 
-step "decomposition, logit lens and legal-move statistics of the clean game -> $out/decompose.safetensors"
-"$cl" decompose --model "$model" --uci "$clean" --heads --legal-stats --out "$out/decompose.safetensors"
-"$cl" show "$out/decompose.safetensors" | head -n 12
-
-step "dataset: neuron means by phase and legal-move statistics -> $out/dataset.safetensors"
-"$cl" decompose --model "$model" --games "$out/games.uci" --legal-stats --out "$out/dataset.safetensors"
-"$cl" show "$out/dataset.safetensors" | head -n 12
-
-step "done: inspect any result with '$cl show FILE [--tensor NAME]'"
+step "done: ask your own questions with '$cl query --db $db \"SELECT ...\"' (docs/STORE.md)"
