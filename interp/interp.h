@@ -161,6 +161,11 @@ typedef struct interp_patch_result {
 } interp_patch_result;
 
 void interp_patch_result_destroy(interp_patch_result **r);
+/* An empty result of kind's output shape for a model of shape cfg and T positions (axes and
+ * labels set, every value and both metrics NaN), e.g. for a pair whose metric cannot be
+ * normalised. On success *out (interp_patch_result_destroy) is set. */
+int interp_patch_result_new(interp_patch_kind kind, const model_config *cfg, size_t T,
+                            interp_patch_result **out, char *err);
 
 /* Patches the clean run of `clean` [T] into the corrupted run of `corrupted` [T] (same T, a
  * single pair, batch 1) for every index of opts->kind and evaluates opts->metric on each

@@ -22,6 +22,7 @@
  *   does.
  */
 #include <assert.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -487,30 +488,38 @@ done:
     return rc;
 }
 
-/* A result of the kind's output shape for T positions, values unset. */
-static int result_new(const task *t, interp_patch_result **out, char *err) {
-    interp_patch_result *r = calloc(1, sizeof *r);
-    float *values = malloc(t->n_jobs * sizeof *values);
-    if (r == NULL || values == NULL) {
-        free(r);
-        free(values);
-        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu values",
-                           t->n_jobs);
+int interp_patch_result_new(interp_patch_kind kind, const model_config *cfg, size_t T,
+                            interp_patch_result **out, char *err) {
+    if ((int)kind < 0 || kind >= INTERP_PATCH_KIND_COUNT) {
+        return common_fail(err, COMMON_ERR_INVALID, "patching: unknown kind %d", (int)kind);
     }
-    r->values = values;
-    const kind_info *ki = t->ki;
+    const kind_info *ki = &kinds[kind];
+    interp_patch_result *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory");
+    }
     int nd = 0;
     if (ki->n_comp > 1) {
         r->shape.dims[nd++] = (size_t)ki->n_comp;
     }
-    r->shape.dims[nd++] = t->L;
+    r->shape.dims[nd++] = (size_t)cfg->n_layers;
     for (int a = 0; a < layouts[ki->ax[0]].n; a++) {
-        r->shape.dims[nd++] = coord_size(layouts[ki->ax[0]].c[a], t->T, t->H);
+        r->shape.dims[nd++] = coord_size(layouts[ki->ax[0]].c[a], T, (size_t)cfg->n_heads);
     }
     r->shape.ndim = nd;
-    assert(model_shape_numel(&r->shape) == t->n_jobs);
+    size_t numel = model_shape_numel(&r->shape);
+    r->values = malloc((numel > 0 ? numel : 1) * sizeof *r->values);
+    if (r->values == NULL) {
+        free(r);
+        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu values", numel);
+    }
+    for (size_t i = 0; i < numel; i++) {
+        r->values[i] = NAN;
+    }
     snprintf(r->axes, sizeof r->axes, "%s", ki->axes_name);
     snprintf(r->labels, sizeof r->labels, "%s", ki->labels);
+    r->clean_metric = NAN;
+    r->corrupted_metric = NAN;
     *out = r;
     return 0;
 }
@@ -567,7 +576,8 @@ int interp_patch_run_batch(model_session *s, const interp_patch_pair *pairs, siz
             d++;
         }
         t.first_diff[i] = d;
-        rc = result_new(&t, &t.res[i], err);
+        rc = interp_patch_result_new(opts->kind, cfg, T, &t.res[i], err);
+        assert(rc != 0 || model_shape_numel(&t.res[i]->shape) == t.n_jobs);
     }
     if (rc != 0) {
         goto done;

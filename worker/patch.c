@@ -299,7 +299,7 @@ int worker_run_patch(worker_executor *e, const coordinator_analysis *a, const co
     for (size_t i = 0; i < n; i++) {
         const coordinator_pair *p = &w->pairs[i];
         if (mem->result[i] == NULL) {
-            if ((rc = worker_patch_result_nan(a->patch.kind, cfg, T, &mem->result[i], err)) != 0) {
+            if ((rc = interp_patch_result_new(a->patch.kind, cfg, T, &mem->result[i], err)) != 0) {
                 goto fail;
             }
             mem->result[i]->clean_metric = mc[i];

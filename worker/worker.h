@@ -134,10 +134,4 @@ int worker_run_games(model_session *s, const int32_t *const *ids, const size_t *
                      const model_hook *hooks, size_t n_hooks, bool want_logits, interp_acts **out,
                      char *err);
 
-/* An empty interp_patch_result of `kind` for T positions of a model of shape cfg: the shape,
- * axes and labels interp_patch_run gives, values [numel] all NaN, metrics NaN. For pairs that
- * get no values. *out: interp_patch_result_destroy. */
-int worker_patch_result_nan(interp_patch_kind kind, const model_config *cfg, size_t T,
-                            interp_patch_result **out, char *err);
-
 #endif

@@ -566,7 +566,7 @@ static void test_nan_result_layout(void **state) {
         opts.metric.token = 12;
         interp_patch_result *ref = NULL, *r = NULL;
         assert_int_equal(interp_patch_run(s, clean, corrupted, 6, &opts, &ref, err), 0);
-        assert_int_equal(worker_patch_result_nan(opts.kind, model_get_config(m), 6, &r, err), 0);
+        assert_int_equal(interp_patch_result_new(opts.kind, model_get_config(m), 6, &r, err), 0);
         assert_true(model_shape_equal(&r->shape, &ref->shape));
         assert_string_equal(r->axes, ref->axes);
         assert_string_equal(r->labels, ref->labels);
