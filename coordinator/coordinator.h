@@ -270,9 +270,10 @@ int coordinator_games_generate(coordinator_store *s, int64_t dataset_id, uint64_
 /* Creates the sweep of spec in one transaction: a `sweep` row (name, submission_id, canonical
  * spec, dataset, model) and one `job` row per analysis (index i, kind, canonical analysis
  * JSON). model_id <= 0 leaves the model unset. The dataset must exist (NOT_FOUND) and hold the
- * games range (INVALID, path "games"). A submission_id (NULL: none) already stored with the same
- * spec returns that sweep with *existed true; with another spec it is INVALID, as is a name
- * already taken. Nothing is created on an error. *sweep_id is set; existed may be NULL. */
+ * games range (INVALID, path "games"). With a model, an aggregate analysis' games must fit its
+ * n_ctx (INVALID, naming the first longer game). A submission_id (NULL: none) already stored with
+ * the same spec returns that sweep with *existed true; with another spec it is INVALID, as is a
+ * name already taken. Nothing is created on an error. *sweep_id is set; existed may be NULL. */
 int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
                              const char *submission_id, int64_t model_id, int64_t *sweep_id,
                              bool *existed, char *err);

@@ -320,6 +320,51 @@ static int find_submission(coordinator_store *s, const char *submission_id, bool
     return rc;
 }
 
+/* An aggregate analysis reads every token of its games, so none may be longer than the
+ * model's context (a patch analysis reads only its cut-offs, checked against n_ctx with the
+ * spec). Refused at submission, naming the first game too long, rather than as dead tasks. */
+static int check_game_lengths(coordinator_store *s, const coordinator_spec *spec,
+                              int64_t dataset_id, int64_t model_id, char *err) {
+    size_t first_aggregate = spec->n_analyses;
+    for (size_t i = 0; i < spec->n_analyses && first_aggregate == spec->n_analyses; i++) {
+        if (spec->analyses[i].kind != COORDINATOR_ANALYSIS_PATCH) {
+            first_aggregate = i;
+        }
+    }
+    if (first_aggregate == spec->n_analyses) {
+        return 0;
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = store_prepare(s->db,
+                           "SELECT g.idx, g.n_tokens, m.n_ctx FROM game g, model m"
+                           " WHERE m.id = ?1 AND g.dataset_id = ?2 AND g.idx >= ?3 AND g.idx < ?4"
+                           "   AND g.n_tokens > m.n_ctx ORDER BY g.idx LIMIT 1",
+                           &st, "check game lengths", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, model_id);
+    sqlite3_bind_int64(st, 2, dataset_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)spec->game_from);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)spec->game_to);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        rc = common_fail(err, COMMON_ERR_INVALID,
+                         "analyses[%zu]: game %lld of dataset '%s' has %lld tokens, more than the "
+                         "model's n_ctx (%lld); %s analyses whole games, so its games must fit "
+                         "(e.g. chesslens games generate --max-tokens %lld)",
+                         first_aggregate, (long long)sqlite3_column_int64(st, 0), spec->dataset,
+                         (long long)sqlite3_column_int64(st, 1),
+                         (long long)sqlite3_column_int64(st, 2),
+                         coordinator_analysis_kind_name(spec->analyses[first_aggregate].kind),
+                         (long long)sqlite3_column_int64(st, 2));
+    } else if (r != SQLITE_DONE) {
+        rc = store_fail(s->db, err, "sqlite3_step(check game lengths)");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
                              const char *submission_id, int64_t model_id, int64_t *sweep_id,
                              bool *existed, char *err) {
@@ -359,6 +404,9 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
                          "games: [%llu, %llu) is beyond the %llu games of dataset '%s'",
                          (unsigned long long)spec->game_from, (unsigned long long)spec->game_to,
                          (unsigned long long)n_games, spec->dataset);
+        goto fail;
+    }
+    if (model_id > 0 && (rc = check_game_lengths(s, spec, dataset_id, model_id, err)) != 0) {
         goto fail;
     }
     rc = store_prepare(s->db,

@@ -25,7 +25,7 @@ step "dataset: 100 random legal games of at most 61 tokens -> $db"
 "$cl" games generate --n 100 --seed 1 --max-tokens 61 --db "$db" --dataset random-100 --append
 
 step "the sweep (deploy/demo-sweep.json), all in this process"
-"$cl" run deploy/demo-sweep.json --db "$db"
+"$cl" run deploy/demo-sweep.json --db "$db" --workers 2 --threads 1
 
 step "which layers carry the patching effect when black's to-square is corrupted?"
 "$cl" query --db "$db" "

@@ -31,6 +31,11 @@ struct model_buf {
     size_t n; /* elements */
 };
 
+/* Multiply-adds below which one matrix product runs on one thread (measured with bench_sweep
+ * and bench_forward: OpenBLAS' own threshold, 2^18, leaves products of a few rows split; 2^24
+ * slowed the full-size model's one-row products, which two threads still speed up). */
+#define CPU_GEMM_THREADED_MIN ((size_t)1 << 20)
+
 typedef void (*range_fn)(void *ctx, size_t begin, size_t end);
 
 typedef struct cpu_pool {
@@ -96,9 +101,17 @@ static void *worker_main(void *p) {
     return NULL;
 }
 
-/* Runs fn over [0, total) split across the pool; small jobs run inline. `grain` is the least
- * number of items worth handing to another thread. */
-static void parallel_for(cpu_impl *im, size_t total, size_t grain, range_fn fn, void *ctx) {
+/* Element operations below which a loop is not worth splitting: handing a range to another
+ * thread and waiting for it costs tens of microseconds on a loaded machine (two futex round
+ * trips), about what a core needs for this many simple float operations. Incremental patched
+ * runs issue many operations of a few rows, and those stay on the calling thread. */
+#define CPU_PARALLEL_MIN_OPS ((size_t)1 << 17)
+
+/* Runs fn over [0, total) split across the pool; jobs of less than CPU_PARALLEL_MIN_OPS per
+ * thread run inline. `cost` is an item's work in simple float operations (a row of d elements
+ * costs about d). */
+static void parallel_for(cpu_impl *im, size_t total, size_t cost, range_fn fn, void *ctx) {
+    size_t grain = cost >= CPU_PARALLEL_MIN_OPS ? 1 : CPU_PARALLEL_MIN_OPS / (cost ? cost : 1);
     cpu_pool *pool = &im->pool;
     if (pool->n_workers == 0 || total < 2 * grain) {
         if (total > 0) {
@@ -229,7 +242,7 @@ static int cpu_copy2d(model_backend *be, model_ref dst, size_t dst_ld, model_ref
         return rc;
     }
     copy_ctx c = {at(dst), at(src), dst_ld, src_ld, cols};
-    parallel_for(impl_of(be), rows, 1 + 16384 / cols, copy_rows, &c);
+    parallel_for(impl_of(be), rows, cols, copy_rows, &c);
     return 0;
 }
 
@@ -249,7 +262,7 @@ static int cpu_fill(model_backend *be, model_ref dst, size_t n, float value, cha
     int rc = check_range(dst, n, "fill", err);
     if (rc == 0) {
         fill_ctx c = {at(dst), value};
-        parallel_for(impl_of(be), n, 65536, fill_range, &c);
+        parallel_for(impl_of(be), n, 1, fill_range, &c);
     }
     return rc;
 }
@@ -288,11 +301,21 @@ static int cpu_gemm(model_backend *be, const model_gemm *g, char *err) {
     }
     gemm_ctx c = {g, at(g->a), at(g->b), at(g->c)};
     cpu_impl *im = impl_of(be);
-    if (g->batch >= 2 * (im->pool.n_workers + 1) && im->pool.n_workers > 0) {
-        /* many small products (attention heads): one single-threaded sgemm per item, items
-         * spread over the pool, rather than each small product split across OpenBLAS' threads */
+    size_t item = g->m * g->n * g->k; /* multiply-adds of one product */
+    if (im->n_threads == 1) {
+        gemm_items(&c, 0, g->batch);
+    } else if (g->batch >= 2 * (im->pool.n_workers + 1)) {
+        /* many products (attention heads): one single-threaded sgemm per item, items spread
+         * over the pool (inline when all of them are small), rather than each product split
+         * across OpenBLAS' threads */
         openblas_set_num_threads(1);
-        parallel_for(im, g->batch, 1, gemm_items, &c);
+        parallel_for(im, g->batch, item, gemm_items, &c);
+        openblas_set_num_threads((int)im->n_threads);
+    } else if (item * g->batch < CPU_GEMM_THREADED_MIN) {
+        /* a small product (an incremental run's few rows): splitting it costs more in thread
+         * hand-offs than it saves */
+        openblas_set_num_threads(1);
+        gemm_items(&c, 0, g->batch);
         openblas_set_num_threads((int)im->n_threads);
     } else {
         gemm_items(&c, 0, g->batch);
@@ -331,7 +354,7 @@ static int cpu_add(model_backend *be, model_ref dst, model_ref a, model_ref b, s
         return COMMON_ERR_INVALID;
     }
     add_ctx c = {at(dst), at(a), at(b)};
-    parallel_for(impl_of(be), n, 32768, add_range, &c);
+    parallel_for(impl_of(be), n, 1, add_range, &c);
     return 0;
 }
 
@@ -399,7 +422,7 @@ static int cpu_layer_norm(model_backend *be, model_ref x, model_ref norm, model_
         return COMMON_ERR_INVALID;
     }
     rows_ctx c = {at(norm), at(x), NULL, NULL, at(scale), d, eps};
-    parallel_for(impl_of(be), rows, 1 + 8192 / (d ? d : 1), ln_rows, &c);
+    parallel_for(impl_of(be), rows, 4 * d, ln_rows, &c); /* mean, variance, scale */
     return 0;
 }
 
@@ -421,7 +444,7 @@ static int cpu_affine(model_backend *be, model_ref y, model_ref x, model_ref w, 
         return COMMON_ERR_INVALID;
     }
     rows_ctx c = {at(y), at(x), at(w), at(b), NULL, d, 0};
-    parallel_for(impl_of(be), rows, 1 + 16384 / (d ? d : 1), affine_rows, &c);
+    parallel_for(impl_of(be), rows, d, affine_rows, &c);
     return 0;
 }
 
@@ -455,7 +478,7 @@ static int cpu_gather_rows(model_backend *be, model_ref dst, model_ref table, mo
         }
     }
     gather_ctx c = {at(dst), at(table), ix, d};
-    parallel_for(impl_of(be), n, 1 + 16384 / (d ? d : 1), gather_range, &c);
+    parallel_for(impl_of(be), n, d, gather_range, &c);
     return 0;
 }
 
@@ -526,7 +549,7 @@ static int cpu_attn_mask(model_backend *be, model_ref scores, const model_attn_r
         return 0;
     }
     attn_ctx c = {at(scores), NULL, *g, attn_scale};
-    parallel_for(impl_of(be), g->n_heads * (g->q_end - g->q_begin), 16, mask_range, &c);
+    parallel_for(impl_of(be), g->n_heads * (g->q_end - g->q_begin), g->n_keys, mask_range, &c);
     return 0;
 }
 
@@ -567,7 +590,8 @@ static int cpu_softmax(model_backend *be, model_ref pattern, model_ref scores,
         return 0;
     }
     attn_ctx c = {at(pattern), at(scores), *g, 1.0f};
-    parallel_for(impl_of(be), g->n_heads * (g->q_end - g->q_begin), 16, softmax_range, &c);
+    parallel_for(impl_of(be), g->n_heads * (g->q_end - g->q_begin), 8 * g->n_keys, softmax_range,
+                 &c); /* max, exp, sum, scale */
     return 0;
 }
 
@@ -589,7 +613,7 @@ static int cpu_gelu_new(model_backend *be, model_ref dst, model_ref src, size_t 
         return COMMON_ERR_INVALID;
     }
     add_ctx c = {at(dst), at(src), NULL};
-    parallel_for(impl_of(be), n, 16384, gelu_range, &c);
+    parallel_for(impl_of(be), n, 16, gelu_range, &c); /* a cubic and an exp */
     return 0;
 }
 

@@ -1,9 +1,9 @@
 /*
  * test_coord_store: the SQLite store. Schema creation and its pragmas (WAL, foreign keys),
  * migration of a version-1 database, refusal of a newer one, the read-only mode, models with
- * the SHA-256 of their weights, idempotent submissions, the task state machine with fencing,
- * results stored once, per-task partials whose merge in the views does not depend on the split,
- * and the documented view columns.
+ * the SHA-256 of their weights, games that must fit an aggregate's context, idempotent submissions,
+ * the task state machine with fencing, results stored once, per-task partials whose merge in the
+ * views does not depend on the split, and the documented view columns.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -290,6 +290,58 @@ static void test_model_record(void **state) {
     assert_true(query_int(db, "SELECT d_vocab FROM model") >= 77);
     assert_int_equal(coordinator_model_record(s, "/nonexistent-model-dir", &id, err),
                      COMMON_ERR_NOT_FOUND);
+    coordinator_store_close(&s);
+}
+
+/* An aggregate analysis over a game longer than the model's n_ctx is refused at submission,
+ * naming the game; a patch analysis (which reads only its cut-offs) is not. */
+static void test_game_lengths(void **state) {
+    (void)state;
+    coordinator_store *s = open_fresh("lengths.db");
+    int64_t model_id = 0, ds = 0, sweep = 0;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/random-tiny", CHESSLENS_SOURCE_DIR);
+    assert_int_equal(coordinator_model_record(s, dir, &model_id, err), 0); /* n_ctx 48 */
+    assert_int_equal(coordinator_dataset_create(s, "long", "test", false, &ds, err), 0);
+    coordinator_import_stats st = {0};
+    assert_int_equal(coordinator_games_generate(s, ds, 3, 5, 0, &st, NULL, err), 0);
+    sqlite3 *db = coordinator_store_db(s);
+    assert_true(query_int(db, "SELECT min(n_tokens) FROM game") > 48);
+    static const char *const aggregates[] = {
+        "{\"kind\":\"predictions\",\"top_k\":3}",
+        "{\"kind\":\"neuron_stats\",\"by\":\"phase\"}",
+        "{\"kind\":\"legal_stats\",\"components\":[\"embeds\"]}",
+    };
+    const char *patch = "{\"kind\":\"patch\",\"patch\":\"resid_pre\",\"cutoffs\":[20],"
+                        "\"corrupt\":{\"with\":\"each_legal_alternative\"},"
+                        "\"metric\":{\"kind\":\"legal_mass\"}}";
+    for (size_t i = 0; i < 3; i++) {
+        char json[1024];
+        snprintf(json, sizeof json,
+                 "{\"name\":\"a%zu\",\"model\":\"m\",\"dataset\":\"long\",\"games\":[1,3],"
+                 "\"analyses\":[%s,%s]}",
+                 i, patch, aggregates[i]);
+        assert_int_equal(
+            coordinator_sweep_submit(s, json, strlen(json), NULL, model_id, &sweep, NULL, err),
+            COMMON_ERR_INVALID);
+        assert_non_null(strstr(err, "analyses[1]: game 1 of dataset 'long' has "));
+        assert_non_null(strstr(err, "more than the model's n_ctx (48)"));
+    }
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sweep"), 0);
+    /* patch only, or no model known: accepted */
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"name\":\"p\",\"model\":\"m\",\"dataset\":\"long\",\"games\":[0,3],"
+             "\"analyses\":[%s]}",
+             patch);
+    assert_int_equal(
+        coordinator_sweep_submit(s, json, strlen(json), NULL, model_id, &sweep, NULL, err), 0);
+    snprintf(json, sizeof json,
+             "{\"name\":\"n\",\"model\":\"m\",\"dataset\":\"long\",\"games\":[0,3],"
+             "\"analyses\":[%s]}",
+             aggregates[0]);
+    assert_int_equal(coordinator_sweep_submit(s, json, strlen(json), NULL, 0, &sweep, NULL, err),
+                     0);
     coordinator_store_close(&s);
 }
 
@@ -751,6 +803,7 @@ int main(void) {
         cmocka_unit_test(test_readonly),
         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_model_record),
+        cmocka_unit_test(test_game_lengths),
         cmocka_unit_test(test_duplicate_submission),
         cmocka_unit_test(test_task_fencing),
         cmocka_unit_test(test_partial_merges),
