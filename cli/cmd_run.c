@@ -242,7 +242,8 @@ int cli_run(int argc, char **argv) {
     coordinator_plan_opts plan = {(size_t)pairs_per_task, (size_t)games_per_task};
     size_t n_tasks = 0, n_requeued = 0;
     if (coordinator_plan_sweep(store, sweep_id, spec, &plan, &n_tasks, err) != 0 ||
-        coordinator_tasks_expire(store, INT64_MAX, (uint32_t)max_attempts, &n_requeued, err) != 0) {
+        coordinator_tasks_expire(store, INT64_MAX, (uint32_t)max_attempts, 0, 0, &n_requeued,
+                                 err) != 0) {
         goto fail;
     }
     coordinator_sweep_progress p;

@@ -160,7 +160,7 @@ bool coordinator_name_valid(const char *name);
 /* Store                                                                                       */
 
 /* The schema version this code writes (PRAGMA user_version). */
-#define COORDINATOR_SCHEMA_VERSION 2
+#define COORDINATOR_SCHEMA_VERSION 3
 
 typedef struct coordinator_store coordinator_store;
 
@@ -303,6 +303,7 @@ int coordinator_tasks_add(coordinator_store *s, int64_t job_id, const coordinato
 /* A leased task. The strings and body are owned by the array (coordinator_leases_free). */
 typedef struct coordinator_lease {
     int64_t task_id, job_id, sweep_id;
+    size_t analysis; /* the job's index in its sweep's spec */
     char *key;
     void *body;
     size_t body_len;
@@ -311,7 +312,8 @@ typedef struct coordinator_lease {
     int64_t deadline_ns; /* lease deadline as given (CLOCK_MONOTONIC ns of the coordinator) */
 } coordinator_lease;
 
-/* Leases up to max pending tasks (lowest ids first; those with not_before_ns <= now_ns) to
+/* Leases up to max pending tasks of active sweeps (lowest ids first; those with not_before_ns
+ * <= now_ns; a cancelled sweep's tasks stay pending) to
  * worker in one transaction: state leased, worker, lease_epoch + 1, attempts + 1, deadline
  * deadline_ns. *out (coordinator_leases_free) receives *n_out leases (0 when none is pending;
  * *out may then be NULL). */
@@ -339,11 +341,12 @@ int coordinator_task_fail(coordinator_store *s, int64_t task_id, uint64_t epoch,
                           uint32_t max_attempts, int64_t not_before_ns, coordinator_fence *status,
                           char *err);
 
-/* Requeues every leased task whose deadline is before now_ns (last_error "lease expired"), or
- * marks it dead when its attempts reached max_attempts (0: no limit). n (may be NULL) receives
- * the count. */
-int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_attempts, size_t *n,
-                             char *err);
+/* Requeues every leased task whose deadline is before now_ns (last_error "lease expired") with
+ * a backoff like a failure's: not before now_ns + a uniform draw in [0, min(cap, base *
+ * 2^(attempts-1))) (base 0: no backoff); or marks it dead when its attempts reached
+ * max_attempts (0: no limit). n (may be NULL) receives the count. */
+int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_attempts,
+                             int64_t backoff_base_ns, int64_t backoff_cap_ns, size_t *n, char *err);
 
 /* Task counts of a sweep by state, for progress and for deciding when it is finished. */
 typedef struct coordinator_sweep_progress {
@@ -404,6 +407,79 @@ typedef struct coordinator_results {
 int coordinator_task_complete(coordinator_store *s, int64_t task_id, uint64_t epoch,
                               const coordinator_results *results, coordinator_fence *status,
                               char *err);
+
+/* ---- batches ---- */
+
+/* A batch makes many store operations one transaction (the scheduler's: every dispatch,
+ * completion and reply of one turn of its loop share a commit). Between batch_begin and
+ * batch_commit each operation above runs in a savepoint, so one that fails undoes only itself
+ * and the batch goes on; nothing is durable before batch_commit returns 0. A batch that fails
+ * to commit is rolled back whole. One batch at a time (INVALID otherwise). */
+int coordinator_store_batch_begin(coordinator_store *s, char *err);
+int coordinator_store_batch_commit(coordinator_store *s, char *err);
+void coordinator_store_batch_rollback(coordinator_store *s);
+
+/* ---- sweep control: what the service's clients ask for ---- */
+
+/* A sweep with its task counts. */
+typedef struct coordinator_sweep_info {
+    int64_t id;
+    char name[COORDINATOR_MAX_NAME + 1];
+    bool cancelled;
+    int64_t created_at; /* Unix seconds */
+    coordinator_sweep_progress progress;
+    uint64_t rows; /* result rows its tasks stored (the result tables' rows, pairs included) */
+} coordinator_sweep_info;
+
+/* The context length and vocabulary size of a recorded model, for
+ * coordinator_spec_check_model. */
+int coordinator_model_limits(coordinator_store *s, int64_t model_id, size_t *n_ctx, size_t *d_vocab,
+                             char *err);
+
+/* The id of the sweep named name; NOT_FOUND when none. */
+int coordinator_sweep_find(coordinator_store *s, const char *name, int64_t *id, char *err);
+/* Sweep sweep_id (0: every sweep, by id) with its counts. *out (free) receives *n entries. */
+int coordinator_sweeps_list(coordinator_store *s, int64_t sweep_id, coordinator_sweep_info **out,
+                            size_t *n, char *err);
+
+/* What a dispatch of the sweep's tasks needs: the canonical spec text and the model directory
+ * with the SHA-256 of its weights (*spec, *model_path: free). INVALID when the sweep has no
+ * model recorded. */
+int coordinator_sweep_dispatch_info(coordinator_store *s, int64_t sweep_id, char **spec,
+                                    char **model_path, char model_sha256[65], char *err);
+
+/* A dead task and its last error (strings owned by the array: coordinator_dead_tasks_free). */
+typedef struct coordinator_dead_task {
+    int64_t task_id, sweep_id;
+    char *key;
+    uint32_t attempts;
+    char *error;
+} coordinator_dead_task;
+
+/* Up to max dead tasks of sweep_id (0: of every sweep), by id. */
+int coordinator_dead_tasks(coordinator_store *s, int64_t sweep_id, size_t max,
+                           coordinator_dead_task **out, size_t *n, char *err);
+void coordinator_dead_tasks_free(coordinator_dead_task *t, size_t n);
+
+/* A task and a lease epoch. */
+typedef struct coordinator_task_ref {
+    int64_t task_id;
+    uint64_t epoch;
+} coordinator_task_ref;
+
+/* Cancels the sweep in one transaction: its state becomes cancelled, so its pending tasks are
+ * no longer leased, and its leased tasks go back to pending without counting an attempt; their
+ * epochs, returned in *leased (free; *n_leased entries), no longer fence anything in, so a late
+ * report of them is answered lease_lost. Cancelling twice changes nothing more. */
+int coordinator_sweep_cancel(coordinator_store *s, int64_t sweep_id, coordinator_task_ref **leased,
+                             size_t *n_leased, char *err);
+/* Gives the sweep's dead tasks another max_attempts: back to pending with attempts 0 and no
+ * backoff (their last error is kept until they run again). *n (may be NULL): tasks requeued. */
+int coordinator_sweep_retry_dead(coordinator_store *s, int64_t sweep_id, size_t *n, char *err);
+
+/* Sets the deadline of every leased task to deadline_ns: a coordinator that starts re-arms the
+ * leases of the one before it, whose monotonic clock meant nothing to this one. */
+int coordinator_tasks_rearm(coordinator_store *s, int64_t deadline_ns, size_t *n, char *err);
 
 /* ---- workers ---- */
 

@@ -148,7 +148,7 @@ int coordinator_games_add(coordinator_store *s, int64_t dataset_id, const char *
     writer w = {0};
     coordinator_import_stats counts = {0};
     chess_token_info *tokens = NULL;
-    int rc = store_begin(s->db, err);
+    int rc = store_begin(s, err);
     if (rc != 0) {
         return rc;
     }
@@ -203,8 +203,8 @@ int coordinator_games_add(coordinator_store *s, int64_t dataset_id, const char *
         tokens = NULL;
     }
     writer_finalize(&w);
-    if ((rc = store_commit(s->db, err)) != 0) {
-        store_rollback(s->db);
+    if ((rc = store_commit(s, err)) != 0) {
+        store_rollback(s);
         return rc;
     }
     st->n_read += counts.n_read;
@@ -216,7 +216,7 @@ int coordinator_games_add(coordinator_store *s, int64_t dataset_id, const char *
 fail:
     free(tokens);
     writer_finalize(&w);
-    store_rollback(s->db);
+    store_rollback(s);
     return rc;
 }
 

@@ -18,50 +18,10 @@
 
 #include "chess/chess.h"
 #include "coordinator/store_int.h"
+#include "coordinator/work_int.h"
 
 #define DEFAULT_PAIRS_PER_TASK 64
 #define DEFAULT_GAMES_PER_TASK 64
-
-/* ---- storage of a work: every block it owns, freed together ---- */
-
-struct coordinator_work_mem {
-    void **blocks;
-    size_t n, cap;
-};
-
-static void mem_free_all(struct coordinator_work_mem *m) {
-    for (size_t i = 0; i < m->n; i++) {
-        free(m->blocks[i]);
-    }
-    m->n = 0;
-}
-
-/* A zeroed block of n * size bytes owned by m, or NULL when out of memory. */
-static void *mem_alloc(struct coordinator_work_mem *m, size_t n, size_t size) {
-    if (m->n == m->cap) {
-        size_t cap = m->cap > 0 ? 2 * m->cap : 64;
-        void **b = realloc(m->blocks, cap * sizeof *b);
-        if (b == NULL) {
-            return NULL;
-        }
-        m->blocks = b;
-        m->cap = cap;
-    }
-    void *p = calloc(n > 0 ? n : 1, size > 0 ? size : 1);
-    if (p != NULL) {
-        m->blocks[m->n++] = p;
-    }
-    return p;
-}
-
-static char *mem_strdup(struct coordinator_work_mem *m, const char *s) {
-    size_t len = strlen(s);
-    char *p = mem_alloc(m, len + 1, 1);
-    if (p != NULL) {
-        memcpy(p, s, len + 1);
-    }
-    return p;
-}
 
 /* ---- games as stored ---- */
 
@@ -133,11 +93,11 @@ static int read_game(game_reader *r, uint64_t idx, size_t limit, struct coordina
     }
     g->n_tokens = (size_t)n_tokens;
     g->n_loaded = g->n_tokens < limit ? g->n_tokens : limit;
-    g->uci = mem_strdup(m, uci != NULL ? uci : "");
-    g->text = mem_alloc(m, g->n_loaded, sizeof *g->text);
-    g->ptr = mem_alloc(m, g->n_loaded, sizeof *g->ptr);
-    g->phase = mem_alloc(m, g->n_loaded, sizeof *g->phase);
-    g->n_legal = mem_alloc(m, g->n_loaded, sizeof *g->n_legal);
+    g->uci = work_mem_strdup(m, uci != NULL ? uci : "");
+    g->text = work_mem_alloc(m, g->n_loaded, sizeof *g->text);
+    g->ptr = work_mem_alloc(m, g->n_loaded, sizeof *g->ptr);
+    g->phase = work_mem_alloc(m, g->n_loaded, sizeof *g->phase);
+    g->n_legal = work_mem_alloc(m, g->n_loaded, sizeof *g->n_legal);
     sqlite3_reset(r->game);
     if (g->uci == NULL || g->text == NULL || g->ptr == NULL || g->phase == NULL ||
         g->n_legal == NULL) {
@@ -416,7 +376,7 @@ static int plan_patch(game_reader *r, const coordinator_spec *spec, size_t analy
         other_p = &other;
     }
     for (uint64_t gi = spec->game_from; gi < spec->game_to; gi++) {
-        mem_free_all(&mem);
+        work_mem_free_all(&mem);
         if ((rc = read_game(r, gi, limit, &mem, &g, err)) != 0) {
             goto fail;
         }
@@ -437,8 +397,8 @@ static int plan_patch(game_reader *r, const coordinator_spec *spec, size_t analy
     }
 
 fail:
-    mem_free_all(&mem);
-    mem_free_all(&other_mem);
+    work_mem_free_all(&mem);
+    work_mem_free_all(&other_mem);
     free(mem.blocks);
     free(other_mem.blocks);
     for (size_t k = 0; per != NULL && k < n_cut; k++) {
@@ -573,19 +533,6 @@ done:
 }
 
 /* ---- loading the work of a task ---- */
-
-void coordinator_work_destroy(coordinator_work **w) {
-    if (w == NULL || *w == NULL) {
-        return;
-    }
-    if ((*w)->mem != NULL) {
-        mem_free_all((*w)->mem);
-        free((*w)->mem->blocks);
-        free((*w)->mem);
-    }
-    free(*w);
-    *w = NULL;
-}
 
 /* What a body says. */
 typedef struct task_body {
@@ -737,8 +684,8 @@ static int alternatives(const game_rows *g, long p, char alt[68][4], size_t *n, 
  * clean is g's first N token texts. */
 static int make_token_pair(struct coordinator_work_mem *m, const game_rows *g, size_t N, long p,
                            const char *text, coordinator_pair *out, char *err) {
-    const char **corrupted = mem_alloc(m, N, sizeof *corrupted);
-    char *tok = mem_strdup(m, text);
+    const char **corrupted = work_mem_alloc(m, N, sizeof *corrupted);
+    char *tok = work_mem_strdup(m, text);
     if (corrupted == NULL || tok == NULL) {
         return common_fail(err, COMMON_ERR_NOMEM, "work: out of memory");
     }
@@ -788,7 +735,7 @@ static int load_patch(game_reader *r, coordinator_work *w, const task_body *b, c
                          "work: the task plans %zu pairs, its games give %zu", b->pairs, total);
         goto done;
     }
-    pairs = mem_alloc(m, total, sizeof *pairs);
+    pairs = work_mem_alloc(m, total, sizeof *pairs);
     if (pairs == NULL) {
         rc = common_fail(err, COMMON_ERR_NOMEM, "work: out of memory");
         goto done;
@@ -847,7 +794,7 @@ done:
 
 static int load_games(game_reader *r, coordinator_work *w, const task_body *b, char *err) {
     size_t n = (size_t)(b->to - b->from);
-    coordinator_work_game *games = mem_alloc(w->mem, n, sizeof *games);
+    coordinator_work_game *games = work_mem_alloc(w->mem, n, sizeof *games);
     if (games == NULL) {
         return common_fail(err, COMMON_ERR_NOMEM, "work: out of memory");
     }
@@ -899,8 +846,8 @@ int coordinator_work_load(coordinator_store *s, const coordinator_spec *spec, in
                                "work: cut-off %zu is not one of analysis %zu", b.cutoff, analysis);
         }
     }
-    w = calloc(1, sizeof *w);
-    if (w == NULL || (w->mem = calloc(1, sizeof *w->mem)) == NULL) {
+    w = work_new();
+    if (w == NULL) {
         rc = common_fail(err, COMMON_ERR_NOMEM, "work: out of memory");
         goto fail;
     }

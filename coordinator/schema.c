@@ -210,7 +210,13 @@ static const char *const step2[] = {
     NULL,
 };
 
-static const char *const *const steps[] = {step1, step2};
+/* 3: the result rows each task stored, so progress queries need not count result tables */
+static const char *const step3[] = {
+    "ALTER TABLE task ADD COLUMN n_rows INTEGER NOT NULL DEFAULT 0;",
+    NULL,
+};
+
+static const char *const *const steps[] = {step1, step2, step3};
 
 size_t store_schema_steps(void) {
     return sizeof steps / sizeof steps[0];
@@ -235,7 +241,7 @@ int store_migrate(sqlite3 *db, int target, char *err) {
     if (target < 0 || (size_t)target > store_schema_steps()) {
         return common_fail(err, COMMON_ERR_INVALID, "store: no schema version %d", target);
     }
-    int rc = store_begin(db, err);
+    int rc = store_exec(db, "BEGIN IMMEDIATE", "begin migration", err);
     if (rc != 0) {
         return rc;
     }
@@ -265,9 +271,9 @@ int store_migrate(sqlite3 *db, int target, char *err) {
             goto fail;
         }
     }
-    return store_commit(db, err);
+    return store_exec(db, "COMMIT", "commit migration", err);
 
 fail:
-    store_rollback(db);
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }

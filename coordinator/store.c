@@ -43,17 +43,54 @@ int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *w
     return 0;
 }
 
-int store_begin(sqlite3 *db, char *err) {
-    return store_exec(db, "BEGIN IMMEDIATE", "begin", err);
+int store_begin(coordinator_store *s, char *err) {
+    return s->batch ? store_exec(s->db, "SAVEPOINT op", "begin", err)
+                    : store_exec(s->db, "BEGIN IMMEDIATE", "begin", err);
 }
 
-int store_commit(sqlite3 *db, char *err) {
-    return store_exec(db, "COMMIT", "commit", err);
+int store_commit(coordinator_store *s, char *err) {
+    return s->batch ? store_exec(s->db, "RELEASE op", "commit", err)
+                    : store_exec(s->db, "COMMIT", "commit", err);
 }
 
-void store_rollback(sqlite3 *db) {
-    if (!sqlite3_get_autocommit(db)) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+void store_rollback(coordinator_store *s) {
+    if (sqlite3_get_autocommit(s->db)) {
+        return; /* SQLite rolled the whole transaction back itself (e.g. SQLITE_FULL) */
+    }
+    sqlite3_exec(s->db, s->batch ? "ROLLBACK TO op; RELEASE op" : "ROLLBACK", NULL, NULL, NULL);
+}
+
+int coordinator_store_batch_begin(coordinator_store *s, char *err) {
+    if (s->batch) {
+        return common_fail(err, COMMON_ERR_INVALID, "store: a batch is open already");
+    }
+    int rc = store_exec(s->db, "BEGIN IMMEDIATE", "begin batch", err);
+    if (rc == 0) {
+        s->batch = true;
+    }
+    return rc;
+}
+
+int coordinator_store_batch_commit(coordinator_store *s, char *err) {
+    if (!s->batch) {
+        return common_fail(err, COMMON_ERR_INVALID, "store: no batch is open");
+    }
+    s->batch = false;
+    if (sqlite3_get_autocommit(s->db)) {
+        return common_fail(err, COMMON_ERR_IO,
+                           "commit batch: the transaction was rolled back by an earlier error");
+    }
+    int rc = store_exec(s->db, "COMMIT", "commit batch", err);
+    if (rc != 0) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+void coordinator_store_batch_rollback(coordinator_store *s) {
+    s->batch = false;
+    if (!sqlite3_get_autocommit(s->db)) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     }
 }
 
@@ -369,7 +406,7 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
                              const char *submission_id, int64_t model_id, int64_t *sweep_id,
                              bool *existed, char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_begin(s->db, err);
+    int rc = store_begin(s, err);
     if (rc != 0) {
         return rc;
     }
@@ -381,7 +418,7 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
             goto fail;
         }
         if (found) {
-            store_rollback(s->db);
+            store_rollback(s);
             if (!same) {
                 return common_fail(err, COMMON_ERR_INVALID,
                                    "sweep: submission '%s' was made with another spec",
@@ -454,7 +491,7 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
     }
     sqlite3_finalize(st);
     st = NULL;
-    if ((rc = store_commit(s->db, err)) != 0) {
+    if ((rc = store_commit(s, err)) != 0) {
         goto fail;
     }
     *sweep_id = id;
@@ -465,7 +502,7 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
 
 fail:
     sqlite3_finalize(st);
-    store_rollback(s->db);
+    store_rollback(s);
     return rc;
 }
 

@@ -15,6 +15,7 @@
 struct coordinator_store {
     sqlite3 *db;
     bool readonly;
+    bool batch; /* inside coordinator_store_batch_begin: transactions below nest as savepoints */
 };
 
 /* The number of migration steps; step i (1-based) takes user_version i - 1 to i. */
@@ -35,10 +36,12 @@ int store_exec(sqlite3 *db, const char *sql, const char *what, char *err);
 /* Prepares sql into *st; an error names what. */
 int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what, char *err);
 
-/* BEGIN IMMEDIATE / COMMIT / ROLLBACK (rollback ignores errors: it runs on failure paths). */
-int store_begin(sqlite3 *db, char *err);
-int store_commit(sqlite3 *db, char *err);
-void store_rollback(sqlite3 *db);
+/* One store operation's transaction: BEGIN IMMEDIATE / COMMIT / ROLLBACK, or inside a batch
+ * (coordinator_store_batch_begin) a savepoint, so that a failed operation undoes only itself
+ * (rollback ignores errors: it runs on failure paths). */
+int store_begin(coordinator_store *s, char *err);
+int store_commit(coordinator_store *s, char *err);
+void store_rollback(coordinator_store *s);
 
 /* The phase codes stored in position.phase are chess_phase values. */
 

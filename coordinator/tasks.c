@@ -32,7 +32,7 @@ int coordinator_tasks_add(coordinator_store *s, int64_t job_id, const coordinato
                           size_t n, size_t *n_added, char *err) {
     sqlite3_stmt *st = NULL;
     size_t added = 0;
-    int rc = store_begin(s->db, err);
+    int rc = store_begin(s, err);
     if (rc != 0) {
         return rc;
     }
@@ -54,10 +54,10 @@ int coordinator_tasks_add(coordinator_store *s, int64_t job_id, const coordinato
     }
     sqlite3_finalize(st);
     if (rc == 0) {
-        rc = store_commit(s->db, err);
+        rc = store_commit(s, err);
     }
     if (rc != 0) {
-        store_rollback(s->db);
+        store_rollback(s);
         return rc;
     }
     if (n_added != NULL) {
@@ -85,15 +85,15 @@ int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max
     if (max == 0) {
         return 0;
     }
-    int rc = store_begin(s->db, err);
+    int rc = store_begin(s, err);
     if (rc != 0) {
         return rc;
     }
     if ((rc = store_prepare(s->db,
-                            "SELECT t.id, t.job_id, j.sweep_id, t.key, t.body FROM task t "
-                            "JOIN job j ON j.id = t.job_id "
+                            "SELECT t.id, t.job_id, j.sweep_id, t.key, t.body, j.idx FROM task t "
+                            "JOIN job j ON j.id = t.job_id JOIN sweep w ON w.id = j.sweep_id "
                             "WHERE t.state = 'pending' AND t.not_before_ns <= ? "
-                            "ORDER BY t.id LIMIT ?",
+                            "AND w.state = 'active' ORDER BY t.id LIMIT ?",
                             &sel, "select pending tasks", err)) != 0 ||
         (rc = store_prepare(s->db,
                             "UPDATE task SET state = 'leased', worker = ?, "
@@ -115,6 +115,7 @@ int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max
         l->task_id = sqlite3_column_int64(sel, 0);
         l->job_id = sqlite3_column_int64(sel, 1);
         l->sweep_id = sqlite3_column_int64(sel, 2);
+        l->analysis = (size_t)sqlite3_column_int64(sel, 5);
         const char *key = (const char *)sqlite3_column_text(sel, 3);
         l->key = strdup(key != NULL ? key : "");
         l->body_len = (size_t)sqlite3_column_bytes(sel, 4);
@@ -148,7 +149,7 @@ int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max
     sqlite3_finalize(sel);
     sqlite3_finalize(upd);
     sel = upd = NULL;
-    if ((rc = store_commit(s->db, err)) != 0) {
+    if ((rc = store_commit(s, err)) != 0) {
         goto fail;
     }
     if (n == 0) {
@@ -162,7 +163,7 @@ int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max
 fail:
     sqlite3_finalize(sel);
     sqlite3_finalize(upd);
-    store_rollback(s->db);
+    store_rollback(s);
     coordinator_leases_free(leases, n);
     return rc;
 }
@@ -194,16 +195,16 @@ static int task_state(sqlite3 *db, int64_t task_id, char state[8], uint64_t *epo
 
 /* Begins a transaction and classifies the report: *status STORED when the task is leased with
  * epoch (the transaction stays open), else ALREADY_STORED / FENCED (rolled back). */
-static int begin_fenced(sqlite3 *db, int64_t task_id, uint64_t epoch, coordinator_fence *status,
-                        int64_t *job_id, uint32_t *attempts, char *err) {
-    int rc = store_begin(db, err);
+static int begin_fenced(coordinator_store *s, int64_t task_id, uint64_t epoch,
+                        coordinator_fence *status, int64_t *job_id, uint32_t *attempts, char *err) {
+    int rc = store_begin(s, err);
     if (rc != 0) {
         return rc;
     }
     char state[8] = "";
     uint64_t current = 0;
-    if ((rc = task_state(db, task_id, state, &current, job_id, attempts, err)) != 0) {
-        store_rollback(db);
+    if ((rc = task_state(s->db, task_id, state, &current, job_id, attempts, err)) != 0) {
+        store_rollback(s);
         return rc;
     }
     if (strcmp(state, "done") == 0) {
@@ -214,7 +215,7 @@ static int begin_fenced(sqlite3 *db, int64_t task_id, uint64_t epoch, coordinato
         *status = COORDINATOR_STORED;
         return 0;
     }
-    store_rollback(db);
+    store_rollback(s);
     return 0;
 }
 
@@ -222,7 +223,7 @@ int coordinator_task_extend(coordinator_store *s, int64_t task_id, uint64_t epoc
                             int64_t deadline_ns, coordinator_fence *status, char *err) {
     int64_t job_id = 0;
     uint32_t attempts = 0;
-    int rc = begin_fenced(s->db, task_id, epoch, status, &job_id, &attempts, err);
+    int rc = begin_fenced(s, task_id, epoch, status, &job_id, &attempts, err);
     if (rc != 0 || *status != COORDINATOR_STORED) {
         return rc;
     }
@@ -236,10 +237,10 @@ int coordinator_task_extend(coordinator_store *s, int64_t task_id, uint64_t epoc
     }
     sqlite3_finalize(st);
     if (rc == 0) {
-        rc = store_commit(s->db, err);
+        rc = store_commit(s, err);
     }
     if (rc != 0) {
-        store_rollback(s->db);
+        store_rollback(s);
     }
     return rc;
 }
@@ -249,7 +250,7 @@ int coordinator_task_fail(coordinator_store *s, int64_t task_id, uint64_t epoch,
                           char *err) {
     int64_t job_id = 0;
     uint32_t attempts = 0;
-    int rc = begin_fenced(s->db, task_id, epoch, status, &job_id, &attempts, err);
+    int rc = begin_fenced(s, task_id, epoch, status, &job_id, &attempts, err);
     if (rc != 0 || *status != COORDINATOR_STORED) {
         return rc;
     }
@@ -268,21 +269,25 @@ int coordinator_task_fail(coordinator_store *s, int64_t task_id, uint64_t epoch,
     }
     sqlite3_finalize(st);
     if (rc == 0) {
-        rc = store_commit(s->db, err);
+        rc = store_commit(s, err);
     }
     if (rc != 0) {
-        store_rollback(s->db);
+        store_rollback(s);
     }
     return rc;
 }
 
-int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_attempts, size_t *n,
+int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_attempts,
+                             int64_t backoff_base_ns, int64_t backoff_cap_ns, size_t *n,
                              char *err) {
     sqlite3_stmt *st = NULL;
+    /* full jitter: uniform in [0, min(cap, base * 2^(attempts-1))), drawn by SQLite per task */
     int rc = store_prepare(s->db,
                            "UPDATE task SET state = CASE WHEN ?1 > 0 AND attempts >= ?1 "
                            "THEN 'dead' ELSE 'pending' END, last_error = 'lease expired', "
-                           "worker = NULL, lease_deadline_ns = NULL "
+                           "worker = NULL, lease_deadline_ns = NULL, "
+                           "not_before_ns = CASE WHEN ?3 > 0 THEN ?2 + abs(random() % "
+                           "max(1, min(?4, ?3 << min(max(attempts - 1, 0), 40)))) ELSE 0 END "
                            "WHERE state = 'leased' AND lease_deadline_ns < ?2",
                            &st, "expire leases", err);
     if (rc != 0) {
@@ -290,6 +295,8 @@ int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_
     }
     sqlite3_bind_int64(st, 1, max_attempts);
     sqlite3_bind_int64(st, 2, now_ns);
+    sqlite3_bind_int64(st, 3, backoff_base_ns);
+    sqlite3_bind_int64(st, 4, backoff_cap_ns);
     rc = step_done(s->db, st, "expire leases", err);
     sqlite3_finalize(st);
     if (rc == 0 && n != NULL) {
@@ -586,10 +593,11 @@ int coordinator_task_complete(coordinator_store *s, int64_t task_id, uint64_t ep
                               char *err) {
     int64_t job_id = 0;
     uint32_t attempts = 0;
-    int rc = begin_fenced(s->db, task_id, epoch, status, &job_id, &attempts, err);
+    int rc = begin_fenced(s, task_id, epoch, status, &job_id, &attempts, err);
     if (rc != 0 || *status != COORDINATOR_STORED) {
         return rc;
     }
+    sqlite3_int64 changes_before = sqlite3_total_changes64(s->db);
     if (results != NULL) {
         if (rc == 0 && results->patch != NULL) {
             rc = put_patch(s->db, task_id, job_id, results->patch, err);
@@ -607,20 +615,21 @@ int coordinator_task_complete(coordinator_store *s, int64_t task_id, uint64_t ep
     sqlite3_stmt *st = NULL;
     if (rc == 0) {
         rc = store_prepare(s->db,
-                           "UPDATE task SET state = 'done', lease_deadline_ns = NULL, "
+                           "UPDATE task SET state = 'done', lease_deadline_ns = NULL, n_rows = ?, "
                            "done_at = CAST(strftime('%s', 'now') AS INTEGER) WHERE id = ?",
                            &st, "complete task", err);
     }
     if (rc == 0) {
-        sqlite3_bind_int64(st, 1, task_id);
+        sqlite3_bind_int64(st, 1, sqlite3_total_changes64(s->db) - changes_before);
+        sqlite3_bind_int64(st, 2, task_id);
         rc = step_done(s->db, st, "complete task", err);
     }
     sqlite3_finalize(st);
     if (rc == 0) {
-        rc = store_commit(s->db, err);
+        rc = store_commit(s, err);
     }
     if (rc != 0) {
-        store_rollback(s->db);
+        store_rollback(s);
     }
     return rc;
 }

@@ -143,7 +143,7 @@ static const schema schemas[PROTO_N_TYPES] = {
                      {F_MODEL_SHA256, HEX64, HEX64},
                      {F_SPEC, 1, PROTO_MAX_SPEC},
                      {F_BODY, 0, PROTO_MAX_MESSAGE}}},
-    [PROTO_ACK] = {"ack", 3, {{F_TASK, 1, INT64_MAX}, {F_EPOCH, 0, UINT64_MAX}, {F_STATUS, 0, 0}}},
+    [PROTO_ACK] = {"ack", 3, {{F_TASK, 0, INT64_MAX}, {F_EPOCH, 0, UINT64_MAX}, {F_STATUS, 0, 0}}},
     [PROTO_DROP] = {"drop", 2, {{F_TASK, 1, INT64_MAX}, {F_EPOCH, 0, UINT64_MAX}}},
     [PROTO_SUBMIT] = {"submit",
                       3,
@@ -298,7 +298,7 @@ static bool is_hex64(const char *s, size_t n) {
 }
 
 /* A short, printable copy of untrusted bytes for an error message. */
-static const char *printable(const char *s, size_t n, char *buf, size_t cap) {
+const char *proto_printable(const char *s, size_t n, char *buf, size_t cap) {
     assert(cap >= 8);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -317,7 +317,7 @@ static const char *printable(const char *s, size_t n, char *buf, size_t cap) {
 /* ------------------------------------------------------------------------------------------ */
 /* Encoding                                                                                    */
 
-static int check_text(const char *s, uint64_t lo, uint64_t hi, const char *what, char *err) {
+int proto_check_text(const char *s, uint64_t lo, uint64_t hi, const char *what, char *err) {
     if (!s) {
         if (lo == 0) {
             return 0; /* written as "" */
@@ -369,7 +369,7 @@ static int check_field(const proto_msg *m, const rule *ru, const char *what, cha
         }
         return 0;
     case K_TEXT:
-        return check_text(get_str(m, ru->id), ru->lo, ru->hi, what, err);
+        return proto_check_text(get_str(m, ru->id), ru->lo, ru->hi, what, err);
     case K_HEX64:
         return check_hex64(get_str(m, ru->id), what, err);
     case K_BIN:
@@ -532,8 +532,8 @@ static void stage_str(stage *st, const char **slot, const char *src, size_t len)
     st->n++;
 }
 
-static int read_text(proto_reader *r, uint64_t lo, uint64_t hi, const char **s, size_t *n,
-                     const char *what, char *err) {
+int proto_r_text(proto_reader *r, uint64_t lo, uint64_t hi, const char **s, size_t *n,
+                 const char *what, char *err) {
     int rc = proto_r_str(r, (size_t)hi, s, n, what, err);
     if (rc != 0) {
         return rc;
@@ -587,7 +587,7 @@ static int read_field(proto_reader *r, const rule *ru, proto_msg *m, stage *st, 
     case K_TEXT: {
         const char *s;
         size_t n;
-        rc = read_text(r, ru->lo, ru->hi, &s, &n, what, err);
+        rc = proto_r_text(r, ru->lo, ru->hi, &s, &n, what, err);
         if (rc == 0) {
             stage_str(st, str_slot(m, ru->id), s, n);
         }
@@ -648,7 +648,7 @@ static int read_field(proto_reader *r, const rule *ru, proto_msg *m, stage *st, 
             }
         }
         return common_fail(err, COMMON_ERR_INVALID, "%s: unknown status \"%s\"", what,
-                           printable(s, n, shown, sizeof shown));
+                           proto_printable(s, n, shown, sizeof shown));
     }
     }
     assert(!"unknown field kind");
@@ -683,7 +683,7 @@ static int scan_map(const void *buf, size_t len, entry *e, uint32_t *n, char *er
         if (rc != 0) {
             break;
         }
-        printable(e[i].key, e[i].key_len, shown, sizeof shown);
+        proto_printable(e[i].key, e[i].key_len, shown, sizeof shown);
         for (uint32_t j = 0; j < i; j++) {
             if (e[j].key_len == e[i].key_len && memcmp(e[j].key, e[i].key, e[i].key_len) == 0) {
                 return common_fail(err, COMMON_ERR_INVALID, "message: duplicate key \"%s\"", shown);
@@ -739,7 +739,7 @@ static int read_envelope(const void *buf, entry *e, uint32_t n, proto_type *type
     }
     char shown[40];
     return common_fail(err, COMMON_ERR_INVALID, "t: unknown message type \"%s\"",
-                       printable(name, len, shown, sizeof shown));
+                       proto_printable(name, len, shown, sizeof shown));
 }
 
 int proto_decode(const void *buf, size_t len, proto_msg **out, char *err) {
@@ -777,7 +777,7 @@ int proto_decode(const void *buf, size_t len, proto_msg **out, char *err) {
         if (!known) {
             char shown[40];
             return common_fail(err, COMMON_ERR_INVALID, "%s: unknown key \"%s\"", s->name,
-                               printable(e[i].key, e[i].key_len, shown, sizeof shown));
+                               proto_printable(e[i].key, e[i].key_len, shown, sizeof shown));
         }
     }
 

@@ -159,7 +159,7 @@ typedef struct proto_msg {
     /* WELCOME */
     uint32_t heartbeat_ms, lease_ms;
     /* TASK, HEARTBEAT, RESULT, FAIL, ACK, DROP */
-    int64_t task; /* > 0 (HEARTBEAT: 0 = idle) */
+    int64_t task; /* > 0 (HEARTBEAT and its ACK: 0 = idle) */
     uint64_t epoch;
     uint32_t attempt;         /* TASK: 1 for the first dispatch */
     const char *model_path;   /* TASK */

@@ -4,6 +4,7 @@
  * batch's longest game, caching only the hooks the analysis reads; each game's activations are
  * trimmed back to its length (worker_run_games), so every game counts as if it ran alone. The
  * statistics are the task's mergeable partials, which the store merges across tasks exactly.
+ * Progress is reported after each batch.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +160,9 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
         }
         for (size_t b = 0; b < nb; b++) {
             interp_acts_destroy(&acts[b]);
+        }
+        if (rc == 0) {
+            worker_report_progress(e, (double)(g0 + nb) / (double)n);
         }
     }
     if (rc != 0) {

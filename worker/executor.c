@@ -64,6 +64,17 @@ uint64_t worker_executor_tasks_run(const worker_executor *e) {
     return e->tasks_run;
 }
 
+void worker_executor_set_progress(worker_executor *e, worker_progress_fn fn, void *ctx) {
+    e->progress = fn;
+    e->progress_ctx = ctx;
+}
+
+void worker_report_progress(const worker_executor *e, double fraction) {
+    if (e->progress != NULL) {
+        e->progress(e->progress_ctx, fraction < 0 ? 0 : fraction > 1 ? 1 : fraction);
+    }
+}
+
 void worker_output_destroy(worker_output **o) {
     if (o == NULL || *o == NULL) {
         return;
@@ -161,6 +172,7 @@ int worker_execute(worker_executor *e, const coordinator_analysis *a, const coor
         return rc;
     }
     e->tasks_run++;
+    worker_report_progress(e, 1.0);
     *out = o;
     return 0;
 }

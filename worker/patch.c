@@ -13,6 +13,10 @@
  * is decided on this file's batched run; should interp's own base runs of the batch round to
  * equal metrics for a pair where this run did not, the batch is redone unnormalised and
  * normalised here, with that pair NaN as well.
+ *
+ * The pairs are patched in chunks of WORKER_PATCH_PAIRS_PER_RUN, each one batch, so that the
+ * executor's progress callback hears from a long task between them (a worker renews its lease
+ * only while progress comes).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -119,6 +123,52 @@ static bool normalise_here(interp_patch_result **res, size_t k, bool *equal) {
         }
     }
     return any;
+}
+
+/* Patches one chunk: pairs batch [k] (batch_of [k]: their pair numbers in the task) into
+ * res [k]. Normalising, a refusal of the batch is retried unnormalised and normalised here (see
+ * the top of the file), and the pairs found equal are marked in skip [pairs of the task]. All
+ * or nothing: on an error no res[j] is set. */
+static int run_chunk(model_session *s, interp_patch_pair *batch, const size_t *batch_of, size_t k,
+                     size_t T, const interp_patch_opts *opts, bool normalize,
+                     interp_patch_result **res, bool *skip, char *err) {
+    int rc = interp_patch_run_batch(s, batch, k, T, opts, res, err);
+    if (rc != COMMON_ERR_INVALID || !normalize || k == 0) {
+        return rc;
+    }
+    char first_err[COMMON_ERR_LEN] = "";
+    if (err != NULL) {
+        memcpy(first_err, err, COMMON_ERR_LEN);
+    }
+    for (size_t j = 0; j < k; j++) {
+        batch[j].metric.normalize = false;
+    }
+    if ((rc = interp_patch_run_batch(s, batch, k, T, opts, res, err)) != 0) {
+        return rc;
+    }
+    bool *equal = calloc(k, sizeof *equal);
+    if (equal == NULL) {
+        for (size_t j = 0; j < k; j++) {
+            interp_patch_result_destroy(&res[j]);
+        }
+        return common_fail(err, COMMON_ERR_NOMEM, "patch task: out of memory");
+    }
+    bool any = normalise_here(res, k, equal);
+    for (size_t j = 0; j < k; j++) {
+        skip[batch_of[j]] = skip[batch_of[j]] || equal[j];
+    }
+    free(equal);
+    if (!any) {
+        /* no pair had equal metrics: the refusal was about something else */
+        for (size_t j = 0; j < k; j++) {
+            interp_patch_result_destroy(&res[j]);
+        }
+        if (err != NULL) {
+            memcpy(err, first_err, COMMON_ERR_LEN);
+        }
+        return COMMON_ERR_INVALID;
+    }
+    return 0;
 }
 
 int worker_run_patch(worker_executor *e, const coordinator_analysis *a, const coordinator_work *w,
@@ -253,42 +303,18 @@ int worker_run_patch(worker_executor *e, const coordinator_analysis *a, const co
 
     interp_patch_opts opts = interp_patch_opts_default();
     opts.kind = a->patch.kind;
-    rc = interp_patch_run_batch(e->s, batch, n_run, T, &opts, res, err);
-    if (rc == COMMON_ERR_INVALID && ms->normalize && n_run > 0) {
-        char first_err[COMMON_ERR_LEN] = "";
-        if (err != NULL) {
-            memcpy(first_err, err, COMMON_ERR_LEN);
-        }
-        for (size_t j = 0; j < n_run; j++) {
-            batch[j].metric.normalize = false;
-        }
-        if ((rc = interp_patch_run_batch(e->s, batch, n_run, T, &opts, res, err)) != 0) {
+    /* The base runs are a small part of the task; the patched runs of the chunks the rest. */
+    double base_share = need_base && n > 0 ? 0.1 : 0.0;
+    worker_report_progress(e, base_share);
+    for (size_t j0 = 0; j0 < n_run; j0 += WORKER_PATCH_PAIRS_PER_RUN) {
+        size_t nc =
+            n_run - j0 < WORKER_PATCH_PAIRS_PER_RUN ? n_run - j0 : WORKER_PATCH_PAIRS_PER_RUN;
+        if ((rc = run_chunk(e->s, batch + j0, batch_of + j0, nc, T, &opts, ms->normalize, res + j0,
+                            skip, err)) != 0) {
             goto fail;
         }
-        bool *equal = calloc(n_run, sizeof *equal);
-        if (equal == NULL) {
-            rc = common_fail(err, COMMON_ERR_NOMEM, "patch task: out of memory");
-            goto fail;
-        }
-        bool any = normalise_here(res, n_run, equal);
-        for (size_t j = 0; j < n_run; j++) {
-            skip[batch_of[j]] = skip[batch_of[j]] || equal[j];
-        }
-        free(equal);
-        if (!any) {
-            /* no pair had equal metrics: the refusal was about something else */
-            for (size_t j = 0; j < n_run; j++) {
-                interp_patch_result_destroy(&res[j]);
-            }
-            rc = COMMON_ERR_INVALID;
-            if (err != NULL) {
-                memcpy(err, first_err, COMMON_ERR_LEN);
-            }
-            goto fail;
-        }
-    }
-    if (rc != 0) {
-        goto fail;
+        worker_report_progress(e,
+                               base_share + (1.0 - base_share) * (double)(j0 + nc) / (double)n_run);
     }
     for (size_t j = 0; j < n_run; j++) {
         mem->result[batch_of[j]] = res[j];

@@ -13,6 +13,8 @@ struct worker_executor {
     model_session *s;
     size_t games_per_run; /* games per batched forward of an aggregate task */
     uint64_t tasks_run;
+    worker_progress_fn progress; /* may be NULL */
+    void *progress_ctx;
 };
 
 /* Everything an output points to. Arrays are [n] of the batch they belong to. */
@@ -48,6 +50,9 @@ int worker_run_patch(worker_executor *e, const coordinator_analysis *a, const co
                      worker_output *o, char *err);
 int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
                          const coordinator_work *w, worker_output *o, char *err);
+
+/* Reports the fraction done of the running task to the executor's progress callback, if any. */
+void worker_report_progress(const worker_executor *e, double fraction);
 
 /* Token ids of n texts through the model's tokenizer into out [n]; NOT_FOUND names the text. */
 int worker_ids_from_texts(const model *m, const char *const *texts, size_t n, int32_t *out,

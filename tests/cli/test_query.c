@@ -309,9 +309,9 @@ static void test_read_only(void **state) {
     assert_int_equal(access(other, F_OK), -1);
     assert_true(file_hash(db) == before);
     assert_int_equal(scalar("SELECT COUNT(*) FROM game"), games);
-    assert_int_equal(scalar("PRAGMA user_version"), 2);
+    assert_int_equal(scalar("PRAGMA user_version"), 3);
     /* reading pragmas and pragmas that name what to read still work */
-    expect_exact("PRAGMA user_version", "--format csv", 0, "user_version\r\n2\r\n");
+    expect_exact("PRAGMA user_version", "--format csv", 0, "user_version\r\n3\r\n");
     expect_contains("PRAGMA table_info(sweep)", "--format csv", 0, "1,name,TEXT,1,,0\r\n");
 }
 

@@ -418,12 +418,12 @@ static void test_task_fencing(void **state) {
 
     /* the lease of "a" expires at 1000; claimed again by w2 with epoch 2 */
     size_t expired = 0;
-    assert_int_equal(coordinator_tasks_expire(s, 500, 5, &expired, err), 0);
+    assert_int_equal(coordinator_tasks_expire(s, 500, 5, 0, 0, &expired, err), 0);
     assert_int_equal(expired, 0);
     coordinator_fence f;
     assert_int_equal(coordinator_task_extend(s, tb, 1, 5000, &f, err), 0);
     assert_int_equal(f, COORDINATOR_STORED);
-    assert_int_equal(coordinator_tasks_expire(s, 2000, 5, &expired, err), 0);
+    assert_int_equal(coordinator_tasks_expire(s, 2000, 5, 0, 0, &expired, err), 0);
     assert_int_equal(expired, 1); /* only "a": "b" was extended */
     char *e = query_text(db, "SELECT state || ':' || last_error FROM task WHERE key = 'a'");
     assert_string_equal(e, "pending:lease expired");

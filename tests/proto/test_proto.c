@@ -1261,7 +1261,7 @@ static void test_refuse_integer_range(void **state) {
         {PROTO_HEARTBEAT, "task", {0xff}, 1, "heartbeat.task: -1, at least 0"},
         {PROTO_RESULT, "task", {0x00}, 1, "result.task: 0"},
         {PROTO_FAIL, "task", {0x00}, 1, "fail.task: 0"},
-        {PROTO_ACK, "task", {0x00}, 1, "ack.task: 0"},
+        {PROTO_ACK, "task", {0xff}, 1, "ack.task: -1, at least 0"},
         {PROTO_DROP, "task", {0x00}, 1, "drop.task: 0"},
         {PROTO_TASK, "attempt", {0x00}, 1, "task.attempt: 0, at least 1"},
         {PROTO_TASK, "attempt", {0xcf, 0, 0, 0, 1, 0, 0, 0, 0}, 9, "task.attempt: 4294967296"},

@@ -1,0 +1,106 @@
+/*
+ * chesslens-coordinator: the sweep service's coordinator (coordinator/service.h) on tcp
+ * endpoints. It owns the database; workers (chesslens-worker) and clients (chesslens submit,
+ * status, wait, ...) connect to it. SIGINT or SIGTERM stops it after the batch in progress;
+ * started again on the same database, it resumes every unfinished sweep.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli_int.h"
+#include "coordinator/service.h"
+
+static volatile sig_atomic_t stop = 0;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop = 1;
+}
+
+int main(int argc, char **argv) {
+    const char *db = NULL, *bind = "tcp://127.0.0.1:5555";
+    long lease_ms = 30000, heartbeat_ms = 0, max_attempts = 3, pairs = 0, games = 0;
+    bool quiet = false;
+    const cli_opt opts[] = {
+        {.name = "--db",
+         .kind = CLI_STRING,
+         .value = &db,
+         .meta = "FILE",
+         .required = true,
+         .help = "the chesslens database (created when absent)"},
+        {.name = "--bind",
+         .kind = CLI_STRING,
+         .value = &bind,
+         .meta = "ENDPOINT",
+         .help = "where workers and clients connect (default tcp://127.0.0.1:5555)"},
+        {.name = "--lease-ms",
+         .kind = CLI_LONG,
+         .value = &lease_ms,
+         .meta = "MS",
+         .lo = 10,
+         .hi = 86400000,
+         .help = "a task's lease without a heartbeat (default 30000)"},
+        {.name = "--heartbeat-ms",
+         .kind = CLI_LONG,
+         .value = &heartbeat_ms,
+         .meta = "MS",
+         .lo = 0,
+         .hi = 86400000,
+         .help = "how often workers heartbeat (0 = lease / 6)"},
+        {.name = "--max-attempts",
+         .kind = CLI_LONG,
+         .value = &max_attempts,
+         .meta = "N",
+         .lo = 1,
+         .hi = 1000,
+         .help = "a task that failed or lost its lease N times is dead, with its last error"},
+        {.name = "--pairs-per-task",
+         .kind = CLI_LONG,
+         .value = &pairs,
+         .meta = "N",
+         .lo = 0,
+         .hi = 1L << 20,
+         .help = "clean/corrupt pairs per patch task of submitted sweeps (0 = 64)"},
+        {.name = "--games-per-task",
+         .kind = CLI_LONG,
+         .value = &games,
+         .meta = "N",
+         .lo = 0,
+         .hi = 1L << 20,
+         .help = "games per aggregate task of submitted sweeps (0 = 64)"},
+        {.name = "--quiet", .kind = CLI_FLAG, .value = &quiet, .help = "no log lines"},
+    };
+    const cli_spec spec = {
+        .command = "coordinator",
+        .synopsis = "--db FILE [--bind tcp://127.0.0.1:5555] [--lease-ms MS]",
+        .about = "Serves sweeps from the database to chesslens-worker processes and answers\n"
+                 "chesslens submit/status/wait/cancel/list/workers/retry-dead (proto/PROTOCOL.md).",
+        .opts = opts,
+        .n_opts = CLI_N_OPTS(opts)};
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    coordinator_service_opts o = {.db_path = db,
+                                  .bind = {bind},
+                                  .n_bind = 1,
+                                  .sched = {.lease_ms = (uint32_t)lease_ms,
+                                            .heartbeat_ms = (uint32_t)heartbeat_ms,
+                                            .max_attempts = (uint32_t)max_attempts,
+                                            .plan = {(size_t)pairs, (size_t)games}},
+                                  .stop = &stop,
+                                  .log = quiet ? NULL : stderr};
+    char err[COMMON_ERR_LEN] = "";
+    if (coordinator_service_run(&o, err) != 0) {
+        fprintf(stderr, "chesslens-coordinator: %s\n", err);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,181 @@
+/*
+ * service: the ZeroMQ adapter around the scheduler (coordinator/service.h).
+ */
+#include "coordinator/service.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "proto/proto.h"
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int zfail(char *err, const char *what) {
+    return common_fail(err, COMMON_ERR_IO, "%s: %s", what, zmq_strerror(zmq_errno()));
+}
+
+/* Receives one message (routing id + frames) if one waits. *got false when none does. A message
+ * of more than one frame after the routing id is reduced to an empty payload, which the
+ * scheduler refuses like any other malformed frame. */
+static int recv_one(void *sock, zmq_msg_t *id, zmq_msg_t *body, bool *got, char *err) {
+    *got = false;
+    if (zmq_msg_recv(id, sock, ZMQ_DONTWAIT) < 0) {
+        if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) {
+            return 0;
+        }
+        return zfail(err, "zmq_msg_recv");
+    }
+    bool malformed = !zmq_msg_more(id);
+    if (!malformed && zmq_msg_recv(body, sock, 0) < 0) {
+        return zfail(err, "zmq_msg_recv");
+    }
+    while (!malformed && zmq_msg_more(body)) { /* more frames: read and discard them all */
+        malformed = true;
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        bool more = true;
+        while (more) {
+            if (zmq_msg_recv(&extra, sock, 0) < 0) {
+                zmq_msg_close(&extra);
+                return zfail(err, "zmq_msg_recv");
+            }
+            more = zmq_msg_more(&extra);
+        }
+        zmq_msg_close(&extra);
+    }
+    if (malformed) {
+        zmq_msg_close(body);
+        zmq_msg_init(body); /* empty: answered as malformed */
+    }
+    *got = true;
+    return 0;
+}
+
+static void send_all(void *sock, const coordinator_send *out, size_t n, uint64_t *dropped) {
+    for (size_t i = 0; i < n; i++) {
+        if (zmq_send(sock, out[i].peer, out[i].peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+            (*dropped)++; /* EHOSTUNREACH: the peer is gone; EAGAIN: its queue is full */
+            continue;
+        }
+        if (zmq_send(sock, out[i].data, out[i].len, ZMQ_DONTWAIT) < 0) {
+            (*dropped)++;
+        }
+    }
+}
+
+int coordinator_service_run(const coordinator_service_opts *o, char *err) {
+    if (o->n_bind == 0 || o->n_bind > COORDINATOR_MAX_BINDS) {
+        return common_fail(err, COMMON_ERR_INVALID, "coordinator: %zu endpoints to bind",
+                           o->n_bind);
+    }
+    size_t max_batch = o->max_batch > 0 ? o->max_batch : 4096;
+    int hwm = o->queue_limit > 0 ? (int)o->queue_limit : 10000;
+    coordinator_store *store = NULL;
+    coordinator_sched *sched = NULL;
+    void *ctx = o->zmq_ctx != NULL ? o->zmq_ctx : zmq_ctx_new();
+    void *sock = NULL;
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    uint64_t dropped = 0;
+    int rc = 0;
+    if (ctx == NULL) {
+        return zfail(err, "zmq_ctx_new");
+    }
+    if ((rc = coordinator_store_open(&store, o->db_path, 0, err)) != 0 ||
+        (rc = coordinator_sched_new(&sched, store, &o->sched, now_ns(), err)) != 0) {
+        goto done;
+    }
+    sock = zmq_socket(ctx, ZMQ_ROUTER);
+    if (sock == NULL) {
+        rc = zfail(err, "zmq_socket(ROUTER)");
+        goto done;
+    }
+    int64_t maxmsg = (int64_t)PROTO_MAX_MESSAGE;
+    int one = 1, zero = 0;
+    if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
+        zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
+        zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero) != 0) {
+        rc = zfail(err, "zmq_setsockopt");
+        goto done;
+    }
+    for (size_t i = 0; i < o->n_bind; i++) {
+        if (zmq_bind(sock, o->bind[i]) != 0) {
+            rc = common_fail(err, COMMON_ERR_IO, "bind %s: %s", o->bind[i],
+                             zmq_strerror(zmq_errno()));
+            goto done;
+        }
+        if (o->log != NULL) {
+            fprintf(o->log, "coordinator: listening on %s, database %s\n", o->bind[i], o->db_path);
+        }
+    }
+    int64_t last_log = now_ns();
+    while (o->stop == NULL || !*o->stop) {
+        int64_t now = now_ns();
+        int64_t wake = coordinator_sched_next_wake(sched);
+        /* wake at the scheduler's next deadline, and at least every 200 ms to see *stop */
+        long timeout_ms = wake <= now ? 0 : (wake - now) / 1000000 + 1;
+        timeout_ms = timeout_ms > 200 ? 200 : timeout_ms;
+        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&item, 1, timeout_ms) < 0 && zmq_errno() != EINTR) {
+            rc = zfail(err, "zmq_poll");
+            goto done;
+        }
+        if ((rc = coordinator_sched_begin(sched, err)) != 0) {
+            goto done;
+        }
+        for (size_t k = 0; k < max_batch; k++) {
+            bool got = false;
+            if ((rc = recv_one(sock, &id, &body, &got, err)) != 0) {
+                goto done;
+            }
+            if (!got) {
+                break;
+            }
+            rc = coordinator_sched_input(sched, zmq_msg_data(&id), zmq_msg_size(&id),
+                                         zmq_msg_data(&body), zmq_msg_size(&body), now_ns(), err);
+            if (rc != 0) {
+                goto done;
+            }
+        }
+        const coordinator_send *out = NULL;
+        size_t n_out = 0;
+        if ((rc = coordinator_sched_tick(sched, now_ns(), err)) != 0 ||
+            (rc = coordinator_sched_commit(sched, &out, &n_out, err)) != 0) {
+            goto done;
+        }
+        send_all(sock, out, n_out, &dropped);
+        if (o->log != NULL && now_ns() - last_log > 10000000000LL) {
+            const coordinator_sched_stats *st = coordinator_sched_get_stats(sched);
+            fprintf(o->log,
+                    "coordinator: %" PRIu64 " dispatched, %" PRIu64 " stored, %" PRIu64
+                    " failed, %" PRIu64 " expired, %" PRIu64 " fenced, %" PRIu64
+                    " duplicates, %" PRIu64 " bad frames, %" PRIu64 " sends dropped\n",
+                    st->dispatched, st->stored, st->failed, st->expired, st->fenced, st->duplicates,
+                    st->frames_bad, dropped);
+            last_log = now_ns();
+        }
+    }
+done:
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+    coordinator_sched_destroy(&sched); /* rolls back an open batch: nothing of it was sent */
+    if (sock != NULL) {
+        zmq_close(sock);
+    }
+    if (o->zmq_ctx == NULL) {
+        zmq_ctx_term(ctx);
+    }
+    coordinator_store_close(&store);
+    return rc;
+}

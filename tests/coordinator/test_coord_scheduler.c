@@ -1,0 +1,636 @@
+/*
+ * test_coord_scheduler: the scheduler as plain calls, with frames in and frames out and the
+ * clock passed by hand: hello and welcome; credits and dispatch recorded before the TASK
+ * leaves; results stored once (a duplicate acknowledged as such, a stale epoch fenced, a bad
+ * digest or a result of the wrong kind counted as a failure); heartbeats renewing a lease and
+ * expiry requeuing it with backoff until the task is dead; failures with their error in the
+ * status reply; submissions made idempotent by their id; cancel sending DROP and fencing the
+ * late result; retry-dead; a restarted scheduler re-arming the leases it finds; and malformed
+ * frames answered with an error.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "coordinator/coordinator.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/wire.h"
+#include "proto/proto.h"
+#include "proto/reply.h"
+
+#define MODEL_DIR CHESSLENS_SOURCE_DIR "/models/chess-tiny"
+#define MS 1000000LL
+#define N_GAMES 16
+
+static char err[COMMON_ERR_LEN];
+
+static const char *tmpdir(void) {
+    const char *d = getenv("CHESSLENS_TEST_TMPDIR");
+    return d != NULL ? d : "/tmp";
+}
+
+static coordinator_store *open_fresh(const char *name) {
+    char path[512], side[600];
+    snprintf(path, sizeof path, "%s/%s", tmpdir(), name);
+    remove(path);
+    snprintf(side, sizeof side, "%s-wal", path);
+    remove(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    remove(side);
+    coordinator_store *s = NULL;
+    if (coordinator_store_open(&s, path, 0, err) != 0) {
+        fail_msg("open %s: %s", path, err);
+    }
+    int64_t ds = 0;
+    assert_int_equal(coordinator_dataset_create(s, "d", "test", false, &ds, err), 0);
+    coordinator_import_stats st = {0};
+    if (coordinator_games_generate(s, ds, N_GAMES, 5, 40, &st, NULL, err) != 0) {
+        fail_msg("generate: %s", err);
+    }
+    return s;
+}
+
+static int64_t query_int(coordinator_store *s, const char *sql) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(coordinator_store_db(s), sql, -1, &st, NULL) != SQLITE_OK) {
+        fail_msg("prepare %s", sql);
+    }
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* ---- frames ---- */
+
+typedef struct frame {
+    char peer[32];
+    uint8_t *data;
+    size_t len;
+} frame;
+
+static frame encode(const char *peer, const proto_msg *m) {
+    frame f = {0};
+    snprintf(f.peer, sizeof f.peer, "%s", peer);
+    if (proto_encode(m, &f.data, &f.len, err) != 0) {
+        fail_msg("encode: %s", err);
+    }
+    return f;
+}
+
+/* What one batch sent: decoded, with the peer each went to. */
+typedef struct sent {
+    size_t n;
+    char peer[64][32];
+    proto_msg *m[64];
+} sent;
+
+static void sent_free(sent *o) {
+    for (size_t i = 0; i < o->n; i++) {
+        proto_msg_free(&o->m[i]);
+    }
+    o->n = 0;
+}
+
+/* One batch: the frames in (freed), a tick at now, the commit; *out receives what it sent. */
+static void turn(coordinator_sched *s, int64_t now, frame *in, size_t n_in, sent *out) {
+    assert_int_equal(coordinator_sched_begin(s, err), 0);
+    for (size_t i = 0; i < n_in; i++) {
+        if (coordinator_sched_input(s, in[i].peer, strlen(in[i].peer), in[i].data, in[i].len, now,
+                                    err) != 0) {
+            fail_msg("input: %s", err);
+        }
+        free(in[i].data);
+    }
+    if (coordinator_sched_tick(s, now, err) != 0) {
+        fail_msg("tick: %s", err);
+    }
+    const coordinator_send *o = NULL;
+    size_t n = 0;
+    assert_int_equal(coordinator_sched_commit(s, &o, &n, err), 0);
+    assert_true(n <= 64);
+    out->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(o[i].peer_len < 32);
+        memcpy(out->peer[i], o[i].peer, o[i].peer_len);
+        out->peer[i][o[i].peer_len] = '\0';
+        if (proto_decode(o[i].data, o[i].len, &out->m[i], err) != 0) {
+            fail_msg("the scheduler sent a frame that does not decode: %s", err);
+        }
+        out->n++;
+    }
+}
+
+static void turn1(coordinator_sched *s, int64_t now, frame f, sent *out) {
+    turn(s, now, &f, 1, out);
+}
+
+/* The first message of type t in o, or NULL. */
+static proto_msg *find(sent *o, proto_type t) {
+    for (size_t i = 0; i < o->n; i++) {
+        if (o->m[i]->type == t) {
+            return o->m[i];
+        }
+    }
+    return NULL;
+}
+
+static size_t count(sent *o, proto_type t) {
+    size_t n = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        n += o->m[i]->type == t;
+    }
+    return n;
+}
+
+static frame hello(const char *peer, const char *worker) {
+    proto_msg m = {.type = PROTO_HELLO, .worker = worker, .backend = "cpu", .threads = 1};
+    return encode(peer, &m);
+}
+
+static frame ready(const char *peer, uint32_t credits) {
+    proto_msg m = {.type = PROTO_READY, .credits = credits};
+    return encode(peer, &m);
+}
+
+static char spec_json[1024];
+
+static frame submit(const char *peer, uint64_t req, const char *name, const char *submission,
+                    const char *analyses) {
+    snprintf(spec_json, sizeof spec_json,
+             "{\"name\":\"%s\",\"model\":\"%s\",\"dataset\":\"d\",\"games\":[0,%d],"
+             "\"analyses\":[%s]}",
+             name, MODEL_DIR, N_GAMES, analyses);
+    proto_msg m = {.type = PROTO_SUBMIT, .req = req, .submission = submission, .spec = spec_json};
+    return encode(peer, &m);
+}
+
+static frame request(const char *peer, proto_type t, uint64_t req, const char *sweep) {
+    proto_msg m = {.type = t, .req = req, .sweep = sweep};
+    return encode(peer, &m);
+}
+
+/* A RESULT of (task, epoch) with the given results. */
+static frame result(const char *peer, int64_t task, uint64_t epoch, const coordinator_results *r,
+                    bool bad_digest) {
+    uint8_t *body = NULL;
+    size_t len = 0;
+    if (coordinator_results_encode(r, &body, &len, err) != 0) {
+        fail_msg("encode results: %s", err);
+    }
+    char digest[65];
+    /* sha256 of the body, through the same digest the worker computes */
+    assert_int_equal(coordinator_digest_hex(body, len, digest), 0);
+    if (bad_digest) {
+        digest[0] = digest[0] == '0' ? '1' : '0';
+    }
+    proto_msg m = {.type = PROTO_RESULT,
+                   .task = task,
+                   .epoch = epoch,
+                   .digest = digest,
+                   .body = body,
+                   .body_len = len};
+    frame f = encode(peer, &m);
+    free(body);
+    return f;
+}
+
+static frame heartbeat(const char *peer, int64_t task, uint64_t epoch) {
+    proto_msg m = {.type = PROTO_HEARTBEAT, .task = task, .epoch = epoch, .progress = 0.5};
+    return encode(peer, &m);
+}
+
+static frame failure(const char *peer, int64_t task, uint64_t epoch, const char *text) {
+    proto_msg m = {.type = PROTO_FAIL, .task = task, .epoch = epoch, .error = text};
+    return encode(peer, &m);
+}
+
+/* One prediction row of game 0, so that a stored result has a row to count. */
+static const uint64_t one_game[1] = {0};
+static const uint32_t one_pos[1] = {1}, one_rank[1] = {1};
+static const char *const one_token[1] = {"e4"};
+static const float one_logprob[1] = {-0.5f};
+static const uint8_t one_legal[1] = {1};
+static const coordinator_prediction_batch one_prediction = {
+    1, one_game, one_pos, one_rank, one_token, one_logprob, one_legal};
+static const coordinator_results prediction_results = {.predictions = &one_prediction};
+
+#define PREDICTIONS "{\"kind\":\"predictions\",\"top_k\":1}"
+
+static coordinator_sched *new_sched(coordinator_store *st, int64_t now, uint32_t max_attempts) {
+    coordinator_sched_opts o = {.lease_ms = 1000,
+                                .heartbeat_ms = 100,
+                                .worker_timeout_ms = 60000,
+                                .max_attempts = max_attempts,
+                                .backoff_base_ms = 10,
+                                .backoff_cap_ms = 20,
+                                .max_credits = 4,
+                                .plan = {.games_per_task = 4},
+                                .seed = 7};
+    coordinator_sched *s = NULL;
+    assert_int_equal(coordinator_sched_new(&s, st, &o, now, err), 0);
+    return s;
+}
+
+/* A scheduler with a submitted 4-task predictions sweep "p" and worker "w1" on peer "A". */
+static coordinator_sched *with_sweep(coordinator_store *st, int64_t now, uint32_t attempts) {
+    coordinator_sched *s = new_sched(st, now, attempts);
+    sent o;
+    turn1(s, now, submit("C", 1, "p", "sub-1", PREDICTIONS), &o);
+    proto_msg *r = find(&o, PROTO_REPLY);
+    if (r == NULL) {
+        proto_msg *e = find(&o, PROTO_ERROR);
+        fail_msg("submit refused: %s", e != NULL ? e->error : "no answer");
+    }
+    assert_int_equal(r->req, 1);
+    proto_reply *rep = NULL;
+    assert_int_equal(proto_reply_decode(PROTO_SUBMIT, r->body, r->body_len, &rep, err), 0);
+    assert_string_equal(rep->sweep, "p");
+    assert_false(rep->existed);
+    assert_int_equal(rep->n_tasks, 4);
+    proto_reply_free(&rep);
+    sent_free(&o);
+    turn1(s, now, hello("A", "w1"), &o);
+    proto_msg *w = find(&o, PROTO_WELCOME);
+    assert_non_null(w);
+    assert_string_equal(o.peer[0], "A");
+    assert_int_equal(w->lease_ms, 1000);
+    assert_int_equal(w->heartbeat_ms, 100);
+    assert_int_equal(count(&o, PROTO_TASK), 0); /* no credits yet */
+    sent_free(&o);
+    return s;
+}
+
+static void test_dispatch_and_store_once(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-dispatch.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 3);
+    sent o;
+    turn1(s, now, ready("A", 2), &o);
+    assert_int_equal(count(&o, PROTO_TASK), 2);
+    proto_msg *t = find(&o, PROTO_TASK);
+    assert_int_equal(t->epoch, 1);
+    assert_int_equal(t->attempt, 1);
+    assert_string_equal(t->model_path, MODEL_DIR);
+    assert_int_equal(strlen(t->model_sha256), 64);
+    assert_non_null(strstr(t->spec, "\"predictions\""));
+    int64_t task = t->task;
+    uint64_t epoch = t->epoch;
+    /* the dispatch is in the database (it committed before the frames were handed out) */
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'leased'"), 2);
+    /* the body is the task's work, decodable against the spec */
+    coordinator_spec *spec = NULL;
+    assert_int_equal(coordinator_spec_parse(&spec, t->spec, strlen(t->spec), err), 0);
+    coordinator_work *w = NULL;
+    assert_int_equal(coordinator_work_decode(spec, t->body, t->body_len, &w, err), 0);
+    assert_int_equal(w->n_games, 4);
+    coordinator_work_destroy(&w);
+    coordinator_spec_destroy(&spec);
+    sent_free(&o);
+
+    /* a stale epoch is fenced and stores nothing */
+    turn1(s, now, result("A", task, epoch + 5, &prediction_results, false), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_LEASE_LOST);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM prediction"), 0);
+    sent_free(&o);
+    /* the current epoch is stored, with its row */
+    turn1(s, now, result("A", task, epoch, &prediction_results, false), &o);
+    proto_msg *ack = find(&o, PROTO_ACK);
+    assert_int_equal(ack->task, task);
+    assert_int_equal(ack->status, PROTO_ACK_STORED);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM prediction"), 1);
+    sent_free(&o);
+    /* the same result again: acknowledged as a duplicate, nothing more stored */
+    turn1(s, now, result("A", task, epoch, &prediction_results, false), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_DUPLICATE);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM prediction"), 1);
+    assert_int_equal(coordinator_sched_get_stats(s)->duplicates, 1);
+    sent_free(&o);
+    /* more credits: the other two tasks go out, never more than max_credits at once */
+    turn1(s, now, ready("A", 10), &o);
+    assert_int_equal(count(&o, PROTO_TASK), 2);
+    sent_free(&o);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'leased'"), 3);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'done'"), 1);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+static void test_bad_results_count_as_failures(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-bad.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 3);
+    sent o;
+    turn1(s, now, ready("A", 2), &o);
+    int64_t t1 = o.m[0]->task, t2 = o.m[1]->task;
+    uint64_t e1 = o.m[0]->epoch, e2 = o.m[1]->epoch;
+    sent_free(&o);
+    /* a digest that does not match the body */
+    turn1(s, now, result("A", t1, e1, &prediction_results, true), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_LEASE_LOST);
+    sent_free(&o);
+    /* a result of another kind than the task's analysis (legal statistics for predictions) */
+    interp_legal_stats *ls = NULL;
+    assert_int_equal(interp_legal_stats_new(&ls, 1, NULL, 4, err), 0);
+    coordinator_results wrong = {.legal = ls};
+    turn1(s, now, result("A", t2, e2, &wrong, false), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_LEASE_LOST);
+    sent_free(&o);
+    interp_legal_stats_destroy(&ls);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM prediction"), 0);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'pending' AND "
+                                   "last_error LIKE 'result digest mismatch%'"),
+                     1);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'pending' AND "
+                                   "last_error LIKE '%another analysis kind%'"),
+                     1);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+static void test_heartbeat_expiry_and_dead(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-expiry.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 2);
+    sent o;
+    turn1(s, now, ready("A", 1), &o);
+    proto_msg *t = find(&o, PROTO_TASK);
+    int64_t task = t->task;
+    uint64_t epoch = t->epoch;
+    sent_free(&o);
+    /* the next wake is the lease deadline */
+    assert_true(coordinator_sched_next_wake(s) <= now + 1000 * MS + 1);
+    /* a heartbeat at 800 ms renews the lease to 1800 ms */
+    turn1(s, now + 800 * MS, heartbeat("A", task, epoch), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
+    sent_free(&o);
+    turn(s, now + 1500 * MS, NULL, 0, &o);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'leased'"), 1);
+    sent_free(&o);
+    /* silent past the deadline: requeued with a backoff, the attempt counted */
+    turn(s, now + 1900 * MS, NULL, 0, &o);
+    sent_free(&o);
+    assert_int_equal(coordinator_sched_get_stats(s)->expired, 1);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM task WHERE id = %lld AND state = 'pending' AND attempts = 1 "
+             "AND last_error = 'lease expired' AND not_before_ns >= %lld",
+             (long long)task, (long long)(now + 1900 * MS));
+    assert_int_equal(query_int(st, sql), 1);
+    /* the late heartbeat of the lost lease is fenced */
+    turn1(s, now + 1950 * MS, heartbeat("A", task, epoch), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_LEASE_LOST);
+    sent_free(&o);
+    /* an idle heartbeat is answered, so the worker knows the coordinator lives */
+    turn1(s, now + 1960 * MS, heartbeat("A", 0, 0), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->task, 0);
+    sent_free(&o);
+    /* leased again after its backoff (lowest id first), it expires a second time: dead */
+    turn1(s, now + 2000 * MS, ready("A", 1), &o);
+    t = find(&o, PROTO_TASK);
+    assert_non_null(t);
+    assert_int_equal(t->task, task);
+    assert_int_equal(t->attempt, 2);
+    assert_int_equal(t->epoch, epoch + 1);
+    sent_free(&o);
+    turn(s, now + 3100 * MS, NULL, 0, &o);
+    sent_free(&o);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM task WHERE id = %lld AND state = 'dead'",
+             (long long)task);
+    assert_int_equal(query_int(st, sql), 1);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+static void test_fail_until_dead_and_status(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-fail.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 2);
+    sent o;
+    int64_t first = 0;
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        now += 100 * MS; /* past any backoff (cap 20 ms) */
+        turn1(s, now, ready("A", 1), &o);
+        proto_msg *t = find(&o, PROTO_TASK);
+        assert_non_null(t);
+        if (first == 0) {
+            first = t->task;
+        }
+        assert_int_equal(t->task, first);
+        assert_int_equal(t->attempt, attempt);
+        int64_t task = t->task;
+        uint64_t epoch = t->epoch;
+        sent_free(&o);
+        turn1(s, now, failure("A", task, epoch, "the model is on fire"), &o);
+        assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
+        sent_free(&o);
+    }
+    turn1(s, now, request("C", PROTO_STATUS, 9, "p"), &o);
+    proto_msg *r = find(&o, PROTO_REPLY);
+    assert_non_null(r);
+    assert_int_equal(r->req, 9);
+    proto_reply *rep = NULL;
+    assert_int_equal(proto_reply_decode(PROTO_STATUS, r->body, r->body_len, &rep, err), 0);
+    assert_int_equal(rep->n_sweeps, 1);
+    assert_int_equal(rep->sweeps[0].dead, 1);
+    assert_int_equal(rep->sweeps[0].pending, 3);
+    assert_int_equal(rep->n_dead, 1);
+    assert_string_equal(rep->dead[0].error, "the model is on fire");
+    assert_int_equal(rep->dead[0].attempts, 2);
+    proto_reply_free(&rep);
+    sent_free(&o);
+    /* retry-dead puts it back with its attempts reset */
+    turn1(s, now, request("C", PROTO_RETRY_DEAD, 10, "p"), &o);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'dead'"), 0);
+    assert_int_equal(query_int(st, "SELECT max(attempts) FROM task WHERE state = 'pending'"), 0);
+    sent_free(&o);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+static void test_submit_idempotent_and_refusals(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-submit.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 3);
+    sent o;
+    /* the same submission again: the same sweep, nothing added */
+    turn1(s, now, submit("D", 2, "p", "sub-1", PREDICTIONS), &o);
+    proto_reply *rep = NULL;
+    proto_msg *r = find(&o, PROTO_REPLY);
+    assert_non_null(r);
+    assert_int_equal(proto_reply_decode(PROTO_SUBMIT, r->body, r->body_len, &rep, err), 0);
+    assert_true(rep->existed);
+    assert_int_equal(rep->n_tasks, 4);
+    proto_reply_free(&rep);
+    sent_free(&o);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM sweep"), 1);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task"), 4);
+    /* another submission with the same name is refused with the store's reason */
+    turn1(s, now, submit("D", 3, "p", "sub-2", PREDICTIONS), &o);
+    proto_msg *e = find(&o, PROTO_ERROR);
+    assert_non_null(e);
+    assert_int_equal(e->req, 3);
+    sent_free(&o);
+    /* an invalid spec names the bad field */
+    turn1(s, now, submit("D", 4, "q", "sub-3", "{\"kind\":\"predictions\",\"top_k\":0}"), &o);
+    e = find(&o, PROTO_ERROR);
+    assert_non_null(e);
+    assert_non_null(strstr(e->error, "top_k"));
+    sent_free(&o);
+    /* status of a sweep that does not exist */
+    turn1(s, now, request("D", PROTO_STATUS, 5, "nope"), &o);
+    e = find(&o, PROTO_ERROR);
+    assert_non_null(e);
+    assert_int_equal(e->req, 5);
+    sent_free(&o);
+    /* list */
+    turn1(s, now, request("D", PROTO_LIST, 6, NULL), &o);
+    r = find(&o, PROTO_REPLY);
+    assert_int_equal(proto_reply_decode(PROTO_LIST, r->body, r->body_len, &rep, err), 0);
+    assert_int_equal(rep->n_sweeps, 1);
+    assert_string_equal(rep->sweeps[0].name, "p");
+    assert_int_equal(rep->sweeps[0].pending, 4);
+    proto_reply_free(&rep);
+    sent_free(&o);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+static void test_cancel_drops_and_fences(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-cancel.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 3);
+    sent o;
+    turn1(s, now, ready("A", 1), &o);
+    proto_msg *t = find(&o, PROTO_TASK);
+    int64_t task = t->task;
+    uint64_t epoch = t->epoch;
+    sent_free(&o);
+    turn1(s, now, request("C", PROTO_CANCEL, 7, "p"), &o);
+    proto_msg *d = find(&o, PROTO_DROP);
+    assert_non_null(d);
+    assert_int_equal(d->task, task);
+    assert_int_equal(d->epoch, epoch);
+    proto_msg *r = find(&o, PROTO_REPLY);
+    assert_non_null(r);
+    proto_reply *rep = NULL;
+    assert_int_equal(proto_reply_decode(PROTO_CANCEL, r->body, r->body_len, &rep, err), 0);
+    assert_int_equal(rep->n_changed, 1);
+    proto_reply_free(&rep);
+    for (size_t i = 0; i < o.n; i++) {
+        if (o.m[i]->type == PROTO_DROP) {
+            assert_string_equal(o.peer[i], "A");
+        }
+    }
+    sent_free(&o);
+    /* the late result is fenced, and nothing more is handed out */
+    turn1(s, now, result("A", task, epoch, &prediction_results, false), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_LEASE_LOST);
+    sent_free(&o);
+    turn1(s, now, ready("A", 4), &o);
+    assert_int_equal(count(&o, PROTO_TASK), 0);
+    sent_free(&o);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM prediction"), 0);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'pending'"), 4);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+static void test_restart_rearms_and_worker_reconnects(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-restart.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 3);
+    sent o;
+    turn1(s, now, ready("A", 1), &o);
+    proto_msg *t = find(&o, PROTO_TASK);
+    int64_t task = t->task;
+    uint64_t epoch = t->epoch;
+    sent_free(&o);
+    coordinator_sched_destroy(&s);
+    /* a new coordinator process: its clock starts elsewhere; the lease is re-armed from now */
+    int64_t later = 5 * MS;
+    s = new_sched(st, later, 3);
+    turn(s, later, NULL, 0, &o);
+    sent_free(&o);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT lease_deadline_ns FROM task WHERE id = %lld AND state = 'leased'",
+             (long long)task);
+    assert_int_equal(query_int(st, sql), later + 1000 * MS);
+    /* the worker says hello again from a new routing id and delivers its result */
+    frame in[2] = {hello("B", "w1"), result("B", task, epoch, &prediction_results, false)};
+    turn(s, later + 10 * MS, in, 2, &o);
+    assert_non_null(find(&o, PROTO_WELCOME));
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
+    sent_free(&o);
+    /* the workers list shows it */
+    turn1(s, later + 20 * MS, request("C", PROTO_WORKERS, 3, NULL), &o);
+    proto_msg *r = find(&o, PROTO_REPLY);
+    proto_reply *rep = NULL;
+    assert_int_equal(proto_reply_decode(PROTO_WORKERS, r->body, r->body_len, &rep, err), 0);
+    assert_int_equal(rep->n_workers, 1);
+    assert_string_equal(rep->workers[0].id, "w1");
+    assert_true(rep->workers[0].connected);
+    proto_reply_free(&rep);
+    sent_free(&o);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+static void test_malformed_frames(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-malformed.db");
+    coordinator_sched *s = new_sched(st, 0, 3);
+    static const uint8_t junk[][8] = {{0xc1}, {0x81, 0xa1, 'v'}, {0x80}, {0xdd, 0xff, 0xff, 0xff}};
+    static const size_t junk_len[] = {1, 3, 1, 4};
+    sent o;
+    frame in[5];
+    for (size_t i = 0; i < 4; i++) {
+        in[i].data = malloc(junk_len[i]);
+        memcpy(in[i].data, junk[i], junk_len[i]);
+        in[i].len = junk_len[i];
+        snprintf(in[i].peer, sizeof in[i].peer, "X%zu", i);
+    }
+    /* a message only a coordinator sends, sent to it */
+    proto_msg welcome = {.type = PROTO_WELCOME, .heartbeat_ms = 1, .lease_ms = 1};
+    in[4] = encode("X4", &welcome);
+    turn(s, 0, in, 5, &o);
+    assert_int_equal(o.n, 5);
+    assert_int_equal(count(&o, PROTO_ERROR), 5);
+    assert_int_equal(coordinator_sched_get_stats(s)->frames_bad, 5);
+    sent_free(&o);
+    /* READY before HELLO */
+    turn1(s, 0, ready("X9", 1), &o);
+    assert_non_null(find(&o, PROTO_ERROR));
+    sent_free(&o);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dispatch_and_store_once),
+        cmocka_unit_test(test_bad_results_count_as_failures),
+        cmocka_unit_test(test_heartbeat_expiry_and_dead),
+        cmocka_unit_test(test_fail_until_dead_and_status),
+        cmocka_unit_test(test_submit_idempotent_and_refusals),
+        cmocka_unit_test(test_cancel_drops_and_fences),
+        cmocka_unit_test(test_restart_rearms_and_worker_reconnects),
+        cmocka_unit_test(test_malformed_frames),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,120 @@
+/*
+ * worker/service.h: a chesslens worker on the network (proto/PROTOCOL.md). It connects a
+ * ZeroMQ DEALER socket to a coordinator, says hello, takes tasks, runs them on its compute
+ * thread and sends their results, while its I/O thread keeps the connection: heartbeats,
+ * acknowledgements, reconnects.
+ *
+ * The rules it keeps (PROTOCOL.md, "Leases"):
+ * - it asks for tasks with READY credits: one task runs while at most one more waits. A task
+ *   holds its slot from its TASK until its RESULT or FAIL is acknowledged (or it is dropped);
+ *   each freed slot is asked for again, and after every WELCOME all free slots are (a HELLO
+ *   clears the credits the coordinator held);
+ * - every heartbeat_ms the I/O thread sends a HEARTBEAT for each task it holds that is waiting
+ *   or running, but only while the compute thread reports progress: when the running task
+ *   reported none for lease_ms, nothing is sent at all, so a hung computation loses its leases
+ *   even though the socket stays up. With no such task it sends an idle HEARTBEAT (task 0);
+ * - a result or failure is kept until the coordinator acknowledges it (stored, duplicate or
+ *   lease_lost) and sent again after a reconnect; an ACK that is not stored for a heartbeat
+ *   forgets a waiting task and discards a running task's result when it ends;
+ * - silence: a message that wants an answer (HEARTBEAT, RESULT, FAIL) unanswered for 3
+ *   heartbeat intervals, or no WELCOME 3 intervals after HELLO: the socket is closed and
+ *   opened again after a backoff of 1 s doubling to 32 s (reset by a WELCOME), then HELLO.
+ *   ZeroMQ's own reconnection is off, so a coordinator that restarts always meets a fresh
+ *   HELLO; an ERROR from the coordinator (it does not know this peer) gets one too;
+ * - DROP stops waiting tasks at once and discards a running task's result when it ends;
+ * - *stop set (SIGTERM): no more READY; the running task finishes, its result is sent and
+ *   acknowledged (or the coordinator stays silent for 3 heartbeat intervals, or is not
+ *   connected), then the function returns 0. Waiting tasks, and tasks that arrive meanwhile,
+ *   are returned with a FAIL "worker stopping". A computation that never ends keeps the
+ *   function from returning (it borrows c): chesslens-worker exits on a second signal.
+ *
+ * What a task computes is behind worker_compute, so that the real executor, a no-op (for the
+ * throughput bench) and a fault-injecting one (for tests) run through the same service code.
+ *
+ * Fallible functions return 0 or a negative COMMON_ERR_* code and fill err (COMMON_ERR_LEN
+ * bytes, NULL allowed).
+ */
+#ifndef CHESSLENS_WORKER_SERVICE_H
+#define CHESSLENS_WORKER_SERVICE_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "proto/proto.h"
+#include "worker/worker.h" /* worker_progress_fn */
+
+/* One task as the TASK message gave it (every pointer borrowed for the call). */
+typedef struct worker_task_in {
+    int64_t task;
+    uint64_t epoch;
+    uint32_t attempt;
+    const char *model_path;
+    const char *model_sha256;
+    const char *spec; /* the sweep's canonical spec text */
+    const void *body; /* the work (coordinator_work_encode) */
+    size_t body_len;
+} worker_task_in;
+
+/* What runs tasks. run and models are called on the compute thread only, one call at a time
+ * (models also once before that thread starts). */
+typedef struct worker_compute {
+    /* Runs t. On success *out (free) holds the RESULT body (coordinator_results_encode) and
+     * *n_rows the rows it stores; on failure a negative code and err, the FAIL text. */
+    int (*run)(void *self, const worker_task_in *t, worker_progress_fn progress, void *pctx,
+               uint8_t **out, size_t *out_len, uint64_t *n_rows, char *err);
+    void (*destroy)(void *self);
+    void *self;
+    const char *backend; /* for HELLO: "cpu", "cuda", "noop" */
+    size_t n_devices;
+    int32_t devices[PROTO_MAX_DEVICES];
+    uint64_t memory; /* bytes offered */
+    uint32_t threads;
+    /* sha256 of the models it holds loaded, for HELLO (may change after each task) */
+    size_t (*models)(void *self, const char *out[PROTO_MAX_MODELS]);
+} worker_compute;
+
+/* The real computation: worker_executor (worker.h) on `backend` ("cpu" only; others are
+ * UNSUPPORTED) with `threads` threads (<= 0: every CPU online), keeping up to max_models
+ * loaded models (0: 2; at most PROTO_MAX_MODELS; by sha256, least recently used dropped
+ * first, before the next one loads). A
+ * task's model is loaded on first use from model_path and its model.safetensors checked
+ * against model_sha256 (a mismatch fails the task); its spec is parsed once per distinct text;
+ * its work is decoded (coordinator_work_decode), executed (worker_execute) and the results
+ * encoded (coordinator_results_encode). */
+int worker_compute_executor(worker_compute *out, const char *backend, int threads,
+                            size_t max_models, char *err);
+/* A computation that checks nothing and returns empty results at once, for measuring the
+ * service itself (bench/). */
+void worker_compute_noop(worker_compute *out);
+/* A computation that runs inner's tasks with faults injected, for tests and fault drills.
+ * faults is a comma-separated list of key=value (empty: none), each key as often as wanted:
+ *   fail_task=ID   the task with this id fails with the error "injected failure";
+ *   hang_task=ID   the task with this id blocks without reporting progress until the process
+ *                  exits (its worker stops heartbeating it, so its lease lapses);
+ *   abort_task=ID  the task with this id calls abort() (a worker crash mid-task);
+ *   sleep_ms=MS    before each task, sleep MS milliseconds while reporting progress 0
+ *                  (0..3,600,000; the last one given counts).
+ * On success inner is moved into *out (inner is zeroed; destroying *out destroys it); INVALID
+ * for a malformed spec, with inner left as it was. */
+int worker_compute_faulty(worker_compute *out, worker_compute *inner, const char *faults,
+                          char *err);
+/* Calls c->destroy; c is zeroed. NULL and a zeroed compute are fine. */
+void worker_compute_destroy(worker_compute *c);
+
+typedef struct worker_service_opts {
+    const char *endpoint;        /* "tcp://host:port" or "inproc://name" */
+    void *zmq_ctx;               /* the context to use (required for inproc; NULL: its own) */
+    const char *id;              /* worker id in HELLO (NULL: "<hostname>-<pid>") */
+    volatile sig_atomic_t *stop; /* may be NULL */
+    int verbose;                 /* > 0: one line per task and per reconnect on stderr */
+} worker_service_opts;
+
+/* Runs the worker until *stop is set (0) or an unrecoverable error (a negative code: the
+ * endpoint cannot be parsed, an id outside 1..255 bytes, out of memory). A coordinator that is
+ * down or silent is not an error: the worker keeps reconnecting. A task that fails, or whose
+ * result is too large for a message, is a FAIL, not an error. c is borrowed. */
+int worker_service_run(const worker_service_opts *o, worker_compute *c, char *err);
+
+#endif
