@@ -115,6 +115,16 @@ bool cli_output_is_new(const char *cmd, const char *out, const char *const *inpu
  * tokenizer.json). */
 bool cli_output_not_in_model(const char *cmd, const char *out, const char *model_dir);
 
+/* A sweep's tasks by state, for the progress line. */
+typedef struct cli_progress {
+    uint64_t pending, running, done, dead;
+    uint64_t rows; /* values stored */
+} cli_progress;
+
+/* Draws the progress line on stderr ("\r[####....] 40/127 tasks, 2 running, 0 failed, ...,
+ * 12.5 tasks/s, ETA 0:07"); final ends it with a newline. */
+void cli_progress_draw(const cli_progress *p, double tasks_per_s, bool final);
+
 /* A command group's subcommands: "chesslens chess perft ..." */
 typedef struct cli_subcommand {
     const char *name;
@@ -139,6 +149,15 @@ int cli_patch(int argc, char **argv);
 int cli_decompose(int argc, char **argv);
 /* `chesslens run SPEC.json [--db FILE] [--workers N] ...` (cmd_run.c) */
 int cli_run(int argc, char **argv);
+/* `chesslens submit|status|wait|cancel|list|workers|retry-dead ...`: the coordinator's clients
+ * (cmd_service.c) */
+int cli_submit(int argc, char **argv);
+int cli_status(int argc, char **argv);
+int cli_wait(int argc, char **argv);
+int cli_cancel(int argc, char **argv);
+int cli_list(int argc, char **argv);
+int cli_workers(int argc, char **argv);
+int cli_retry_dead(int argc, char **argv);
 /* `chesslens show FILE.safetensors [--tensor NAME]` (cmd_show.c) */
 int cli_show(int argc, char **argv);
 /* `chesslens games import|generate ... --db DB --dataset NAME` (cmd_games.c) */

@@ -21,6 +21,13 @@ static const cli_command commands[] = {
     {"decompose", cli_decompose, "residual decomposition, direct logit attribution, legal stats"},
     {"show", cli_show, "list or print the tensors of a safetensors result file"},
     {"run", cli_run, "run a whole sweep in this process, results into the database"},
+    {"submit", cli_submit, "submit a sweep to a coordinator; prints its name"},
+    {"status", cli_status, "a coordinator's sweeps: tasks by state, dead tasks and their errors"},
+    {"wait", cli_wait, "wait for a sweep with a progress bar; exit 0 when it finished cleanly"},
+    {"cancel", cli_cancel, "stop handing out a sweep's tasks; workers drop its running ones"},
+    {"list", cli_list, "list a coordinator's sweeps"},
+    {"workers", cli_workers, "list a coordinator's workers and what each runs"},
+    {"retry-dead", cli_retry_dead, "run a sweep's dead tasks again"},
     {"games", cli_games, "datasets of games in a database: import files, generate random games"},
     {"query", cli_query, "run one read-only SQL statement on a database (table, csv, json)"},
     {"export", cli_export, "write one view of a sweep's results as csv or json"},
@@ -29,7 +36,7 @@ static const cli_command commands[] = {
 static void usage(FILE *out) {
     fprintf(out, "usage: chesslens COMMAND [ARGS...]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
     }
     fprintf(out, "\n'chesslens COMMAND --help' describes a command.\n");
 }

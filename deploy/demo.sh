@@ -3,7 +3,9 @@
 # (models/chess-tiny, a 4-layer chess GPT-2 trained on random legal games), end to end:
 #
 #   1. a dataset of 100 random legal games in a SQLite database (demo-out/demo.db);
-#   2. the sweep deploy/demo-sweep.json with `chesslens run`: block_every activation patching
+#   2. the sweep deploy/demo-sweep.json through the distributed service on loopback (a
+#      chesslens-coordinator and two chesslens-worker processes, `chesslens submit` and
+#      `chesslens wait`; deploy/local/run-sweep.sh): block_every activation patching
 #      at nine cut-offs with the last token replaced by every other legal square (normalised
 #      logit difference of the clean and corrupted runs' top tokens), legal-move statistics of
 #      the embeddings, heads and MLPs, neuron means by move phase, top-5 predictions;
@@ -14,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release -j"$(nproc)" --target chesslens >/dev/null
+cmake --build build/release -j"$(nproc)" --target chesslens chesslens-coordinator \
+    chesslens-worker >/dev/null
 cl=build/release/cli/chesslens
 out=demo-out
 db=$out/demo.db
@@ -24,8 +27,8 @@ step() { printf '\n== %s\n' "$*"; }
 step "dataset: 100 random legal games of at most 61 tokens -> $db"
 "$cl" games generate --n 100 --seed 1 --max-tokens 61 --db "$db" --dataset random-100 --append
 
-step "the sweep (deploy/demo-sweep.json), all in this process"
-"$cl" run deploy/demo-sweep.json --db "$db" --workers 2 --threads 1
+step "the sweep (deploy/demo-sweep.json): a coordinator and two workers on loopback"
+bash deploy/local/run-sweep.sh deploy/demo-sweep.json "$db" 2 1
 
 step "which layers carry the patching effect when black's to-square is corrupted?"
 "$cl" query --db "$db" "
