@@ -33,7 +33,8 @@ int main(int argc, char **argv) {
          .kind = CLI_STRING,
          .value = &bind,
          .meta = "ENDPOINT",
-         .help = "where workers and clients connect (default tcp://127.0.0.1:5555)"},
+         .help = "where workers and clients connect (default tcp://127.0.0.1:5555; port *:\n"
+                 "a free one, named by the log's 'listening on' line)"},
         {.name = "--lease-ms",
          .kind = CLI_LONG,
          .value = &lease_ms,

@@ -9,6 +9,10 @@ add_compile_definitions(_POSIX_C_SOURCE=200809L)
 add_compile_options(
     "$<$<COMPILE_LANGUAGE:C>:-Wall;-Wextra;-Wpedantic;-Wshadow;-Wstrict-prototypes;-Wmissing-prototypes;-Wformat=2;-Wundef;-Wcast-qual;-Werror>")
 
+# CUDA: every nvcc warning and every host-compiler warning of the .cu files is an error too.
+add_compile_options(
+    "$<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings;-Xcompiler=-Wall,-Wextra,-Werror>")
+
 # Release: optimised, asserts on (no -DNDEBUG).
 set(CMAKE_C_FLAGS_RELEASE "-O3" CACHE STRING "" FORCE)
 set(CMAKE_C_FLAGS_DEBUG "-O1 -g -fno-omit-frame-pointer" CACHE STRING "" FORCE)

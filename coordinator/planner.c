@@ -37,31 +37,36 @@ typedef struct game_rows {
     int *n_legal;     /* [n_loaded] legal next tokens after the position */
 } game_rows;
 
-/* The statements that read games: by index (id, n_tokens, uci) and its positions in order. */
+/* The statements that read games: by index (id, n_tokens, uci) and its positions in order.
+ * They are the store's cached statements (store_stmt): a task is loaded on every dispatch, and
+ * preparing them cost more than running them. */
 typedef struct game_reader {
     sqlite3 *db;
     int64_t dataset_id;
     sqlite3_stmt *game, *pos;
 } game_reader;
 
-static int reader_open(game_reader *r, sqlite3 *db, int64_t dataset_id, char *err) {
-    *r = (game_reader){db, dataset_id, NULL, NULL};
-    int rc =
-        store_prepare(db, "SELECT id, n_tokens, uci FROM game WHERE dataset_id = ? AND idx = ?",
-                      &r->game, "read game", err);
-    if (rc == 0) {
-        rc = store_prepare(db,
-                           "SELECT pos, token, phase, n_legal FROM position "
-                           "WHERE game_id = ? AND pos < ? ORDER BY pos",
-                           &r->pos, "read positions", err);
-    }
-    return rc;
+static void reader_close(game_reader *r) {
+    store_stmt_done(r->game);
+    store_stmt_done(r->pos);
+    r->game = r->pos = NULL;
 }
 
-static void reader_close(game_reader *r) {
-    sqlite3_finalize(r->game);
-    sqlite3_finalize(r->pos);
-    r->game = r->pos = NULL;
+/* Borrows the store's statements until reader_close; one reader at a time (store_stmt). */
+static int reader_open(game_reader *r, coordinator_store *s, int64_t dataset_id, char *err) {
+    *r = (game_reader){s->db, dataset_id, NULL, NULL};
+    int rc = store_stmt(s, "SELECT id, n_tokens, uci FROM game WHERE dataset_id = ? AND idx = ?",
+                        &r->game, "read game", err);
+    if (rc == 0) {
+        rc = store_stmt(s,
+                        "SELECT pos, token, phase, n_legal FROM position "
+                        "WHERE game_id = ? AND pos < ? ORDER BY pos",
+                        &r->pos, "read positions", err);
+    }
+    if (rc != 0) {
+        reader_close(r);
+    }
+    return rc;
 }
 
 /* Reads game idx with its first min(n_tokens, limit) positions into g, storage from m.
@@ -301,9 +306,11 @@ static int task_list_move(task_list *dst, task_list *src, char *err) {
         dst->text[2 * dst->n + 1] = src->text[2 * i + 1];
         dst->defs[dst->n++] = src->defs[i];
     }
-    /* what was moved is dst's now */
-    memmove(src->text, src->text + 2 * i, 2 * (src->n - i) * sizeof *src->text);
-    memmove(src->defs, src->defs + i, (src->n - i) * sizeof *src->defs);
+    /* what was moved is dst's now (an empty list has no arrays: memmove takes no NULL) */
+    if (src->n > i) {
+        memmove(src->text, src->text + 2 * i, 2 * (src->n - i) * sizeof *src->text);
+        memmove(src->defs, src->defs + i, (src->n - i) * sizeof *src->defs);
+    }
     src->n -= i;
     return rc;
 }
@@ -488,7 +495,7 @@ int coordinator_plan_sweep(coordinator_store *s, int64_t sweep_id, const coordin
     if (rc != 0) {
         return rc;
     }
-    if ((rc = reader_open(&r, s->db, dataset_id, err)) != 0) {
+    if ((rc = reader_open(&r, s, dataset_id, err)) != 0) {
         goto done;
     }
     for (size_t i = 0; i < spec->n_analyses; i++) {
@@ -614,13 +621,13 @@ done:
 }
 
 /* The job's analysis index and its sweep's dataset, checking that spec is that sweep's. */
-static int read_job(sqlite3 *db, int64_t job_id, const coordinator_spec *spec, size_t *analysis,
-                    int64_t *dataset_id, char *err) {
+static int read_job(coordinator_store *s, int64_t job_id, const coordinator_spec *spec,
+                    size_t *analysis, int64_t *dataset_id, char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(db,
-                           "SELECT j.idx, s.dataset_id, s.spec FROM job j "
-                           "JOIN sweep s ON s.id = j.sweep_id WHERE j.id = ?",
-                           &st, "read job", err);
+    int rc = store_stmt(s,
+                        "SELECT j.idx, s.dataset_id, s.spec FROM job j "
+                        "JOIN sweep s ON s.id = j.sweep_id WHERE j.id = ?",
+                        &st, "read job", err);
     if (rc != 0) {
         return rc;
     }
@@ -640,9 +647,9 @@ static int read_job(sqlite3 *db, int64_t job_id, const coordinator_spec *spec, s
     } else if (step == SQLITE_DONE) {
         rc = common_fail(err, COMMON_ERR_NOT_FOUND, "work: job %lld not found", (long long)job_id);
     } else {
-        rc = store_fail(db, err, "sqlite3_step(read job)");
+        rc = store_fail(s->db, err, "sqlite3_step(read job)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
@@ -819,7 +826,7 @@ int coordinator_work_load(coordinator_store *s, const coordinator_spec *spec, in
     game_reader r = {0};
     coordinator_work *w = NULL;
     int rc;
-    if ((rc = read_job(s->db, job_id, spec, &analysis, &dataset_id, err)) != 0 ||
+    if ((rc = read_job(s, job_id, spec, &analysis, &dataset_id, err)) != 0 ||
         (rc = parse_body(body, body_len, &b, err)) != 0) {
         return rc;
     }
@@ -856,7 +863,7 @@ int coordinator_work_load(coordinator_store *s, const coordinator_spec *spec, in
     w->params = a;
     w->game_from = b.from;
     w->game_to = b.to;
-    if ((rc = reader_open(&r, s->db, dataset_id, err)) != 0) {
+    if ((rc = reader_open(&r, s, dataset_id, err)) != 0) {
         goto fail;
     }
     rc = a->kind == COORDINATOR_ANALYSIS_PATCH ? load_patch(&r, w, &b, err)

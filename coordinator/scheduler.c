@@ -5,9 +5,16 @@
  * workers list). Every decision that matters (a lease, a completion, a failure, an expiry) is a
  * store operation inside the batch's transaction, and every frame it answers with waits in the
  * outbox until that transaction commits.
+ *
+ * Credits (proto/PROTOCOL.md, "Credits"): a worker's credits are the free slots it asked for
+ * with READY and that no TASK has used yet. The ACK of a RESULT or FAIL gives its slot back
+ * as if a READY of 1 came, so the same batch can send the ACK and the next TASK without the
+ * worker's READY in between; but only once the worker has sent a READY since its HELLO, since
+ * a HELLO clears its credits and a worker that stops says HELLO and never READY again.
  */
 #include "coordinator/scheduler.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +37,7 @@ typedef struct sched_lease {
     int64_t task_id;
     uint64_t epoch;
     int64_t sweep_id;
+    size_t analysis; /* the task's job's index in its sweep's spec */
     int64_t deadline_ns;
     char key[64];
 } sched_lease;
@@ -42,13 +50,23 @@ typedef struct sched_worker {
     size_t n_devices;
     int32_t devices[PROTO_MAX_DEVICES];
     uint32_t threads;
-    uint32_t credits;
+    uint32_t credits; /* free slots it asked for that no TASK used yet (<= max_credits) */
+    /* A READY came since its HELLO: the ACK of each of its RESULTs and FAILs returns a credit. */
+    bool returns;
     int64_t last_seen_ns;
     uint64_t tasks_done;
     size_t n_leases, cap_leases;
     sched_lease *leases;
     struct sched_worker *next;
 } sched_worker;
+
+struct sched_worker;
+
+/* One slot of the lease index (task 0: free). */
+typedef struct lease_slot {
+    int64_t task;
+    struct sched_worker *w;
+} lease_slot;
 
 /* What dispatching a sweep's tasks needs, read once per sweep. */
 typedef struct sched_sweep {
@@ -70,7 +88,12 @@ struct coordinator_sched {
     int64_t created_ns; /* when the scheduler was made (the re-arm deadline's base) */
     int64_t next_wake;
     sched_worker *workers;
-    size_t rotate; /* the worker dispatch starts with, so that no worker starves */
+    size_t rotate;     /* the worker dispatch starts with, so that no worker starves */
+    lease_slot *index; /* [index_cap]: task id -> the worker listing its lease */
+    size_t index_cap, index_n;
+    /* No leased task in the store has a deadline before this (ns): the expiry query runs only
+     * once the clock passes it. INT64_MIN: not known (at start), so the first tick runs it. */
+    int64_t expire_from;
     sched_sweep *sweeps;
     coordinator_send *out;
     size_t n_out, cap_out;
@@ -183,7 +206,100 @@ static void worker_free(sched_worker *w) {
     free(w);
 }
 
+/* ---- the lease index: task id -> the worker holding it ----
+ *
+ * Results, heartbeats, failures and cancels name a task; its lease is found through this
+ * table in O(1) whatever the number of workers, then in that worker's short list (at most
+ * max_credits entries). Open addressing with linear probing over a power-of-two table kept at
+ * most half full; a deletion shifts the rest of its run back, so there are no tombstones.
+ * Task ids are > 0, so 0 marks a free slot. */
+
+static size_t index_home(const coordinator_sched *s, int64_t task) {
+    /* Fibonacci hashing: consecutive ids spread over the table */
+    return (size_t)(((uint64_t)task * 0x9e3779b97f4a7c15ULL) >> 32) & (s->index_cap - 1);
+}
+
+static sched_worker *index_get(const coordinator_sched *s, int64_t task) {
+    if (s->index_cap == 0) {
+        return NULL;
+    }
+    for (size_t i = index_home(s, task);; i = (i + 1) & (s->index_cap - 1)) {
+        if (s->index[i].task == task) {
+            return s->index[i].w;
+        }
+        if (s->index[i].task == 0) {
+            return NULL;
+        }
+    }
+}
+
+static int index_put(coordinator_sched *s, int64_t task, sched_worker *w, char *err) {
+    assert(task > 0);
+    if (2 * (s->index_n + 1) > s->index_cap) {
+        size_t cap = s->index_cap > 0 ? 2 * s->index_cap : 64;
+        lease_slot *old = s->index;
+        size_t old_cap = s->index_cap;
+        s->index = calloc(cap, sizeof *s->index);
+        if (s->index == NULL) {
+            s->index = old;
+            return common_fail(err, COMMON_ERR_NOMEM, "scheduler: out of memory");
+        }
+        s->index_cap = cap;
+        for (size_t i = 0; i < old_cap; i++) {
+            if (old[i].task != 0) {
+                size_t j = index_home(s, old[i].task);
+                while (s->index[j].task != 0) {
+                    j = (j + 1) & (cap - 1);
+                }
+                s->index[j] = old[i];
+            }
+        }
+        free(old);
+    }
+    size_t i = index_home(s, task);
+    while (s->index[i].task != 0 && s->index[i].task != task) {
+        i = (i + 1) & (s->index_cap - 1);
+    }
+    if (s->index[i].task == 0) {
+        s->index_n++;
+    }
+    s->index[i] = (lease_slot){.task = task, .w = w};
+    return 0;
+}
+
+/* Removes task from the index when it maps to w (NULL: to anyone). */
+static void index_del(coordinator_sched *s, int64_t task, const sched_worker *w) {
+    if (s->index_cap == 0) {
+        return;
+    }
+    size_t mask = s->index_cap - 1, i = index_home(s, task);
+    while (s->index[i].task != task) {
+        if (s->index[i].task == 0) {
+            return;
+        }
+        i = (i + 1) & mask;
+    }
+    if (w != NULL && s->index[i].w != w) {
+        return;
+    }
+    /* backward shift: an entry after the hole moves into it unless its home lies cyclically
+     * in (hole, its slot], where a lookup would no longer reach it */
+    for (size_t j = (i + 1) & mask; s->index[j].task != 0; j = (j + 1) & mask) {
+        size_t home = index_home(s, s->index[j].task);
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            s->index[i] = s->index[j];
+            i = j;
+        }
+    }
+    s->index[i] = (lease_slot){0};
+    s->index_n--;
+}
+
 static void worker_unlink(coordinator_sched *s, sched_worker *gone) {
+    for (size_t i = 0; i < gone->n_leases; i++) {
+        index_del(s, gone->leases[i].task_id, gone);
+    }
     for (sched_worker **p = &s->workers; *p != NULL; p = &(*p)->next) {
         if (*p == gone) {
             *p = gone->next;
@@ -193,28 +309,20 @@ static void worker_unlink(coordinator_sched *s, sched_worker *gone) {
     }
 }
 
-static int lease_add(sched_worker *w, const sched_lease *l, char *err) {
-    if (w->n_leases == w->cap_leases) {
-        size_t cap = w->cap_leases > 0 ? 2 * w->cap_leases : 4;
-        sched_lease *a = realloc(w->leases, cap * sizeof *a);
-        if (a == NULL) {
-            return common_fail(err, COMMON_ERR_NOMEM, "scheduler: out of memory");
-        }
-        w->leases = a;
-        w->cap_leases = cap;
-    }
-    w->leases[w->n_leases++] = *l;
-    return 0;
+/* Removes w's lease number i (from its list and the index). */
+static void lease_remove_at(coordinator_sched *s, sched_worker *w, size_t i) {
+    assert(i < w->n_leases);
+    index_del(s, w->leases[i].task_id, w);
+    w->leases[i] = w->leases[--w->n_leases];
 }
 
 /* The lease of task in any worker's list (and its worker), or NULL. */
 static sched_lease *lease_find(coordinator_sched *s, int64_t task, sched_worker **owner) {
-    for (sched_worker *w = s->workers; w != NULL; w = w->next) {
-        for (size_t i = 0; i < w->n_leases; i++) {
-            if (w->leases[i].task_id == task) {
-                *owner = w;
-                return &w->leases[i];
-            }
+    sched_worker *w = index_get(s, task);
+    for (size_t i = 0; w != NULL && i < w->n_leases; i++) {
+        if (w->leases[i].task_id == task) {
+            *owner = w;
+            return &w->leases[i];
         }
     }
     return NULL;
@@ -224,8 +332,55 @@ static void lease_drop(coordinator_sched *s, int64_t task) {
     sched_worker *w = NULL;
     sched_lease *l = lease_find(s, task, &w);
     if (l != NULL) {
-        *l = w->leases[--w->n_leases];
+        lease_remove_at(s, w, (size_t)(l - w->leases));
     }
+}
+
+/* Gives w the lease l; a lease of the same task another worker still lists is dropped (the
+ * store leased it anew, so that one is stale). */
+static int lease_add(coordinator_sched *s, sched_worker *w, const sched_lease *l, char *err) {
+    lease_drop(s, l->task_id);
+    if (w->n_leases == w->cap_leases) {
+        size_t cap = w->cap_leases > 0 ? 2 * w->cap_leases : 4;
+        sched_lease *a = realloc(w->leases, cap * sizeof *a);
+        if (a == NULL) {
+            return common_fail(err, COMMON_ERR_NOMEM, "scheduler: out of memory");
+        }
+        w->leases = a;
+        w->cap_leases = cap;
+    }
+    int rc = index_put(s, l->task_id, w, err);
+    if (rc == 0) {
+        w->leases[w->n_leases++] = *l;
+    }
+    return rc;
+}
+
+/* ---- credits ---- */
+
+static void add_credits(coordinator_sched *s, sched_worker *w, uint32_t n) {
+    uint64_t c = (uint64_t)w->credits + n;
+    /* what the cap clips is lost until the next HELLO: the worker then believes this
+     * coordinator holds more than it does, which costs it a slot, never an extra task */
+    w->credits = c > s->o.max_credits ? s->o.max_credits : (uint32_t)c;
+    s->next_wake = 0;
+}
+
+/* A RESULT or FAIL of peer (w: its worker, NULL when it is none this scheduler knows) was just
+ * acknowledged: its slot is free again. A peer that is no known worker (forgotten after its
+ * silence, or met first by this process) gets no credit; it is told to say hello, or it would
+ * count the credit back and wait forever for a TASK. */
+static int report_answered(coordinator_sched *s, sched_worker *w, const uint8_t *peer,
+                           size_t peer_len, proto_type type, char *err) {
+    if (w == NULL) {
+        char text[64];
+        snprintf(text, sizeof text, "%s: say hello first", proto_type_name(type));
+        return send_error(s, peer, peer_len, 0, text, err);
+    }
+    if (w->returns) {
+        add_credits(s, w, 1);
+    }
+    return 0;
 }
 
 /* ---- sweeps ---- */
@@ -293,6 +448,7 @@ int coordinator_sched_new(coordinator_sched **out, coordinator_store *store,
     s->rng = o->seed != 0 ? o->seed : (uint64_t)now_ns | 1;
     s->created_ns = now_ns;
     s->next_wake = now_ns;
+    s->expire_from = INT64_MIN;
     *out = s;
     return 0;
 }
@@ -314,6 +470,7 @@ void coordinator_sched_destroy(coordinator_sched **sp) {
     }
     clear_out(s);
     free(s->out);
+    free(s->index);
     while (s->workers != NULL) {
         sched_worker *w = s->workers;
         s->workers = w->next;
@@ -404,12 +561,14 @@ static int on_hello(coordinator_sched *s, const uint8_t *peer, size_t peer_len, 
     memcpy(w->devices, m->devices, m->n_devices * sizeof m->devices[0]);
     w->threads = m->threads;
     w->credits = 0; /* a hello starts the worker afresh: it says READY again */
+    w->returns = false;
     w->last_seen_ns = now;
     /* The same worker reconnected under a new routing id: its leases and counts move here. */
     for (sched_worker *o = s->workers; o != NULL; o = o->next) {
         if (o != w && o->id != NULL && strcmp(o->id, w->id) == 0) {
-            for (size_t i = 0; i < o->n_leases; i++) {
-                int rc = lease_add(w, &o->leases[i], err);
+            for (size_t i = o->n_leases; i-- > 0;) {
+                sched_lease l = o->leases[i];
+                int rc = lease_add(s, w, &l, err); /* takes it off o's list */
                 if (rc != 0) {
                     return rc;
                 }
@@ -463,13 +622,13 @@ static int fail_task(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
     /* the attempt number is the task's; read it through the fence below */
     sqlite3_stmt *st = NULL;
     uint32_t attempt = 1;
-    if (store_prepare(coordinator_store_db(s->store), "SELECT attempts FROM task WHERE id = ?", &st,
-                      "read attempts", NULL) == 0) {
+    if (store_stmt(s->store, "SELECT attempts FROM task WHERE id = ?", &st, "read attempts",
+                   NULL) == 0) {
         sqlite3_bind_int64(st, 1, task);
         if (sqlite3_step(st) == SQLITE_ROW) {
             attempt = (uint32_t)sqlite3_column_int64(st, 0);
         }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
     }
     coordinator_fence f;
     char e[COMMON_ERR_LEN];
@@ -498,10 +657,10 @@ static int task_job(coordinator_sched *s, int64_t task, int64_t *sweep_id, size_
                     char *err) {
     sqlite3 *db = coordinator_store_db(s->store);
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(db,
-                           "SELECT j.sweep_id, j.idx FROM task t JOIN job j ON j.id = t.job_id "
-                           "WHERE t.id = ?",
-                           &st, "read task's job", err);
+    int rc = store_stmt(s->store,
+                        "SELECT j.sweep_id, j.idx FROM task t JOIN job j ON j.id = t.job_id "
+                        "WHERE t.id = ?",
+                        &st, "read task's job", err);
     if (rc != 0) {
         return rc;
     }
@@ -515,7 +674,7 @@ static int task_job(coordinator_sched *s, int64_t task, int64_t *sweep_id, size_
     } else {
         rc = store_fail(db, err, "sqlite3_step(read task's job)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
@@ -545,7 +704,17 @@ static int on_result(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
     char e[COMMON_ERR_LEN] = "";
     int64_t sweep_id = 0;
     size_t analysis = 0;
-    int rc = task_job(s, m->task, &sweep_id, &analysis, e);
+    int rc = 0;
+    sched_worker *holder = NULL;
+    const sched_lease *held = lease_find(s, m->task, &holder);
+    if (held != NULL) {
+        /* a task's sweep and analysis never change: the lease this scheduler handed out
+         * knows them (whether this report is fenced is the store's to say, below) */
+        sweep_id = held->sweep_id;
+        analysis = held->analysis;
+    } else {
+        rc = task_job(s, m->task, &sweep_id, &analysis, e);
+    }
     if (rc == COMMON_ERR_NOT_FOUND) {
         s->stats.fenced++;
         return send_ack(s, peer, peer_len, m->task, m->epoch, PROTO_ACK_LEASE_LOST, err);
@@ -846,19 +1015,22 @@ int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t pee
         if (w == NULL) {
             rc = send_error(s, peer, peer_len, 0, "ready: say hello first", err);
         } else {
-            uint64_t c = (uint64_t)w->credits + m->credits;
-            w->credits = c > s->o.max_credits ? s->o.max_credits : (uint32_t)c;
-            s->next_wake = 0;
+            add_credits(s, w, m->credits);
+            w->returns = true;
         }
         break;
     case PROTO_HEARTBEAT:
         rc = on_heartbeat(s, peer, peer_len, m, now, err);
         break;
     case PROTO_RESULT:
-        rc = on_result(s, peer, peer_len, m, now, err);
-        break;
     case PROTO_FAIL:
-        rc = fail_task(s, peer, peer_len, m->task, m->epoch, m->error, now, false, err);
+        /* either sends exactly one ACK */
+        rc = m->type == PROTO_RESULT
+                 ? on_result(s, peer, peer_len, m, now, err)
+                 : fail_task(s, peer, peer_len, m->task, m->epoch, m->error, now, false, err);
+        if (rc == 0) {
+            rc = report_answered(s, w, peer, peer_len, m->type, err);
+        }
         break;
     case PROTO_SUBMIT:
         rc = on_submit(s, peer, peer_len, m, err);
@@ -953,13 +1125,36 @@ static int dispatch_to(coordinator_sched *s, sched_worker *w, int64_t now, bool 
         sched_lease sl = {.task_id = l->task_id,
                           .epoch = l->epoch,
                           .sweep_id = l->sweep_id,
+                          .analysis = l->analysis,
                           .deadline_ns = l->deadline_ns};
         snprintf(sl.key, sizeof sl.key, "%s", l->key);
-        rc = lease_add(w, &sl, err);
+        rc = lease_add(s, w, &sl, err);
+        s->expire_from = l->deadline_ns < s->expire_from ? l->deadline_ns : s->expire_from;
         w->credits--;
         s->stats.dispatched++;
     }
     coordinator_leases_free(leases, n);
+    return rc;
+}
+
+/* The earliest deadline of a leased task in the store (INT64_MAX: none), through the partial
+ * index of leased tasks' deadlines. */
+static int earliest_deadline(coordinator_sched *s, int64_t *out, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_stmt(s->store,
+                        "SELECT min(lease_deadline_ns) FROM task "
+                        "WHERE state = 'leased' AND lease_deadline_ns IS NOT NULL",
+                        &st, "earliest deadline", err);
+    if (rc != 0) {
+        return rc;
+    }
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        *out = sqlite3_column_type(st, 0) == SQLITE_NULL ? INT64_MAX : sqlite3_column_int64(st, 0);
+    } else {
+        rc = store_fail(coordinator_store_db(s->store), err, "sqlite3_step(earliest deadline)");
+    }
+    store_stmt_done(st);
     return rc;
 }
 
@@ -968,55 +1163,60 @@ int coordinator_sched_tick(coordinator_sched *s, int64_t now, char *err) {
         return common_fail(err, COMMON_ERR_INVALID, "scheduler: tick outside a batch");
     }
     char e[COMMON_ERR_LEN];
-    size_t n_expired = 0;
-    int rc = coordinator_tasks_expire(s->store, now, s->o.max_attempts, s->backoff_base_ns,
+    int rc = 0;
+    /* Expiry runs only when a deadline may have passed: expire_from is a lower bound of every
+     * leased task's deadline (a new lease lowers it; a renewal only moves a deadline later, and
+     * a lease that ends leaves the bound valid), so most ticks skip the query. */
+    if (now > s->expire_from) {
+        size_t n_expired = 0;
+        rc = coordinator_tasks_expire(s->store, now, s->o.max_attempts, s->backoff_base_ns,
                                       s->backoff_cap_ns, &n_expired, e);
-    if (rc != 0) {
-        return common_fail(err, rc, "%s", e);
+        if (rc == 0) {
+            rc = earliest_deadline(s, &s->expire_from, e);
+        }
+        if (rc != 0) {
+            return common_fail(err, rc, "%s", e);
+        }
+        s->stats.expired += n_expired;
     }
-    s->stats.expired += n_expired;
     /* forget silent workers and leases that lapsed (the store requeued them above) */
+    size_t n_workers = 0;
     for (sched_worker *w = s->workers, *next; w != NULL; w = next) {
         next = w->next;
         if (now - w->last_seen_ns > s->worker_timeout_ns) {
             worker_unlink(s, w);
             continue;
         }
+        n_workers++;
         for (size_t i = 0; i < w->n_leases;) {
             if (w->leases[i].deadline_ns < now) {
-                w->leases[i] = w->leases[--w->n_leases];
+                lease_remove_at(s, w, i);
             } else {
                 i++;
             }
         }
     }
     /* dispatch, starting with a different worker each tick */
-    size_t n_workers = 0;
-    for (sched_worker *w = s->workers; w != NULL; w = w->next) {
-        n_workers++;
-    }
     bool waiting = false; /* a worker with credits found nothing to do */
+    sched_worker *w = s->workers;
+    for (size_t j = 0; n_workers > 0 && j < s->rotate % n_workers; j++) {
+        w = w->next;
+    }
     for (size_t k = 0; k < n_workers && rc == 0; k++) {
-        size_t idx = (s->rotate + k) % n_workers;
-        sched_worker *w = s->workers;
-        for (size_t j = 0; j < idx; j++) {
-            w = w->next;
-        }
         bool drained = false;
         if (w->id != NULL && w->credits > 0) {
             rc = dispatch_to(s, w, now, &drained, err);
             waiting = waiting || drained;
         }
+        w = w->next != NULL ? w->next : s->workers;
     }
     s->rotate++;
-    int64_t wake = INT64_MAX; /* a worker timing out, a lease lapsing */
-    for (sched_worker *w = s->workers; w != NULL; w = w->next) {
-        int64_t gone_at = w->last_seen_ns + s->worker_timeout_ns;
+    /* a worker timing out, a lease lapsing (this scheduler's, or one it does not list: a
+     * re-armed lease of the process before it) */
+    int64_t wake = s->expire_from < INT64_MAX ? s->expire_from + 1 : INT64_MAX;
+    for (sched_worker *v = s->workers; v != NULL; v = v->next) {
+        int64_t gone_at = v->last_seen_ns + s->worker_timeout_ns;
         wake = gone_at < wake ? gone_at : wake;
-        for (size_t i = 0; i < w->n_leases; i++) {
-            int64_t d = w->leases[i].deadline_ns + 1;
-            wake = d < wake ? d : wake;
-        }
     }
     if (waiting) {
         int64_t again = now + IDLE_RECHECK_NS;

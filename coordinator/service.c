@@ -71,6 +71,19 @@ static void send_all(void *sock, const coordinator_send *out, size_t n, uint64_t
     }
 }
 
+/* One line of the scheduler's counters (tests read the last one, written when the loop ends). */
+static void log_stats(FILE *log, const char *prefix, const coordinator_sched *sched,
+                      uint64_t dropped) {
+    const coordinator_sched_stats *st = coordinator_sched_get_stats(sched);
+    fprintf(log,
+            "coordinator: %s%" PRIu64 " dispatched, %" PRIu64 " stored, %" PRIu64
+            " failed, %" PRIu64 " expired, %" PRIu64 " fenced, %" PRIu64 " duplicates, %" PRIu64
+            " bad frames, %" PRIu64 " sends dropped\n",
+            prefix, st->dispatched, st->stored, st->failed, st->expired, st->fenced, st->duplicates,
+            st->frames_bad, dropped);
+    fflush(log);
+}
+
 int coordinator_service_run(const coordinator_service_opts *o, char *err) {
     if (o->n_bind == 0 || o->n_bind > COORDINATOR_MAX_BINDS) {
         return common_fail(err, COMMON_ERR_INVALID, "coordinator: %zu endpoints to bind",
@@ -116,7 +129,15 @@ int coordinator_service_run(const coordinator_service_opts *o, char *err) {
             goto done;
         }
         if (o->log != NULL) {
-            fprintf(o->log, "coordinator: listening on %s, database %s\n", o->bind[i], o->db_path);
+            /* the endpoint as bound, so that "tcp://127.0.0.1:*" names the port it got */
+            char bound[1024] = "";
+            size_t bound_len = sizeof bound;
+            if (zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, bound, &bound_len) != 0 ||
+                bound[0] == '\0') {
+                snprintf(bound, sizeof bound, "%s", o->bind[i]);
+            }
+            fprintf(o->log, "coordinator: listening on %s, database %s\n", bound, o->db_path);
+            fflush(o->log);
         }
     }
     int64_t last_log = now_ns();
@@ -156,17 +177,14 @@ int coordinator_service_run(const coordinator_service_opts *o, char *err) {
         }
         send_all(sock, out, n_out, &dropped);
         if (o->log != NULL && now_ns() - last_log > 10000000000LL) {
-            const coordinator_sched_stats *st = coordinator_sched_get_stats(sched);
-            fprintf(o->log,
-                    "coordinator: %" PRIu64 " dispatched, %" PRIu64 " stored, %" PRIu64
-                    " failed, %" PRIu64 " expired, %" PRIu64 " fenced, %" PRIu64
-                    " duplicates, %" PRIu64 " bad frames, %" PRIu64 " sends dropped\n",
-                    st->dispatched, st->stored, st->failed, st->expired, st->fenced, st->duplicates,
-                    st->frames_bad, dropped);
+            log_stats(o->log, "", sched, dropped);
             last_log = now_ns();
         }
     }
 done:
+    if (o->log != NULL && sched != NULL) {
+        log_stats(o->log, rc == 0 ? "stopped: " : "failed: ", sched, dropped);
+    }
     zmq_msg_close(&id);
     zmq_msg_close(&body);
     coordinator_sched_destroy(&sched); /* rolls back an open batch: nothing of it was sent */

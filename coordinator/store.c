@@ -43,14 +43,84 @@ int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *w
     return 0;
 }
 
+/* The cache is a plain array: a few dozen texts, matched by address first (the same literal
+ * every time) and by content when the address is new. */
+int store_stmt(coordinator_store *s, const char *sql, sqlite3_stmt **st, const char *what,
+               char *err) {
+    for (size_t i = 0; i < s->n_cache; i++) {
+        if (s->cache[i].key == sql && strcmp(s->cache[i].sql, sql) == 0) {
+            *st = s->cache[i].st;
+            return 0;
+        }
+    }
+    for (size_t i = 0; i < s->n_cache; i++) {
+        if (strcmp(s->cache[i].sql, sql) == 0) {
+            s->cache[i].key = sql; /* the next call with this address matches at once */
+            *st = s->cache[i].st;
+            return 0;
+        }
+    }
+    if (s->n_cache == s->cap_cache) {
+        size_t cap = s->cap_cache > 0 ? 2 * s->cap_cache : 32;
+        store_cached *c = realloc(s->cache, cap * sizeof *c);
+        if (c == NULL) {
+            return common_fail(err, COMMON_ERR_NOMEM, "store: out of memory");
+        }
+        s->cache = c;
+        s->cap_cache = cap;
+    }
+    store_cached *e = &s->cache[s->n_cache];
+    e->key = sql;
+    e->sql = strdup(sql);
+    if (e->sql == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "store: out of memory");
+    }
+    if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &e->st, NULL) != SQLITE_OK) {
+        free(e->sql);
+        char w[128];
+        snprintf(w, sizeof w, "sqlite3_prepare(%s)", what);
+        return store_fail(s->db, err, w);
+    }
+    s->n_cache++;
+    *st = e->st;
+    return 0;
+}
+
+void store_stmt_done(sqlite3_stmt *st) {
+    if (st != NULL) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
+int store_step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, char *err) {
+    int r = sqlite3_step(st);
+    if (r != SQLITE_DONE && r != SQLITE_ROW) {
+        char w[128];
+        snprintf(w, sizeof w, "sqlite3_step(%s)", what);
+        return store_fail(db, err, w);
+    }
+    return 0;
+}
+
+int store_run(coordinator_store *s, const char *sql, const char *what, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_stmt(s, sql, &st, what, err);
+    if (rc == 0) {
+        rc = store_step_done(s->db, st, what, err);
+        store_stmt_done(st);
+    }
+    return rc;
+}
+
 int store_begin(coordinator_store *s, char *err) {
-    return s->batch ? store_exec(s->db, "SAVEPOINT op", "begin", err)
-                    : store_exec(s->db, "BEGIN IMMEDIATE", "begin", err);
+    return s->batch ? store_run(s, "SAVEPOINT op", "begin", err)
+                    : store_run(s, "BEGIN IMMEDIATE", "begin", err);
 }
 
 int store_commit(coordinator_store *s, char *err) {
-    return s->batch ? store_exec(s->db, "RELEASE op", "commit", err)
-                    : store_exec(s->db, "COMMIT", "commit", err);
+    return s->batch ? store_run(s, "RELEASE op", "commit", err)
+                    : store_run(s, "COMMIT", "commit", err);
 }
 
 void store_rollback(coordinator_store *s) {
@@ -64,7 +134,7 @@ int coordinator_store_batch_begin(coordinator_store *s, char *err) {
     if (s->batch) {
         return common_fail(err, COMMON_ERR_INVALID, "store: a batch is open already");
     }
-    int rc = store_exec(s->db, "BEGIN IMMEDIATE", "begin batch", err);
+    int rc = store_run(s, "BEGIN IMMEDIATE", "begin batch", err);
     if (rc == 0) {
         s->batch = true;
     }
@@ -80,7 +150,7 @@ int coordinator_store_batch_commit(coordinator_store *s, char *err) {
         return common_fail(err, COMMON_ERR_IO,
                            "commit batch: the transaction was rolled back by an earlier error");
     }
-    int rc = store_exec(s->db, "COMMIT", "commit batch", err);
+    int rc = store_run(s, "COMMIT", "commit batch", err);
     if (rc != 0) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     }
@@ -92,17 +162,6 @@ void coordinator_store_batch_rollback(coordinator_store *s) {
     if (!sqlite3_get_autocommit(s->db)) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     }
-}
-
-/* Runs a prepared statement that returns no row (or whose rows do not matter). */
-static int step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, char *err) {
-    int r = sqlite3_step(st);
-    if (r != SQLITE_DONE && r != SQLITE_ROW) {
-        char w[128];
-        snprintf(w, sizeof w, "sqlite3_step(%s)", what);
-        return store_fail(db, err, w);
-    }
-    return 0;
 }
 
 /* ---- open ---- */
@@ -179,6 +238,8 @@ static int open_db(coordinator_store **out, const char *path, int busy_timeout_m
                          path, sqlite3_errmsg(s->db));
         goto fail;
     }
+    /* synchronous NORMAL: a commit is in the WAL file (written, not fsynced) when COMMIT
+     * returns, so it survives a crash of this process; the WAL is fsynced at checkpoints. */
     rc = store_exec(s->db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "pragmas", err);
     if (rc == 0) {
         rc = store_migrate(s->db, COORDINATOR_SCHEMA_VERSION, err);
@@ -209,8 +270,14 @@ void coordinator_store_close(coordinator_store **sp) {
     if (sp == NULL || *sp == NULL) {
         return;
     }
-    sqlite3_close_v2((*sp)->db);
-    free(*sp);
+    coordinator_store *s = *sp;
+    for (size_t i = 0; i < s->n_cache; i++) {
+        sqlite3_finalize(s->cache[i].st);
+        free(s->cache[i].sql);
+    }
+    free(s->cache);
+    sqlite3_close_v2(s->db);
+    free(s);
     *sp = NULL;
 }
 
@@ -237,12 +304,12 @@ int coordinator_model_record(coordinator_store *s, const char *dir, int64_t *id,
     if ((rc = sha256_file_hex(path, hex, err)) != 0) {
         goto done;
     }
-    rc = store_prepare(s->db,
-                       "INSERT INTO model (path, sha256, n_layers, d_model, n_heads, d_head, "
-                       "d_mlp, n_ctx, d_vocab) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                       "ON CONFLICT (path, sha256) DO UPDATE SET path = excluded.path "
-                       "RETURNING id",
-                       &st, "record model", err);
+    rc = store_stmt(s,
+                    "INSERT INTO model (path, sha256, n_layers, d_model, n_heads, d_head, "
+                    "d_mlp, n_ctx, d_vocab) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (path, sha256) DO UPDATE SET path = excluded.path "
+                    "RETURNING id",
+                    &st, "record model", err);
     if (rc != 0) {
         goto done;
     }
@@ -260,7 +327,7 @@ int coordinator_model_record(coordinator_store *s, const char *dir, int64_t *id,
     *id = sqlite3_column_int64(st, 0);
 
 done:
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     free(json);
     return rc;
 }
@@ -270,10 +337,10 @@ done:
 int coordinator_dataset_find(coordinator_store *s, const char *name, int64_t *id, uint64_t *n_games,
                              char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db,
-                           "SELECT d.id, (SELECT COUNT(*) FROM game g WHERE g.dataset_id = d.id) "
-                           "FROM dataset d WHERE d.name = ?",
-                           &st, "find dataset", err);
+    int rc = store_stmt(s,
+                        "SELECT d.id, (SELECT COUNT(*) FROM game g WHERE g.dataset_id = d.id) "
+                        "FROM dataset d WHERE d.name = ?",
+                        &st, "find dataset", err);
     if (rc != 0) {
         return rc;
     }
@@ -289,7 +356,7 @@ int coordinator_dataset_find(coordinator_store *s, const char *name, int64_t *id
     } else {
         rc = store_fail(s->db, err, "sqlite3_step(find dataset)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
@@ -317,15 +384,15 @@ int coordinator_dataset_create(coordinator_store *s, const char *name, const cha
         return common_fail(err, rc, "%s", ferr);
     }
     sqlite3_stmt *st = NULL;
-    rc = store_prepare(s->db, "INSERT INTO dataset (name, source) VALUES (?, ?)", &st,
-                       "create dataset", err);
+    rc = store_stmt(s, "INSERT INTO dataset (name, source) VALUES (?, ?)", &st, "create dataset",
+                    err);
     if (rc != 0) {
         return rc;
     }
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, source, -1, SQLITE_TRANSIENT);
-    rc = step_done(s->db, st, "create dataset", err);
-    sqlite3_finalize(st);
+    rc = store_step_done(s->db, st, "create dataset", err);
+    store_stmt_done(st);
     if (rc == 0) {
         *id = sqlite3_last_insert_rowid(s->db);
     }
@@ -338,8 +405,8 @@ int coordinator_dataset_create(coordinator_store *s, const char *name, const cha
 static int find_submission(coordinator_store *s, const char *submission_id, bool *found,
                            int64_t *sweep_id, bool *same_spec, const char *canonical, char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db, "SELECT id, spec FROM sweep WHERE submission_id = ?", &st,
-                           "find submission", err);
+    int rc = store_stmt(s, "SELECT id, spec FROM sweep WHERE submission_id = ?", &st,
+                        "find submission", err);
     if (rc != 0) {
         return rc;
     }
@@ -353,7 +420,7 @@ static int find_submission(coordinator_store *s, const char *submission_id, bool
     } else if (r != SQLITE_DONE) {
         rc = store_fail(s->db, err, "sqlite3_step(find submission)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
@@ -372,11 +439,11 @@ static int check_game_lengths(coordinator_store *s, const coordinator_spec *spec
         return 0;
     }
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db,
-                           "SELECT g.idx, g.n_tokens, m.n_ctx FROM game g, model m"
-                           " WHERE m.id = ?1 AND g.dataset_id = ?2 AND g.idx >= ?3 AND g.idx < ?4"
-                           "   AND g.n_tokens > m.n_ctx ORDER BY g.idx LIMIT 1",
-                           &st, "check game lengths", err);
+    int rc = store_stmt(s,
+                        "SELECT g.idx, g.n_tokens, m.n_ctx FROM game g, model m"
+                        " WHERE m.id = ?1 AND g.dataset_id = ?2 AND g.idx >= ?3 AND g.idx < ?4"
+                        "   AND g.n_tokens > m.n_ctx ORDER BY g.idx LIMIT 1",
+                        &st, "check game lengths", err);
     if (rc != 0) {
         return rc;
     }
@@ -398,7 +465,7 @@ static int check_game_lengths(coordinator_store *s, const coordinator_spec *spec
     } else if (r != SQLITE_DONE) {
         rc = store_fail(s->db, err, "sqlite3_step(check game lengths)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
@@ -446,11 +513,11 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
     if (model_id > 0 && (rc = check_game_lengths(s, spec, dataset_id, model_id, err)) != 0) {
         goto fail;
     }
-    rc = store_prepare(s->db,
-                       "INSERT INTO sweep (name, submission_id, spec, dataset_id, model_id, "
-                       "game_from, game_to) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                       "ON CONFLICT (name) DO NOTHING",
-                       &st, "create sweep", err);
+    rc = store_stmt(s,
+                    "INSERT INTO sweep (name, submission_id, spec, dataset_id, model_id, "
+                    "game_from, game_to) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    &st, "create sweep", err);
     if (rc != 0) {
         goto fail;
     }
@@ -465,7 +532,7 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
     }
     sqlite3_bind_int64(st, 6, (sqlite3_int64)spec->game_from);
     sqlite3_bind_int64(st, 7, (sqlite3_int64)spec->game_to);
-    if ((rc = step_done(s->db, st, "create sweep", err)) != 0) {
+    if ((rc = store_step_done(s->db, st, "create sweep", err)) != 0) {
         goto fail;
     }
     if (sqlite3_changes(s->db) == 0) {
@@ -473,10 +540,10 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
         goto fail;
     }
     int64_t id = sqlite3_last_insert_rowid(s->db);
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     st = NULL;
-    rc = store_prepare(s->db, "INSERT INTO job (sweep_id, idx, kind, params) VALUES (?, ?, ?, ?)",
-                       &st, "create job", err);
+    rc = store_stmt(s, "INSERT INTO job (sweep_id, idx, kind, params) VALUES (?, ?, ?, ?)", &st,
+                    "create job", err);
     for (size_t i = 0; rc == 0 && i < spec->n_analyses; i++) {
         const coordinator_analysis *a = &spec->analyses[i];
         sqlite3_reset(st);
@@ -484,12 +551,12 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
         sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
         sqlite3_bind_text(st, 3, coordinator_analysis_kind_name(a->kind), -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 4, a->json, -1, SQLITE_TRANSIENT);
-        rc = step_done(s->db, st, "create job", err);
+        rc = store_step_done(s->db, st, "create job", err);
     }
     if (rc != 0) {
         goto fail;
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     st = NULL;
     if ((rc = store_commit(s, err)) != 0) {
         goto fail;
@@ -501,7 +568,7 @@ int coordinator_sweep_create(coordinator_store *s, const coordinator_spec *spec,
     return 0;
 
 fail:
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     store_rollback(s);
     return rc;
 }
@@ -521,8 +588,8 @@ int coordinator_sweep_submit(coordinator_store *s, const char *json, size_t len,
 int coordinator_job_find(coordinator_store *s, int64_t sweep_id, size_t index, int64_t *job_id,
                          char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db, "SELECT id FROM job WHERE sweep_id = ? AND idx = ?", &st,
-                           "find job", err);
+    int rc =
+        store_stmt(s, "SELECT id FROM job WHERE sweep_id = ? AND idx = ?", &st, "find job", err);
     if (rc != 0) {
         return rc;
     }
@@ -537,7 +604,7 @@ int coordinator_job_find(coordinator_store *s, int64_t sweep_id, size_t index, i
     } else {
         rc = store_fail(s->db, err, "sqlite3_step(find job)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
@@ -546,12 +613,12 @@ int coordinator_job_find(coordinator_store *s, int64_t sweep_id, size_t index, i
 int coordinator_worker_seen(coordinator_store *s, const char *id, const char *info, int64_t now_ns,
                             char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db,
-                           "INSERT INTO worker (id, info, first_seen_ns, last_seen_ns) "
-                           "VALUES (?1, ?2, ?3, ?3) ON CONFLICT (id) DO UPDATE SET "
-                           "last_seen_ns = excluded.last_seen_ns, "
-                           "info = coalesce(excluded.info, info)",
-                           &st, "record worker", err);
+    int rc = store_stmt(s,
+                        "INSERT INTO worker (id, info, first_seen_ns, last_seen_ns) "
+                        "VALUES (?1, ?2, ?3, ?3) ON CONFLICT (id) DO UPDATE SET "
+                        "last_seen_ns = excluded.last_seen_ns, "
+                        "info = coalesce(excluded.info, info)",
+                        &st, "record worker", err);
     if (rc != 0) {
         return rc;
     }
@@ -560,7 +627,7 @@ int coordinator_worker_seen(coordinator_store *s, const char *id, const char *in
         sqlite3_bind_text(st, 2, info, -1, SQLITE_TRANSIENT);
     }
     sqlite3_bind_int64(st, 3, now_ns);
-    rc = step_done(s->db, st, "record worker", err);
-    sqlite3_finalize(st);
+    rc = store_step_done(s->db, st, "record worker", err);
+    store_stmt_done(st);
     return rc;
 }

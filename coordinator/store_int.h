@@ -1,6 +1,7 @@
 /*
- * store_int.h: what the store's files share: the handle, the schema migrations (schema.c), the
- * SQLite error helpers and SHA-256 (sha256.c). Private to coordinator/.
+ * store_int.h: what the store's files share: the handle with its cache of prepared statements,
+ * the schema migrations (schema.c), the SQLite error helpers and SHA-256 (sha256.c). Private to
+ * coordinator/.
  */
 #ifndef CHESSLENS_COORDINATOR_STORE_INT_H
 #define CHESSLENS_COORDINATOR_STORE_INT_H
@@ -12,10 +13,21 @@
 
 #include "coordinator/coordinator.h"
 
+/* One statement of the store's cache: prepared once, reused by every call with its text. */
+typedef struct store_cached {
+    const char *key; /* the text's address at its first use (a literal's: the fast match) */
+    char *sql;       /* its own copy of the text (the match that decides) */
+    sqlite3_stmt *st;
+} store_cached;
+
 struct coordinator_store {
     sqlite3 *db;
     bool readonly;
     bool batch; /* inside coordinator_store_batch_begin: transactions below nest as savepoints */
+    /* The service runs a few dozen distinct statements tens of thousands of times a second;
+     * preparing one costs more than running it, so each is prepared once (store_stmt). */
+    store_cached *cache; /* [n_cache] */
+    size_t n_cache, cap_cache;
 };
 
 /* The number of migration steps; step i (1-based) takes user_version i - 1 to i. */
@@ -33,8 +45,22 @@ int store_fail(sqlite3 *db, char *err, const char *what);
 /* Runs SQL without results (one or more statements). */
 int store_exec(sqlite3 *db, const char *sql, const char *what, char *err);
 
-/* Prepares sql into *st; an error names what. */
+/* Prepares sql into *st; an error names what. The caller finalizes *st. */
 int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what, char *err);
+
+/* The store's prepared statement for sql (one SQL statement), prepared on its first use and
+ * kept until coordinator_store_close; *st comes reset, with no parameter bound. It is the
+ * store's: the caller never finalizes it, hands it back with store_stmt_done once its rows are
+ * read (on every path, errors included: a statement left mid-step keeps its read open), and
+ * does not ask for the same text again before that (both would get the same statement). */
+int store_stmt(coordinator_store *s, const char *sql, sqlite3_stmt **st, const char *what,
+               char *err);
+/* Resets st and clears its parameters; NULL is fine. */
+void store_stmt_done(sqlite3_stmt *st);
+/* Runs one cached statement that returns no rows (or whose rows do not matter). */
+int store_run(coordinator_store *s, const char *sql, const char *what, char *err);
+/* Steps a statement that returns no row (or whose rows do not matter); an error names what. */
+int store_step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, char *err);
 
 /* One store operation's transaction: BEGIN IMMEDIATE / COMMIT / ROLLBACK, or inside a batch
  * (coordinator_store_batch_begin) a savepoint, so that a failed operation undoes only itself

@@ -9,16 +9,6 @@
 
 #include "coordinator/store_int.h"
 
-static int step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, char *err) {
-    int r = sqlite3_step(st);
-    if (r != SQLITE_DONE && r != SQLITE_ROW) {
-        char w[128];
-        snprintf(w, sizeof w, "sqlite3_step(%s)", what);
-        return store_fail(db, err, w);
-    }
-    return 0;
-}
-
 static char *dup_text(sqlite3_stmt *st, int col) {
     const char *t = (const char *)sqlite3_column_text(st, col);
     return strdup(t != NULL ? t : "");
@@ -27,8 +17,7 @@ static char *dup_text(sqlite3_stmt *st, int col) {
 int coordinator_model_limits(coordinator_store *s, int64_t model_id, size_t *n_ctx, size_t *d_vocab,
                              char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db, "SELECT n_ctx, d_vocab FROM model WHERE id = ?", &st,
-                           "read model", err);
+    int rc = store_stmt(s, "SELECT n_ctx, d_vocab FROM model WHERE id = ?", &st, "read model", err);
     if (rc != 0) {
         return rc;
     }
@@ -42,13 +31,13 @@ int coordinator_model_limits(coordinator_store *s, int64_t model_id, size_t *n_c
     } else {
         rc = store_fail(s->db, err, "sqlite3_step(read model)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
 int coordinator_sweep_find(coordinator_store *s, const char *name, int64_t *id, char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db, "SELECT id FROM sweep WHERE name = ?", &st, "find sweep", err);
+    int rc = store_stmt(s, "SELECT id FROM sweep WHERE name = ?", &st, "find sweep", err);
     if (rc != 0) {
         return rc;
     }
@@ -61,7 +50,7 @@ int coordinator_sweep_find(coordinator_store *s, const char *name, int64_t *id, 
     } else {
         rc = store_fail(s->db, err, "sqlite3_step(find sweep)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
@@ -80,16 +69,16 @@ int coordinator_sweeps_list(coordinator_store *s, int64_t sweep_id, coordinator_
     sqlite3_stmt *sw = NULL, *counts = NULL;
     coordinator_sweep_info *list = NULL;
     size_t n = 0, cap = 0;
-    int rc = store_prepare(s->db,
-                           "SELECT id, name, state, created_at FROM sweep "
-                           "WHERE ?1 = 0 OR id = ?1 ORDER BY id",
-                           &sw, "list sweeps", err);
+    int rc = store_stmt(s,
+                        "SELECT id, name, state, created_at FROM sweep "
+                        "WHERE ?1 = 0 OR id = ?1 ORDER BY id",
+                        &sw, "list sweeps", err);
     if (rc == 0) {
-        rc = store_prepare(s->db,
-                           "SELECT j.sweep_id, t.state, count(*), min(t.not_before_ns), "
-                           "sum(t.n_rows) FROM task t JOIN job j ON j.id = t.job_id "
-                           "WHERE ?1 = 0 OR j.sweep_id = ?1 GROUP BY j.sweep_id, t.state",
-                           &counts, "count tasks", err);
+        rc = store_stmt(s,
+                        "SELECT j.sweep_id, t.state, count(*), min(t.not_before_ns), "
+                        "sum(t.n_rows) FROM task t JOIN job j ON j.id = t.job_id "
+                        "WHERE ?1 = 0 OR j.sweep_id = ?1 GROUP BY j.sweep_id, t.state",
+                        &counts, "count tasks", err);
     }
     if (rc != 0) {
         goto done;
@@ -147,8 +136,8 @@ int coordinator_sweeps_list(coordinator_store *s, int64_t sweep_id, coordinator_
         rc = common_fail(err, COMMON_ERR_NOT_FOUND, "no sweep with id %lld", (long long)sweep_id);
     }
 done:
-    sqlite3_finalize(sw);
-    sqlite3_finalize(counts);
+    store_stmt_done(sw);
+    store_stmt_done(counts);
     if (rc != 0) {
         free(list);
         return rc;
@@ -161,10 +150,10 @@ done:
 int coordinator_sweep_dispatch_info(coordinator_store *s, int64_t sweep_id, char **spec,
                                     char **model_path, char model_sha256[65], char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db,
-                           "SELECT w.spec, m.path, m.sha256 FROM sweep w "
-                           "LEFT JOIN model m ON m.id = w.model_id WHERE w.id = ?",
-                           &st, "read sweep", err);
+    int rc = store_stmt(s,
+                        "SELECT w.spec, m.path, m.sha256 FROM sweep w "
+                        "LEFT JOIN model m ON m.id = w.model_id WHERE w.id = ?",
+                        &st, "read sweep", err);
     if (rc != 0) {
         return rc;
     }
@@ -193,7 +182,7 @@ int coordinator_sweep_dispatch_info(coordinator_store *s, int64_t sweep_id, char
             *model_path = mp;
         }
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
@@ -202,12 +191,12 @@ int coordinator_dead_tasks(coordinator_store *s, int64_t sweep_id, size_t max,
     *out = NULL;
     *n_out = 0;
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db,
-                           "SELECT t.id, j.sweep_id, t.key, t.attempts, t.last_error FROM task t "
-                           "JOIN job j ON j.id = t.job_id "
-                           "WHERE t.state = 'dead' AND (?1 = 0 OR j.sweep_id = ?1) "
-                           "ORDER BY t.id LIMIT ?2",
-                           &st, "list dead tasks", err);
+    int rc = store_stmt(s,
+                        "SELECT t.id, j.sweep_id, t.key, t.attempts, t.last_error FROM task t "
+                        "JOIN job j ON j.id = t.job_id "
+                        "WHERE t.state = 'dead' AND (?1 = 0 OR j.sweep_id = ?1) "
+                        "ORDER BY t.id LIMIT ?2",
+                        &st, "list dead tasks", err);
     if (rc != 0) {
         return rc;
     }
@@ -241,7 +230,7 @@ int coordinator_dead_tasks(coordinator_store *s, int64_t sweep_id, size_t max,
     if (rc == 0 && r != SQLITE_DONE) {
         rc = store_fail(s->db, err, "sqlite3_step(list dead tasks)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     if (rc != 0) {
         coordinator_dead_tasks_free(list, n);
         return rc;
@@ -270,20 +259,20 @@ int coordinator_sweep_cancel(coordinator_store *s, int64_t sweep_id, coordinator
     if (rc != 0) {
         return rc;
     }
-    if ((rc = store_prepare(s->db, "UPDATE sweep SET state = 'cancelled' WHERE id = ?", &mark,
-                            "cancel sweep", err)) != 0 ||
-        (rc = store_prepare(s->db,
-                            /* the attempt the lease counted is given back: a cancel is no
-                             * failure of the task */
-                            "UPDATE task SET state = 'pending', worker = NULL, "
-                            "lease_deadline_ns = NULL, attempts = max(attempts - 1, 0) "
-                            "WHERE state = 'leased' AND job_id IN "
-                            "(SELECT id FROM job WHERE sweep_id = ?) RETURNING id, lease_epoch",
-                            &release, "release leases", err)) != 0) {
+    if ((rc = store_stmt(s, "UPDATE sweep SET state = 'cancelled' WHERE id = ?", &mark,
+                         "cancel sweep", err)) != 0 ||
+        (rc = store_stmt(s,
+                         /* the attempt the lease counted is given back: a cancel is no
+                          * failure of the task */
+                         "UPDATE task SET state = 'pending', worker = NULL, "
+                         "lease_deadline_ns = NULL, attempts = max(attempts - 1, 0) "
+                         "WHERE state = 'leased' AND job_id IN "
+                         "(SELECT id FROM job WHERE sweep_id = ?) RETURNING id, lease_epoch",
+                         &release, "release leases", err)) != 0) {
         goto fail;
     }
     sqlite3_bind_int64(mark, 1, sweep_id);
-    if ((rc = step_done(s->db, mark, "cancel sweep", err)) != 0) {
+    if ((rc = store_step_done(s->db, mark, "cancel sweep", err)) != 0) {
         goto fail;
     }
     if (sqlite3_changes(s->db) == 0) {
@@ -311,8 +300,8 @@ int coordinator_sweep_cancel(coordinator_store *s, int64_t sweep_id, coordinator
         rc = store_fail(s->db, err, "sqlite3_step(release leases)");
         goto fail;
     }
-    sqlite3_finalize(mark);
-    sqlite3_finalize(release);
+    store_stmt_done(mark);
+    store_stmt_done(release);
     mark = release = NULL;
     if ((rc = store_commit(s, err)) != 0) {
         goto fail;
@@ -321,8 +310,8 @@ int coordinator_sweep_cancel(coordinator_store *s, int64_t sweep_id, coordinator
     *n_leased = n;
     return 0;
 fail:
-    sqlite3_finalize(mark);
-    sqlite3_finalize(release);
+    store_stmt_done(mark);
+    store_stmt_done(release);
     store_rollback(s);
     free(refs);
     return rc;
@@ -336,12 +325,12 @@ static int update_all(coordinator_store *s, const char *sql, int64_t param, cons
     if (rc != 0) {
         return rc;
     }
-    if ((rc = store_prepare(s->db, sql, &st, what, err)) == 0) {
+    if ((rc = store_stmt(s, sql, &st, what, err)) == 0) {
         sqlite3_bind_int64(st, 1, param);
-        rc = step_done(s->db, st, what, err);
+        rc = store_step_done(s->db, st, what, err);
     }
     size_t changed = (size_t)sqlite3_changes(s->db);
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     if (rc == 0) {
         rc = store_commit(s, err);
     }

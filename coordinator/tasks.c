@@ -15,18 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "coordinator/store_int.h"
-
-static int step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, char *err) {
-    int r = sqlite3_step(st);
-    if (r != SQLITE_DONE && r != SQLITE_ROW) {
-        char w[128];
-        snprintf(w, sizeof w, "sqlite3_step(%s)", what);
-        return store_fail(db, err, w);
-    }
-    return 0;
-}
 
 int coordinator_tasks_add(coordinator_store *s, int64_t job_id, const coordinator_task_def *tasks,
                           size_t n, size_t *n_added, char *err) {
@@ -36,10 +27,10 @@ int coordinator_tasks_add(coordinator_store *s, int64_t job_id, const coordinato
     if (rc != 0) {
         return rc;
     }
-    rc = store_prepare(s->db,
-                       "INSERT INTO task (job_id, key, body) VALUES (?, ?, ?) "
-                       "ON CONFLICT (job_id, key) DO NOTHING",
-                       &st, "add task", err);
+    rc = store_stmt(s,
+                    "INSERT INTO task (job_id, key, body) VALUES (?, ?, ?) "
+                    "ON CONFLICT (job_id, key) DO NOTHING",
+                    &st, "add task", err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, job_id);
@@ -49,10 +40,10 @@ int coordinator_tasks_add(coordinator_store *s, int64_t job_id, const coordinato
         } else {
             sqlite3_bind_zeroblob(st, 3, 0);
         }
-        rc = step_done(s->db, st, "add task", err);
+        rc = store_step_done(s->db, st, "add task", err);
         added += (size_t)sqlite3_changes(s->db);
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     if (rc == 0) {
         rc = store_commit(s, err);
     }
@@ -74,10 +65,17 @@ void coordinator_leases_free(coordinator_lease *leases, size_t n) {
     free(leases);
 }
 
+/* Orders leases by task id (RETURNING gives its rows in no stated order). */
+static int lease_cmp(const void *a, const void *b) {
+    int64_t x = ((const coordinator_lease *)a)->task_id,
+            y = ((const coordinator_lease *)b)->task_id;
+    return (x > y) - (x < y);
+}
+
 int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max, int64_t now_ns,
                             int64_t deadline_ns, coordinator_lease **out, size_t *n_out,
                             char *err) {
-    sqlite3_stmt *sel = NULL, *upd = NULL;
+    sqlite3_stmt *st = NULL;
     coordinator_lease *leases = NULL;
     size_t n = 0;
     *n_out = 0;
@@ -85,21 +83,23 @@ int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max
     if (max == 0) {
         return 0;
     }
+    /* One statement picks and leases the tasks (the savepoint only undoes it when a copy of a
+     * leased row cannot be made): a dispatch is the service's most frequent write. */
     int rc = store_begin(s, err);
     if (rc != 0) {
         return rc;
     }
-    if ((rc = store_prepare(s->db,
-                            "SELECT t.id, t.job_id, j.sweep_id, t.key, t.body, j.idx FROM task t "
-                            "JOIN job j ON j.id = t.job_id JOIN sweep w ON w.id = j.sweep_id "
-                            "WHERE t.state = 'pending' AND t.not_before_ns <= ? "
-                            "AND w.state = 'active' ORDER BY t.id LIMIT ?",
-                            &sel, "select pending tasks", err)) != 0 ||
-        (rc = store_prepare(s->db,
-                            "UPDATE task SET state = 'leased', worker = ?, "
-                            "lease_epoch = lease_epoch + 1, attempts = attempts + 1, "
-                            "lease_deadline_ns = ? WHERE id = ? RETURNING lease_epoch, attempts",
-                            &upd, "lease task", err)) != 0) {
+    if ((rc =
+             store_stmt(s,
+                        "UPDATE task SET state = 'leased', worker = ?1, "
+                        "lease_epoch = lease_epoch + 1, attempts = attempts + 1, "
+                        "lease_deadline_ns = ?2 WHERE id IN (SELECT t.id FROM task t "
+                        "JOIN job j ON j.id = t.job_id JOIN sweep w ON w.id = j.sweep_id "
+                        "WHERE t.state = 'pending' AND t.not_before_ns <= ?3 "
+                        "AND w.state = 'active' ORDER BY t.id LIMIT ?4) "
+                        "RETURNING id, job_id, (SELECT sweep_id FROM job WHERE id = job_id), "
+                        "(SELECT idx FROM job WHERE id = job_id), key, body, lease_epoch, attempts",
+                        &st, "lease tasks", err)) != 0) {
         goto fail;
     }
     leases = calloc(max, sizeof *leases);
@@ -107,73 +107,65 @@ int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max
         rc = common_fail(err, COMMON_ERR_NOMEM, "claim: out of memory");
         goto fail;
     }
-    sqlite3_bind_int64(sel, 1, now_ns);
-    sqlite3_bind_int64(sel, 2, (sqlite3_int64)max);
+    sqlite3_bind_text(st, 1, worker, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, deadline_ns);
+    sqlite3_bind_int64(st, 3, now_ns);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)max);
     int r;
-    while ((r = sqlite3_step(sel)) == SQLITE_ROW) {
-        coordinator_lease *l = &leases[n];
-        l->task_id = sqlite3_column_int64(sel, 0);
-        l->job_id = sqlite3_column_int64(sel, 1);
-        l->sweep_id = sqlite3_column_int64(sel, 2);
-        l->analysis = (size_t)sqlite3_column_int64(sel, 5);
-        const char *key = (const char *)sqlite3_column_text(sel, 3);
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        assert(n < max); /* LIMIT */
+        coordinator_lease *l = &leases[n++];
+        l->task_id = sqlite3_column_int64(st, 0);
+        l->job_id = sqlite3_column_int64(st, 1);
+        l->sweep_id = sqlite3_column_int64(st, 2);
+        l->analysis = (size_t)sqlite3_column_int64(st, 3);
+        const char *key = (const char *)sqlite3_column_text(st, 4);
         l->key = strdup(key != NULL ? key : "");
-        l->body_len = (size_t)sqlite3_column_bytes(sel, 4);
+        l->body_len = (size_t)sqlite3_column_bytes(st, 5);
         l->body = malloc(l->body_len > 0 ? l->body_len : 1);
-        n++;
         if (l->key == NULL || l->body == NULL) {
             rc = common_fail(err, COMMON_ERR_NOMEM, "claim: out of memory");
             goto fail;
         }
         if (l->body_len > 0) {
-            memcpy(l->body, sqlite3_column_blob(sel, 4), l->body_len);
+            memcpy(l->body, sqlite3_column_blob(st, 5), l->body_len);
         }
+        l->epoch = (uint64_t)sqlite3_column_int64(st, 6);
+        l->attempt = (uint32_t)sqlite3_column_int64(st, 7);
+        l->deadline_ns = deadline_ns;
     }
     if (r != SQLITE_DONE) {
-        rc = store_fail(s->db, err, "sqlite3_step(select pending tasks)");
+        rc = store_fail(s->db, err, "sqlite3_step(lease tasks)");
         goto fail;
     }
-    for (size_t i = 0; i < n; i++) {
-        sqlite3_reset(upd);
-        sqlite3_bind_text(upd, 1, worker, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(upd, 2, deadline_ns);
-        sqlite3_bind_int64(upd, 3, leases[i].task_id);
-        if (sqlite3_step(upd) != SQLITE_ROW) {
-            rc = store_fail(s->db, err, "sqlite3_step(lease task)");
-            goto fail;
-        }
-        leases[i].epoch = (uint64_t)sqlite3_column_int64(upd, 0);
-        leases[i].attempt = (uint32_t)sqlite3_column_int64(upd, 1);
-        leases[i].deadline_ns = deadline_ns;
-    }
-    sqlite3_finalize(sel);
-    sqlite3_finalize(upd);
-    sel = upd = NULL;
+    store_stmt_done(st);
+    st = NULL;
     if ((rc = store_commit(s, err)) != 0) {
         goto fail;
     }
     if (n == 0) {
         free(leases);
         leases = NULL;
+    } else {
+        qsort(leases, n, sizeof *leases, lease_cmp);
     }
     *out = leases;
     *n_out = n;
     return 0;
 
 fail:
-    sqlite3_finalize(sel);
-    sqlite3_finalize(upd);
+    store_stmt_done(st);
     store_rollback(s);
     coordinator_leases_free(leases, n);
     return rc;
 }
 
 /* The task's state and epoch (inside the caller's transaction). */
-static int task_state(sqlite3 *db, int64_t task_id, char state[8], uint64_t *epoch, int64_t *job_id,
-                      uint32_t *attempts, char *err) {
+static int task_state(coordinator_store *s, int64_t task_id, char state[8], uint64_t *epoch,
+                      int64_t *job_id, uint32_t *attempts, char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(db, "SELECT state, lease_epoch, job_id, attempts FROM task WHERE id = ?",
-                           &st, "read task", err);
+    int rc = store_stmt(s, "SELECT state, lease_epoch, job_id, attempts FROM task WHERE id = ?",
+                        &st, "read task", err);
     if (rc != 0) {
         return rc;
     }
@@ -187,9 +179,9 @@ static int task_state(sqlite3 *db, int64_t task_id, char state[8], uint64_t *epo
     } else if (r == SQLITE_DONE) {
         rc = common_fail(err, COMMON_ERR_NOT_FOUND, "task %lld not found", (long long)task_id);
     } else {
-        rc = store_fail(db, err, "sqlite3_step(read task)");
+        rc = store_fail(s->db, err, "sqlite3_step(read task)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
@@ -203,7 +195,7 @@ static int begin_fenced(coordinator_store *s, int64_t task_id, uint64_t epoch,
     }
     char state[8] = "";
     uint64_t current = 0;
-    if ((rc = task_state(s->db, task_id, state, &current, job_id, attempts, err)) != 0) {
+    if ((rc = task_state(s, task_id, state, &current, job_id, attempts, err)) != 0) {
         store_rollback(s);
         return rc;
     }
@@ -219,62 +211,74 @@ static int begin_fenced(coordinator_store *s, int64_t task_id, uint64_t epoch,
     return 0;
 }
 
-int coordinator_task_extend(coordinator_store *s, int64_t task_id, uint64_t epoch,
-                            int64_t deadline_ns, coordinator_fence *status, char *err) {
+/* What a report about a task met when its fenced statement changed nothing: ALREADY_STORED
+ * when the task is done, else FENCED (NOT_FOUND: no such task). */
+static int classify(coordinator_store *s, int64_t task_id, coordinator_fence *status, char *err) {
+    char state[8] = "";
+    uint64_t epoch = 0;
     int64_t job_id = 0;
     uint32_t attempts = 0;
-    int rc = begin_fenced(s, task_id, epoch, status, &job_id, &attempts, err);
-    if (rc != 0 || *status != COORDINATOR_STORED) {
-        return rc;
-    }
-    sqlite3_stmt *st = NULL;
-    rc = store_prepare(s->db, "UPDATE task SET lease_deadline_ns = ? WHERE id = ?", &st,
-                       "extend lease", err);
+    int rc = task_state(s, task_id, state, &epoch, &job_id, &attempts, err);
     if (rc == 0) {
-        sqlite3_bind_int64(st, 1, deadline_ns);
-        sqlite3_bind_int64(st, 2, task_id);
-        rc = step_done(s->db, st, "extend lease", err);
-    }
-    sqlite3_finalize(st);
-    if (rc == 0) {
-        rc = store_commit(s, err);
-    }
-    if (rc != 0) {
-        store_rollback(s);
+        *status = strcmp(state, "done") == 0 ? COORDINATOR_ALREADY_STORED : COORDINATOR_FENCED;
     }
     return rc;
+}
+
+/* Runs st, a fenced UPDATE (its WHERE clause holds the fence: id, state 'leased' and
+ * lease_epoch), whose parameters are bound; *status STORED when it changed the task, else
+ * classify's answer. One statement is atomic by itself, so it needs no transaction or savepoint
+ * of its own. */
+static int run_fenced(coordinator_store *s, sqlite3_stmt *st, int64_t task_id, const char *what,
+                      coordinator_fence *status, char *err) {
+    int rc = store_step_done(s->db, st, what, err);
+    int changed = rc == 0 ? sqlite3_changes(s->db) : 0;
+    store_stmt_done(st);
+    if (rc != 0) {
+        return rc;
+    }
+    if (changed > 0) {
+        *status = COORDINATOR_STORED;
+        return 0;
+    }
+    return classify(s, task_id, status, err);
+}
+
+int coordinator_task_extend(coordinator_store *s, int64_t task_id, uint64_t epoch,
+                            int64_t deadline_ns, coordinator_fence *status, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_stmt(s,
+                        "UPDATE task SET lease_deadline_ns = ?1 "
+                        "WHERE id = ?2 AND state = 'leased' AND lease_epoch = ?3",
+                        &st, "extend lease", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, deadline_ns);
+    sqlite3_bind_int64(st, 2, task_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)epoch);
+    return run_fenced(s, st, task_id, "extend lease", status, err);
 }
 
 int coordinator_task_fail(coordinator_store *s, int64_t task_id, uint64_t epoch, const char *error,
                           uint32_t max_attempts, int64_t not_before_ns, coordinator_fence *status,
                           char *err) {
-    int64_t job_id = 0;
-    uint32_t attempts = 0;
-    int rc = begin_fenced(s, task_id, epoch, status, &job_id, &attempts, err);
-    if (rc != 0 || *status != COORDINATOR_STORED) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_stmt(s,
+                        "UPDATE task SET state = CASE WHEN ?1 > 0 AND attempts >= ?1 "
+                        "THEN 'dead' ELSE 'pending' END, last_error = ?2, not_before_ns = ?3, "
+                        "worker = NULL, lease_deadline_ns = NULL "
+                        "WHERE id = ?4 AND state = 'leased' AND lease_epoch = ?5",
+                        &st, "fail task", err);
+    if (rc != 0) {
         return rc;
     }
-    bool dead = max_attempts > 0 && attempts >= max_attempts;
-    sqlite3_stmt *st = NULL;
-    rc = store_prepare(s->db,
-                       "UPDATE task SET state = ?, last_error = ?, not_before_ns = ?, "
-                       "worker = NULL, lease_deadline_ns = NULL WHERE id = ?",
-                       &st, "fail task", err);
-    if (rc == 0) {
-        sqlite3_bind_text(st, 1, dead ? "dead" : "pending", -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, error != NULL ? error : "", -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 3, not_before_ns);
-        sqlite3_bind_int64(st, 4, task_id);
-        rc = step_done(s->db, st, "fail task", err);
-    }
-    sqlite3_finalize(st);
-    if (rc == 0) {
-        rc = store_commit(s, err);
-    }
-    if (rc != 0) {
-        store_rollback(s);
-    }
-    return rc;
+    sqlite3_bind_int64(st, 1, max_attempts);
+    sqlite3_bind_text(st, 2, error != NULL ? error : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, not_before_ns);
+    sqlite3_bind_int64(st, 4, task_id);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)epoch);
+    return run_fenced(s, st, task_id, "fail task", status, err);
 }
 
 int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_attempts,
@@ -282,14 +286,14 @@ int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_
                              char *err) {
     sqlite3_stmt *st = NULL;
     /* full jitter: uniform in [0, min(cap, base * 2^(attempts-1))), drawn by SQLite per task */
-    int rc = store_prepare(s->db,
-                           "UPDATE task SET state = CASE WHEN ?1 > 0 AND attempts >= ?1 "
-                           "THEN 'dead' ELSE 'pending' END, last_error = 'lease expired', "
-                           "worker = NULL, lease_deadline_ns = NULL, "
-                           "not_before_ns = CASE WHEN ?3 > 0 THEN ?2 + abs(random() % "
-                           "max(1, min(?4, ?3 << min(max(attempts - 1, 0), 40)))) ELSE 0 END "
-                           "WHERE state = 'leased' AND lease_deadline_ns < ?2",
-                           &st, "expire leases", err);
+    int rc = store_stmt(s,
+                        "UPDATE task SET state = CASE WHEN ?1 > 0 AND attempts >= ?1 "
+                        "THEN 'dead' ELSE 'pending' END, last_error = 'lease expired', "
+                        "worker = NULL, lease_deadline_ns = NULL, "
+                        "not_before_ns = CASE WHEN ?3 > 0 THEN ?2 + abs(random() % "
+                        "max(1, min(?4, ?3 << min(max(attempts - 1, 0), 40)))) ELSE 0 END "
+                        "WHERE state = 'leased' AND lease_deadline_ns < ?2",
+                        &st, "expire leases", err);
     if (rc != 0) {
         return rc;
     }
@@ -297,8 +301,8 @@ int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_
     sqlite3_bind_int64(st, 2, now_ns);
     sqlite3_bind_int64(st, 3, backoff_base_ns);
     sqlite3_bind_int64(st, 4, backoff_cap_ns);
-    rc = step_done(s->db, st, "expire leases", err);
-    sqlite3_finalize(st);
+    rc = store_step_done(s->db, st, "expire leases", err);
+    store_stmt_done(st);
     if (rc == 0 && n != NULL) {
         *n = (size_t)sqlite3_changes(s->db);
     }
@@ -308,10 +312,10 @@ int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_
 int coordinator_sweep_progress_get(coordinator_store *s, int64_t sweep_id,
                                    coordinator_sweep_progress *out, char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(s->db,
-                           "SELECT t.state, count(*), min(t.not_before_ns) FROM task t "
-                           "JOIN job j ON j.id = t.job_id WHERE j.sweep_id = ?1 GROUP BY t.state",
-                           &st, "sweep progress", err);
+    int rc = store_stmt(s,
+                        "SELECT t.state, count(*), min(t.not_before_ns) FROM task t "
+                        "JOIN job j ON j.id = t.job_id WHERE j.sweep_id = ?1 GROUP BY t.state",
+                        &st, "sweep progress", err);
     if (rc != 0) {
         return rc;
     }
@@ -335,7 +339,7 @@ int coordinator_sweep_progress_get(coordinator_store *s, int64_t sweep_id,
     if (step != SQLITE_DONE) {
         rc = store_fail(s->db, err, "sqlite3_step(sweep progress)");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     if (rc == 0) {
         *out = p;
     }
@@ -408,23 +412,23 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *text) {
     }
 }
 
-static int put_patch(sqlite3 *db, int64_t task_id, int64_t job_id, const coordinator_patch_batch *b,
-                     char *err) {
+static int put_patch(coordinator_store *s, int64_t task_id, int64_t job_id,
+                     const coordinator_patch_batch *b, char *err) {
     sqlite3_stmt *pair = NULL, *val = NULL;
     char *labels = NULL;
     int rc;
-    if ((rc = store_prepare(db,
-                            "INSERT INTO patch_pair (task_id, seq, job_id, game, cutoff, "
-                            "corrupt_pos, clean_token, corrupt_token, corrupt_game, metric, "
-                            "normalized, kind, labels, clean_metric, corrupted_metric) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                            "ON CONFLICT (task_id, seq) DO NOTHING",
-                            &pair, "insert patch pair", err)) != 0 ||
-        (rc = store_prepare(db,
-                            "INSERT INTO patch_value (pair_id, idx, component, layer, pos, head, "
-                            "src_pos, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                            "ON CONFLICT DO NOTHING",
-                            &val, "insert patch value", err)) != 0) {
+    if ((rc = store_stmt(s,
+                         "INSERT INTO patch_pair (task_id, seq, job_id, game, cutoff, "
+                         "corrupt_pos, clean_token, corrupt_token, corrupt_game, metric, "
+                         "normalized, kind, labels, clean_metric, corrupted_metric) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                         "ON CONFLICT (task_id, seq) DO NOTHING",
+                         &pair, "insert patch pair", err)) != 0 ||
+        (rc = store_stmt(s,
+                         "INSERT INTO patch_value (pair_id, idx, component, layer, pos, head, "
+                         "src_pos, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                         "ON CONFLICT DO NOTHING",
+                         &val, "insert patch value", err)) != 0) {
         goto done;
     }
     const char *kind = interp_patch_kind_name(b->kind);
@@ -459,15 +463,15 @@ static int put_patch(sqlite3 *db, int64_t task_id, int64_t job_id, const coordin
         bind_text_or_null(pair, 13, labels);
         sqlite3_bind_double(pair, 14, r->clean_metric);
         sqlite3_bind_double(pair, 15, r->corrupted_metric);
-        if ((rc = step_done(db, pair, "insert patch pair", err)) != 0) {
+        if ((rc = store_step_done(s->db, pair, "insert patch pair", err)) != 0) {
             goto done;
         }
         free(labels);
         labels = NULL;
-        if (sqlite3_changes(db) == 0) {
+        if (sqlite3_changes(s->db) == 0) {
             continue; /* stored before: its values too */
         }
-        int64_t pair_id = sqlite3_last_insert_rowid(db);
+        int64_t pair_id = sqlite3_last_insert_rowid(s->db);
         size_t numel = model_shape_numel(&r->shape);
         for (size_t idx = 0; idx < numel; idx++) {
             long coord[AX_N] = {-1, -1, -1, -1, -1};
@@ -487,7 +491,7 @@ static int put_patch(sqlite3 *db, int64_t task_id, int64_t job_id, const coordin
                 }
             }
             sqlite3_bind_double(val, 8, (double)r->values[idx]);
-            if ((rc = step_done(db, val, "insert patch value", err)) != 0) {
+            if ((rc = store_step_done(s->db, val, "insert patch value", err)) != 0) {
                 goto done;
             }
         }
@@ -495,19 +499,19 @@ static int put_patch(sqlite3 *db, int64_t task_id, int64_t job_id, const coordin
 
 done:
     free(labels);
-    sqlite3_finalize(pair);
-    sqlite3_finalize(val);
+    store_stmt_done(pair);
+    store_stmt_done(val);
     return rc;
 }
 
-static int put_legal(sqlite3 *db, int64_t task_id, int64_t job_id, const interp_legal_stats *ls,
-                     char *err) {
+static int put_legal(coordinator_store *s, int64_t task_id, int64_t job_id,
+                     const interp_legal_stats *ls, char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(db,
-                           "INSERT INTO legal_partial (task_id, job_id, component, pos, statistic, "
-                           "sum, count, min, max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                           "ON CONFLICT DO NOTHING",
-                           &st, "insert legal partial", err);
+    int rc = store_stmt(s,
+                        "INSERT INTO legal_partial (task_id, job_id, component, pos, statistic, "
+                        "sum, count, min, max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING",
+                        &st, "insert legal partial", err);
     size_t cells = ls->n_comp * ls->T;
     for (size_t c = 0; rc == 0 && c < ls->n_comp; c++) {
         for (size_t t = 0; rc == 0 && t < ls->T; t++) {
@@ -527,22 +531,21 @@ static int put_legal(sqlite3 *db, int64_t task_id, int64_t job_id, const interp_
                 sqlite3_bind_int64(st, 7, (sqlite3_int64)count);
                 sqlite3_bind_double(st, 8, (double)ls->min[at]);
                 sqlite3_bind_double(st, 9, (double)ls->max[at]);
-                rc = step_done(db, st, "insert legal partial", err);
+                rc = store_step_done(s->db, st, "insert legal partial", err);
             }
         }
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
-static int put_neurons(sqlite3 *db, int64_t task_id, int64_t job_id, const interp_neuron_stats *ns,
-                       char *err) {
+static int put_neurons(coordinator_store *s, int64_t task_id, int64_t job_id,
+                       const interp_neuron_stats *ns, char *err) {
     sqlite3_stmt *st = NULL;
-    int rc =
-        store_prepare(db,
-                      "INSERT INTO neuron_partial (task_id, job_id, layer, neuron, phase, sum, "
-                      "count) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                      &st, "insert neuron partial", err);
+    int rc = store_stmt(s,
+                        "INSERT INTO neuron_partial (task_id, job_id, layer, neuron, phase, sum, "
+                        "count) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        &st, "insert neuron partial", err);
     for (int g = 0; rc == 0 && g < INTERP_NEURON_N_GROUPS; g++) {
         if (ns->count[g] == 0) {
             continue;
@@ -557,21 +560,21 @@ static int put_neurons(sqlite3 *db, int64_t task_id, int64_t job_id, const inter
                 sqlite3_bind_int(st, 5, g);
                 sqlite3_bind_double(st, 6, ns->sum[((size_t)g * ns->L + l) * ns->M + m]);
                 sqlite3_bind_int64(st, 7, (sqlite3_int64)ns->count[g]);
-                rc = step_done(db, st, "insert neuron partial", err);
+                rc = store_step_done(s->db, st, "insert neuron partial", err);
             }
         }
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
 }
 
-static int put_predictions(sqlite3 *db, int64_t task_id, int64_t job_id,
+static int put_predictions(coordinator_store *s, int64_t task_id, int64_t job_id,
                            const coordinator_prediction_batch *b, char *err) {
     sqlite3_stmt *st = NULL;
-    int rc = store_prepare(db,
-                           "INSERT INTO prediction (task_id, job_id, game, pos, rank, token, "
-                           "logprob, legal) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                           &st, "insert prediction", err);
+    int rc = store_stmt(s,
+                        "INSERT INTO prediction (task_id, job_id, game, pos, rank, token, "
+                        "logprob, legal) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        &st, "insert prediction", err);
     for (size_t i = 0; rc == 0 && i < b->n; i++) {
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, task_id);
@@ -582,49 +585,69 @@ static int put_predictions(sqlite3 *db, int64_t task_id, int64_t job_id,
         sqlite3_bind_text(st, 6, b->token[i], -1, SQLITE_TRANSIENT);
         sqlite3_bind_double(st, 7, (double)b->logprob[i]);
         sqlite3_bind_int(st, 8, b->legal[i] != 0);
-        rc = step_done(db, st, "insert prediction", err);
+        rc = store_step_done(s->db, st, "insert prediction", err);
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     return rc;
+}
+
+/* Whether results hold anything to store. */
+static bool has_results(const coordinator_results *r) {
+    return r != NULL &&
+           (r->patch != NULL || r->legal != NULL || r->neurons != NULL || r->predictions != NULL);
 }
 
 int coordinator_task_complete(coordinator_store *s, int64_t task_id, uint64_t epoch,
                               const coordinator_results *results, coordinator_fence *status,
                               char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (!has_results(results)) {
+        /* nothing to insert: marking it done is one fenced statement */
+        rc = store_stmt(s,
+                        "UPDATE task SET state = 'done', lease_deadline_ns = NULL, n_rows = 0, "
+                        "done_at = ?1 WHERE id = ?2 AND state = 'leased' AND lease_epoch = ?3",
+                        &st, "complete task", err);
+        if (rc != 0) {
+            return rc;
+        }
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)time(NULL));
+        sqlite3_bind_int64(st, 2, task_id);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)epoch);
+        return run_fenced(s, st, task_id, "complete task", status, err);
+    }
     int64_t job_id = 0;
     uint32_t attempts = 0;
-    int rc = begin_fenced(s, task_id, epoch, status, &job_id, &attempts, err);
+    rc = begin_fenced(s, task_id, epoch, status, &job_id, &attempts, err);
     if (rc != 0 || *status != COORDINATOR_STORED) {
         return rc;
     }
     sqlite3_int64 changes_before = sqlite3_total_changes64(s->db);
-    if (results != NULL) {
-        if (rc == 0 && results->patch != NULL) {
-            rc = put_patch(s->db, task_id, job_id, results->patch, err);
-        }
-        if (rc == 0 && results->legal != NULL) {
-            rc = put_legal(s->db, task_id, job_id, results->legal, err);
-        }
-        if (rc == 0 && results->neurons != NULL) {
-            rc = put_neurons(s->db, task_id, job_id, results->neurons, err);
-        }
-        if (rc == 0 && results->predictions != NULL) {
-            rc = put_predictions(s->db, task_id, job_id, results->predictions, err);
-        }
+    if (rc == 0 && results->patch != NULL) {
+        rc = put_patch(s, task_id, job_id, results->patch, err);
     }
-    sqlite3_stmt *st = NULL;
+    if (rc == 0 && results->legal != NULL) {
+        rc = put_legal(s, task_id, job_id, results->legal, err);
+    }
+    if (rc == 0 && results->neurons != NULL) {
+        rc = put_neurons(s, task_id, job_id, results->neurons, err);
+    }
+    if (rc == 0 && results->predictions != NULL) {
+        rc = put_predictions(s, task_id, job_id, results->predictions, err);
+    }
     if (rc == 0) {
-        rc = store_prepare(s->db,
-                           "UPDATE task SET state = 'done', lease_deadline_ns = NULL, n_rows = ?, "
-                           "done_at = CAST(strftime('%s', 'now') AS INTEGER) WHERE id = ?",
-                           &st, "complete task", err);
+        rc = store_stmt(s,
+                        "UPDATE task SET state = 'done', lease_deadline_ns = NULL, n_rows = ?1, "
+                        "done_at = ?2 WHERE id = ?3",
+                        &st, "complete task with results", err);
     }
     if (rc == 0) {
         sqlite3_bind_int64(st, 1, sqlite3_total_changes64(s->db) - changes_before);
-        sqlite3_bind_int64(st, 2, task_id);
-        rc = step_done(s->db, st, "complete task", err);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
+        sqlite3_bind_int64(st, 3, task_id);
+        rc = store_step_done(s->db, st, "complete task", err);
     }
-    sqlite3_finalize(st);
+    store_stmt_done(st);
     if (rc == 0) {
         rc = store_commit(s, err);
     }

@@ -1,15 +1,22 @@
 /*
  * gpu: the CUDA side of chesslens. C code sees only this header (no CUDA types); each
- * gpu/<op>.cu holds its kernels and an extern "C" launcher that checks for launch errors and
- * returns an error code instead of exiting.
+ * gpu/<part>.cu holds its kernels and extern "C" functions that check every CUDA call and
+ * return an error code instead of exiting.
  *
- * The CUDA implementation of the model backend interface grows here; today it offers device
- * discovery and the gelu_new activation (TL's tanh form), checked against a CPU reference.
+ * gpu_backend_new is the CUDA implementation of the model backend interface (model/model.h):
+ * every operation a forward pass, a cache, an analysis or a patched run needs, on one device
+ * and one stream, so that everything above `model` runs on a GPU unchanged.
+ *
+ * Fallible functions return 0 or a negative COMMON_ERR_* code and fill err (COMMON_ERR_LEN
+ * bytes, NULL allowed).
  */
 #ifndef CHESSLENS_GPU_H
 #define CHESSLENS_GPU_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "model/model.h"
 
 /* Sets *count to the number of CUDA devices this process can use. A machine without a GPU or
  * without the NVIDIA driver is not an error: *count is 0. */
@@ -18,9 +25,20 @@ int gpu_device_count(int *count, char *err);
 /* Describes device `index` as "NAME, N MiB" into buf (buf_len bytes). */
 int gpu_device_describe(int index, char *buf, size_t buf_len, char *err);
 
-/* y[i] = gelu_new(x[i]) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) for n floats, computed
- * on the current device. x and y are host arrays of n floats (borrowed); the data are copied to
- * the device and back. */
-int gpu_gelu_new(const float *x, float *y, size_t n, char *err);
+typedef struct gpu_backend_opts {
+    /* Matrix products in TF32 on the tensor cores (10-bit mantissa inputs, float32
+     * accumulation): faster, and no longer equal to the CPU backend to float32 rounding (its
+     * measured error is printed by bench/gpu). Off: float32 throughout. */
+    bool tf32;
+} gpu_backend_opts;
+
+/* A backend on CUDA device `device` (an index among the visible devices) with its own stream
+ * and cuBLAS handle. opts NULL: the defaults (float32). NOT_FOUND for a device that is not
+ * there. The backend serves one host thread at a time (as the CPU backend), which should not
+ * switch devices under it. Its operations are queued and return at once, except download and
+ * sync, which wait and report any error of what was queued. After a CUDA error other than an
+ * allocation's out-of-memory (an illegal address, a lost device) every operation fails with
+ * that error's text: destroy the backend (and its sessions) and make a new one. */
+int gpu_backend_new(model_backend **out, int device, const gpu_backend_opts *opts, char *err);
 
 #endif

@@ -10,7 +10,12 @@
  * instead of computing results for other weights. The spec text of a sweep comes with every
  * TASK; the few most recent parsed specs are kept by text, since consecutive tasks nearly
  * always share one.
+ *
+ * A task that fails with a backend error (a CUDA error: an illegal address, a lost device)
+ * takes its executor with it: the model is loaded again, on a new backend, for the next task,
+ * rather than computing on a context that may hold wrong numbers.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +40,7 @@ typedef struct cached_spec {
 } cached_spec;
 
 typedef struct exec_compute {
-    char backend[16];
+    char backend[24]; /* "cpu", "cuda", "cuda:N" (worker_backend_new) */
     int threads;
     size_t max_models;
     cached_model *models; /* [max_models]; e NULL when the entry is free */
@@ -119,6 +124,15 @@ static int get_executor(exec_compute *x, const char *dir, const char *sha256, wo
     return 0;
 }
 
+/* Forgets (destroys) executor e. */
+static void drop_executor(exec_compute *x, worker_executor *e) {
+    for (size_t i = 0; i < x->max_models; i++) {
+        if (x->models[i].e == e) {
+            worker_executor_destroy(&x->models[i].e);
+        }
+    }
+}
+
 /* The parsed spec of this text (borrowed from the cache until SPEC_CACHE other texts came). */
 static int get_spec(exec_compute *x, const char *text, const coordinator_spec **out, char *err) {
     cached_spec *slot = &x->specs[0];
@@ -173,6 +187,9 @@ static int exec_run(void *self, const worker_task_in *t, worker_progress_fn prog
         worker_executor_set_progress(e, progress, pctx);
         rc = worker_execute(e, w->params, w, &o, err);
         worker_executor_set_progress(e, NULL, NULL);
+        if (rc == COMMON_ERR_BACKEND) {
+            drop_executor(x, e);
+        }
     }
     if (rc == 0) {
         rc = coordinator_results_encode(&o->results, out, out_len, err);
@@ -187,10 +204,13 @@ static int exec_run(void *self, const worker_task_in *t, worker_progress_fn prog
 
 int worker_compute_executor(worker_compute *out, const char *backend, int threads,
                             size_t max_models, char *err) {
-    if (backend == NULL || strcmp(backend, "cpu") != 0) {
-        return common_fail(err, COMMON_ERR_UNSUPPORTED,
-                           "worker: backend '%s' is not supported (only \"cpu\")",
-                           backend != NULL ? backend : "(null)");
+    /* the backend is made (and its name checked) once here, so that a worker with a bad
+     * --backend or an absent device fails at its start rather than at every task */
+    model_backend *probe = NULL;
+    int rc = worker_backend_new(&probe, backend, threads, err);
+    model_backend_destroy(&probe);
+    if (rc != 0) {
+        return rc;
     }
     exec_compute *x = calloc(1, sizeof *x);
     if (x == NULL) {
@@ -204,15 +224,20 @@ int worker_compute_executor(worker_compute *out, const char *backend, int thread
         free(x);
         return common_fail(err, COMMON_ERR_NOMEM, "worker: out of memory");
     }
+    bool cuda = strncmp(backend, "cuda", 4) == 0;
     *out = (worker_compute){
         .run = exec_run,
         .destroy = exec_destroy,
         .self = x,
-        .backend = "cpu",
+        .backend = cuda ? "cuda" : "cpu",
         .threads = threads > 0 ? (uint32_t)threads : cpus_online(),
         .memory = host_memory(),
         .models = exec_models,
     };
+    if (cuda) { /* "cuda" is device 0, "cuda:N" device N */
+        out->n_devices = 1;
+        out->devices[0] = backend[4] == ':' ? (int32_t)atoi(backend + 5) : 0;
+    }
     return 0;
 }
 

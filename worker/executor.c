@@ -12,11 +12,6 @@
 
 int worker_executor_new(worker_executor **out, const char *model_dir, const char *backend,
                         int threads, char *err) {
-    if (backend == NULL || strcmp(backend, "cpu") != 0) {
-        return common_fail(err, COMMON_ERR_UNSUPPORTED,
-                           "executor: backend '%s' is not supported (only \"cpu\")",
-                           backend != NULL ? backend : "(null)");
-    }
     worker_executor *e = calloc(1, sizeof *e);
     if (e == NULL) {
         return common_fail(err, COMMON_ERR_NOMEM, "executor: out of memory");
@@ -26,7 +21,7 @@ int worker_executor_new(worker_executor **out, const char *model_dir, const char
     if (rc != 0) {
         goto fail;
     }
-    if ((rc = model_backend_cpu_new(&e->be, threads, err)) != 0 ||
+    if ((rc = worker_backend_new(&e->be, backend, threads, err)) != 0 ||
         (rc = model_session_new(&e->s, e->m, e->be, err)) != 0) {
         goto fail;
     }

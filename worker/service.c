@@ -18,6 +18,12 @@
  * would otherwise get this worker back as an unknown peer that never said hello and so never
  * gets a task. Instead every lost connection shows as silence, and the worker closes the
  * socket, waits out its backoff, opens a new one and says hello again.
+ *
+ * Credits (PROTOCOL.md, "Credits"): `granted` is kept equal to the credits the coordinator
+ * holds for this worker: + a READY that left, - a TASK, + the ACK of a report sent after a READY
+ * since the last HELLO (the coordinator gives that slot back itself), 0 at a HELLO. A READY
+ * asks for SLOTS minus what is held and granted, and it is worked out again after every frame
+ * that may have freed a slot, so a slot is never asked for twice and never forgotten.
  */
 #include <assert.h>
 #include <errno.h>
@@ -71,6 +77,13 @@ typedef struct svc_task {
     double seconds;      /* how long it ran, for the log */
     int64_t sent_ms;     /* sent: when */
     uint32_t hb_unacked; /* heartbeats of it on this connection whose ACK has not come */
+    /* sent: the HELLO generation (svc.gen) after whose READY it left, so that its ACK gives
+     * the coordinator its credit back; 0 when it left before any such READY */
+    uint64_t credit_gen;
+    /* sent: leased again at this epoch meanwhile (0: not). The report in flight is answered
+     * first (each answer returns a credit: this task holds two until then), then the output
+     * is sent again for this epoch. */
+    uint64_t resend_epoch;
     struct svc_task *next;
 } svc_task;
 
@@ -109,6 +122,10 @@ typedef struct svc {
     bool awaiting; /* something was sent that wants an answer, and nothing came since */
     int64_t awaiting_since_ms;
     uint32_t granted; /* credits the coordinator holds for this connection */
+    uint64_t gen;     /* HELLOs said (on every connection): the credits' generation */
+    bool readied;     /* a READY left since the last HELLO: ACKs of reports return credits */
+    bool ready_due;   /* a slot may have been freed: READY once the frames waiting are read */
+    bool stop_hello;  /* the HELLO that told the coordinator this worker stops awaits WELCOME */
 } svc;
 
 static int64_t now_ms(void) {
@@ -135,10 +152,12 @@ say(const svc *s, const char *fmt, ...) {
 
 /* ---- the task table (every function here runs with mu held) ---- */
 
+/* The slots the tasks held take: one each, two for a task whose report at an old epoch is
+ * still to be answered while it is leased again (both leases' credits come back with ACKs). */
 static size_t held(const svc *s) {
     size_t n = 0;
     for (const svc_task *t = s->tasks; t != NULL; t = t->next) {
-        n++;
+        n += t->state == T_SENT && t->resend_epoch != 0 ? 2 : 1;
     }
     return n;
 }
@@ -331,10 +350,15 @@ static int send_hello(svc *s, char *err) {
     s->conn = C_HELLO;
     s->hello_at_ms = now_ms();
     s->granted = 0; /* a hello starts this worker afresh at the coordinator */
+    s->readied = false;
+    s->gen++;
+    s->stop_hello = s->stopping; /* answered before a stopping worker returns */
     return 0;
 }
 
-/* Asks for as many tasks as the free slots allow (mu held). */
+/* Asks for as many tasks as the free slots allow (mu held): those neither held nor granted.
+ * A stopping worker asks for none. A READY that cannot leave now is asked for again at the
+ * next turn. */
 static int send_ready(svc *s, char *err) {
     if (s->conn != C_UP || s->stopping) {
         return 0;
@@ -344,8 +368,15 @@ static int send_ready(svc *s, char *err) {
         return 0;
     }
     proto_msg m = {.type = PROTO_READY, .credits = (uint32_t)(SLOTS - busy)};
-    s->granted += m.credits;
-    return send_msg(s, &m, false, NULL, err);
+    bool sent = false;
+    int rc = send_msg(s, &m, false, &sent, err);
+    if (rc == 0 && sent) {
+        s->granted += m.credits;
+        s->readied = true;
+    } else if (rc == 0) {
+        s->ready_due = true;
+    }
+    return rc;
 }
 
 /* Sends every finished output (mu held); frees those that were dropped. */
@@ -404,6 +435,7 @@ static int send_outputs(svc *s, char *err) {
         free(buf);
         t->state = T_SENT;
         t->sent_ms = now_ms();
+        t->credit_gen = s->readied ? s->gen : 0;
     }
     if (rc == 0 && freed) {
         rc = send_ready(s, err);
@@ -481,10 +513,13 @@ static void disconnect(svc *s, int64_t now, const char *why) {
     s->awaiting = false;
     s->reconnect_at_ms = now + s->backoff_ms;
     s->backoff_ms = s->backoff_ms * 2 < BACKOFF_MAX_MS ? s->backoff_ms * 2 : BACKOFF_MAX_MS;
+    s->stop_hello = false;
     for (svc_task *t = s->tasks; t != NULL; t = t->next) {
         t->hb_unacked = 0;
         if (t->state == T_SENT) {
-            t->state = T_DONE;
+            t->state = T_DONE; /* no answer comes on this connection any more */
+            t->epoch = t->resend_epoch > t->epoch ? t->resend_epoch : t->epoch;
+            t->resend_epoch = 0;
         }
     }
 }
@@ -510,13 +545,25 @@ static bool silent(const svc *s, int64_t now) {
 
 static int on_task(svc *s, proto_msg **mp, char *err) {
     proto_msg *m = *mp;
+    /* Every TASK took a credit. A TCP-ordered TASK sent before the coordinator read this
+     * worker's HELLO finds granted at 0 already: the HELLO cleared that credit too. */
     s->granted = s->granted > 0 ? s->granted - 1 : 0;
     svc_task *t = find_task(s, m->task);
     if (t != NULL) {
         /* Leased again (its lease lapsed at the coordinator while it was here): the work is
-         * the task's, so what is held serves the new epoch. */
+         * the task's, so what is held serves the new epoch. The credit it took fills no new
+         * slot, so the slots are worked out again (one is asked for unless the task's report
+         * in flight brings it back). */
         say(s, "task %" PRId64 " again, epoch %" PRIu64 " (held at %" PRIu64 ")", m->task, m->epoch,
             t->epoch);
+        s->ready_due = true;
+        if (t->state == T_SENT) {
+            /* its report at t->epoch is answered first; then it goes again at this one */
+            if (m->epoch > t->epoch && m->epoch > t->resend_epoch) {
+                t->resend_epoch = m->epoch;
+            }
+            return 0;
+        }
         if (m->epoch <= t->epoch && !t->dropped) {
             return 0;
         }
@@ -527,8 +574,6 @@ static int on_task(svc *s, proto_msg **mp, char *err) {
             proto_msg_free(&t->msg);
             t->msg = m;
             *mp = NULL;
-        } else if (t->state == T_SENT) {
-            t->state = T_DONE;
         }
         return 0;
     }
@@ -562,7 +607,7 @@ static int on_task(svc *s, proto_msg **mp, char *err) {
     return 0;
 }
 
-static int on_ack(svc *s, const proto_msg *m, char *err) {
+static int on_ack(svc *s, const proto_msg *m) {
     svc_task *t = m->task > 0 ? find_task(s, m->task) : NULL;
     if (t == NULL || t->epoch != m->epoch) {
         return 0; /* an idle heartbeat's, or about a lease this worker no longer holds */
@@ -580,7 +625,8 @@ static int on_ack(svc *s, const proto_msg *m, char *err) {
         }
         say(s, "task %" PRId64 ": lease lost", t->task);
         free_task(s, t);
-        return send_ready(s, err);
+        s->ready_due = true;
+        return 0;
     }
     if (t->state != T_SENT) {
         return 0;
@@ -589,12 +635,30 @@ static int on_ack(svc *s, const proto_msg *m, char *err) {
         m->status == PROTO_ACK_STORED      ? "stored"
         : m->status == PROTO_ACK_DUPLICATE ? "duplicate"
                                            : "lease lost");
-    free_task(s, t);
-    return send_ready(s, err);
+    if (t->credit_gen == s->gen) {
+        s->granted++; /* the coordinator took this slot back as free: no READY for it */
+    }
+    if (t->resend_epoch != 0 && m->status == PROTO_ACK_LEASE_LOST) {
+        /* fenced by the newer lease this worker holds too: its output goes again for that */
+        t->epoch = t->resend_epoch;
+        t->resend_epoch = 0;
+        t->state = T_DONE;
+    } else {
+        free_task(s, t);
+    }
+    s->ready_due = true; /* a slot freed that the coordinator did not take back asks a READY */
+    return 0;
 }
 
-static int on_drop(svc *s, const proto_msg *m, char *err) {
+static int on_drop(svc *s, const proto_msg *m) {
     svc_task *t = find_task(s, m->task);
+    if (t != NULL && t->state == T_SENT && t->resend_epoch == m->epoch && m->epoch != 0) {
+        /* the newer lease is dropped: nothing goes again once the report in flight is
+         * answered, and the second slot it held is free */
+        t->resend_epoch = 0;
+        s->ready_due = true;
+        return 0;
+    }
     if (t == NULL || t->epoch != m->epoch || t->state == T_SENT) {
         return 0;
     }
@@ -604,7 +668,8 @@ static int on_drop(svc *s, const proto_msg *m, char *err) {
         return 0;
     }
     free_task(s, t);
-    return send_ready(s, err);
+    s->ready_due = true;
+    return 0;
 }
 
 static int on_frame(svc *s, const void *buf, size_t len, int64_t now, char *err) {
@@ -629,8 +694,10 @@ static int on_frame(svc *s, const void *buf, size_t len, int64_t now, char *err)
             s->next_hb_ms = now; /* renew what is held at once */
             say(s, "welcome: heartbeat %" PRIu32 " ms, lease %" PRIu32 " ms", m->heartbeat_ms,
                 m->lease_ms);
-            if ((rc = send_outputs(s, err)) == 0) {
-                rc = send_ready(s, err);
+            s->stop_hello = false;
+            /* READY first: the reports that follow it give their credits back when answered */
+            if ((rc = send_ready(s, err)) == 0) {
+                rc = send_outputs(s, err);
             }
         }
         break;
@@ -638,10 +705,10 @@ static int on_frame(svc *s, const void *buf, size_t len, int64_t now, char *err)
         rc = on_task(s, &m, err);
         break;
     case PROTO_ACK:
-        rc = on_ack(s, m, err);
+        rc = on_ack(s, m);
         break;
     case PROTO_DROP:
-        rc = on_drop(s, m, err);
+        rc = on_drop(s, m);
         break;
     case PROTO_ERROR:
         /* Most likely the coordinator does not know this peer (it forgot a worker that was
@@ -660,7 +727,7 @@ static int on_frame(svc *s, const void *buf, size_t len, int64_t now, char *err)
 }
 
 /* Reads the frames that are waiting (mu held). A message of several frames is not ours. */
-static int recv_frames(svc *s, char *err) {
+static int read_frames(svc *s, char *err) {
     for (int i = 0; i < RECV_PER_TURN && s->sock != NULL; i++) {
         zmq_msg_t f;
         zmq_msg_init(&f);
@@ -691,10 +758,25 @@ static int recv_frames(svc *s, char *err) {
     return 0;
 }
 
+/* Reads the frames that are waiting (mu held). A message of several frames is not ours. The
+ * slots that ACKs and DROPs among them freed are asked for with one READY after the last (two
+ * ACKs that came together cost the coordinator one READY, and it leases both tasks at once). */
+static int recv_frames(svc *s, char *err) {
+    int rc = read_frames(s, err);
+    if (rc == 0 && s->ready_due) {
+        s->ready_due = false;
+        rc = send_ready(s, err);
+    }
+    return rc;
+}
+
 /* ---- the I/O loop ---- */
 
-/* *stop was set (mu held): nothing new starts, the waiting tasks go back as failures. */
-static void begin_stop(svc *s) {
+/* *stop was set (mu held): nothing new starts, the waiting tasks go back as failures. A
+ * welcomed worker says HELLO again, which clears the credits the coordinator holds for it and,
+ * as no READY follows, keeps the ACKs of its last reports from giving any back: it is handed
+ * no task after this (but those already on their way, which it returns). */
+static int begin_stop(svc *s, char *err) {
     say(s, "stopping: the running task finishes, waiting ones are returned");
     s->stopping = true;
     for (svc_task *t = s->tasks; t != NULL; t = t->next) {
@@ -702,11 +784,16 @@ static void begin_stop(svc *s) {
             fail_task(t, "worker stopping");
         }
     }
+    return s->conn == C_UP ? send_hello(s, err) : 0;
 }
 
-/* Whether a stopping worker may return (mu held): nothing held, or nothing it can still
- * deliver (no connection, and no computation to wait for). */
+/* Whether a stopping worker may return (mu held): its last HELLO answered (or given up on by
+ * the silence rule), and nothing held, or nothing it can still deliver (no connection, and no
+ * computation to wait for). */
 static bool stop_done(const svc *s) {
+    if (s->stop_hello) {
+        return false;
+    }
     if (s->tasks == NULL) {
         return true;
     }
@@ -723,8 +810,8 @@ static bool stop_done(const svc *s) {
 static int turn(svc *s, bool *done, char *err) {
     int64_t now = now_ms();
     int rc = 0;
-    if (s->o->stop != NULL && *s->o->stop && !s->stopping) {
-        begin_stop(s);
+    if (s->o->stop != NULL && *s->o->stop && !s->stopping && (rc = begin_stop(s, err)) != 0) {
+        return rc;
     }
     if (s->conn != C_DOWN && silent(s, now)) {
         disconnect(s, now, s->conn == C_HELLO ? "no welcome" : "coordinator silent");
@@ -745,6 +832,10 @@ static int turn(svc *s, bool *done, char *err) {
     }
     if (rc == 0) {
         rc = send_outputs(s, err);
+    }
+    if (rc == 0 && s->ready_due) {
+        s->ready_due = false; /* a READY that could not leave before */
+        rc = send_ready(s, err);
     }
     return rc;
 }

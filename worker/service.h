@@ -4,11 +4,17 @@
  * thread and sends their results, while its I/O thread keeps the connection: heartbeats,
  * acknowledgements, reconnects.
  *
- * The rules it keeps (PROTOCOL.md, "Leases"):
+ * The rules it keeps (PROTOCOL.md, "Leases" and "Credits"):
  * - it asks for tasks with READY credits: one task runs while at most one more waits. A task
- *   holds its slot from its TASK until its RESULT or FAIL is acknowledged (or it is dropped);
- *   each freed slot is asked for again, and after every WELCOME all free slots are (a HELLO
- *   clears the credits the coordinator held);
+ *   holds its slot from its TASK until its RESULT or FAIL is acknowledged (or it is dropped).
+ *   The ACK of a RESULT or FAIL (stored, duplicate or lease_lost) returns that slot's credit
+ *   to the coordinator by itself, so no READY is sent for it, unless the report left before
+ *   any READY since the last HELLO. Every other freed slot is asked for with READY: after a
+ *   DROP, after an ACK lease_lost of a heartbeat that forgets a waiting task, after a running
+ *   task's output is discarded, for the credit of a TASK of a task already held; and after
+ *   every WELCOME all free slots are, before the outputs kept are sent (a HELLO clears the
+ *   credits the coordinator held). A task leased again while its report awaits the ACK holds
+ *   two credits until that ACK, then its output goes again for the newer epoch;
  * - every heartbeat_ms the I/O thread sends a HEARTBEAT for each task it holds that is waiting
  *   or running, but only while the compute thread reports progress: when the running task
  *   reported none for lease_ms, nothing is sent at all, so a hung computation loses its leases
@@ -20,13 +26,17 @@
  *   heartbeat intervals, or no WELCOME 3 intervals after HELLO: the socket is closed and
  *   opened again after a backoff of 1 s doubling to 32 s (reset by a WELCOME), then HELLO.
  *   ZeroMQ's own reconnection is off, so a coordinator that restarts always meets a fresh
- *   HELLO; an ERROR from the coordinator (it does not know this peer) gets one too;
+ *   HELLO; an ERROR from the coordinator (it does not know this peer, as after a RESULT it
+ *   forgot the worker for) gets one too;
  * - DROP stops waiting tasks at once and discards a running task's result when it ends;
- * - *stop set (SIGTERM): no more READY; the running task finishes, its result is sent and
- *   acknowledged (or the coordinator stays silent for 3 heartbeat intervals, or is not
- *   connected), then the function returns 0. Waiting tasks, and tasks that arrive meanwhile,
- *   are returned with a FAIL "worker stopping". A computation that never ends keeps the
- *   function from returning (it borrows c): chesslens-worker exits on a second signal.
+ * - *stop set (SIGTERM): a welcomed worker says HELLO again and sends no READY after it, so
+ *   the coordinator holds no credit for it and its ACKs return none; the running task
+ *   finishes, its result is sent and acknowledged (or the coordinator stays silent for 3
+ *   heartbeat intervals, or is not connected), then the function returns 0, but not before
+ *   that HELLO is welcomed (or unanswered for 3 intervals). Waiting tasks, and tasks that
+ *   arrive meanwhile, are returned with a FAIL "worker stopping". A computation that never
+ *   ends keeps the function from returning (it borrows c): chesslens-worker exits on a second
+ *   signal.
  *
  * What a task computes is behind worker_compute, so that the real executor, a no-op (for the
  * throughput bench) and a fault-injecting one (for tests) run through the same service code.
@@ -75,14 +85,15 @@ typedef struct worker_compute {
     size_t (*models)(void *self, const char *out[PROTO_MAX_MODELS]);
 } worker_compute;
 
-/* The real computation: worker_executor (worker.h) on `backend` ("cpu" only; others are
- * UNSUPPORTED) with `threads` threads (<= 0: every CPU online), keeping up to max_models
- * loaded models (0: 2; at most PROTO_MAX_MODELS; by sha256, least recently used dropped
- * first, before the next one loads). A
- * task's model is loaded on first use from model_path and its model.safetensors checked
- * against model_sha256 (a mismatch fails the task); its spec is parsed once per distinct text;
- * its work is decoded (coordinator_work_decode), executed (worker_execute) and the results
- * encoded (coordinator_results_encode). */
+/* The real computation: worker_executor (worker.h) on `backend` ("cpu", "cuda" or "cuda:N":
+ * worker_backend_new, tried once here so that a bad name or an absent device fails at once)
+ * with `threads` threads (<= 0: every CPU online), keeping up to max_models loaded models (0:
+ * 2; at most PROTO_MAX_MODELS; by sha256, least recently used dropped first, before the next
+ * one loads); a task that fails with a backend error drops its executor. A task's model is loaded
+ * on first use from model_path and its model.safetensors checked against model_sha256 (a mismatch
+ * fails the task); its spec is parsed once per distinct text; its work is decoded
+ * (coordinator_work_decode), executed (worker_execute) and the results encoded
+ * (coordinator_results_encode). */
 int worker_compute_executor(worker_compute *out, const char *backend, int threads,
                             size_t max_models, char *err);
 /* A computation that checks nothing and returns empty results at once, for measuring the

@@ -41,10 +41,16 @@
 
 typedef struct worker_executor worker_executor;
 
+/* The model backend a name asks for: "cpu" (threads as above), "cuda" (visible device 0) or
+ * "cuda:N" (visible device N; float32 products). UNSUPPORTED for another name, and for "cuda"
+ * in a build without the GPU backend (nvcc was not found); NOT_FOUND for a device that is not
+ * visible. */
+int worker_backend_new(model_backend **out, const char *backend, int threads, char *err);
+
 /* Loads the model in model_dir once (TL's default processing: fold_ln, center_writing_weights,
  * center_unembed, fold_value_biases) on the backend named `backend` with `threads` BLAS and
  * elementwise threads (<= 0: all online CPUs), and creates the session every task runs on.
- * Only "cpu" is supported (others: COMMON_ERR_UNSUPPORTED). Errors of model_load and
+ * Backends (worker_backend_new): "cpu", "cuda" (device 0) or "cuda:N". Errors of model_load and
  * model_session_new are passed on. */
 int worker_executor_new(worker_executor **out, const char *model_dir, const char *backend,
                         int threads, char *err);

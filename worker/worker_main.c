@@ -1,7 +1,8 @@
 /*
  * chesslens-worker: one worker of the sweep service (worker/service.h). It connects to a
  * chesslens-coordinator, takes tasks, runs them on its executor (one loaded model serves many
- * tasks) and sends the results back until it is told to stop.
+ * tasks) and sends the results back until it is told to stop. Its options are read by the same
+ * table-driven parser as every chesslens command (cli/cli_int.h).
  *
  * The first SIGINT or SIGTERM stops it cleanly: no new tasks, the running one finishes and its
  * result is acknowledged, then it exits 0. The handler is installed with SA_RESETHAND, so a
@@ -10,11 +11,11 @@
  */
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli_int.h"
 #include "worker/service.h"
 
 static volatile sig_atomic_t stop = 0;
@@ -24,142 +25,118 @@ static void on_signal(int sig) {
     stop = 1;
 }
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: chesslens-worker --connect ENDPOINT [options]\n"
-            "\n"
-            "Takes tasks from a chesslens-coordinator and runs them (proto/PROTOCOL.md).\n"
-            "\n"
-            "options:\n"
-            "  --connect ENDPOINT   the coordinator, e.g. tcp://127.0.0.1:5555 (required)\n"
-            "  --backend NAME       cpu (default), or noop: empty results at once, for\n"
-            "                       measuring the service\n"
-            "  --devices LIST       device ids announced to the coordinator, e.g. 0,1\n"
-            "  --threads N          BLAS and elementwise threads (default 0: every CPU online)\n"
-            "  --id NAME            worker id (default HOSTNAME-PID); keep it across restarts\n"
-            "                       of the same worker\n"
-            "  --max-models N       loaded models kept at once, least recently used dropped\n"
-            "                       first (default 2, at most 16)\n"
-            "  --faults SPEC        inject faults, for tests: fail_task=ID, hang_task=ID,\n"
-            "                       abort_task=ID, sleep_ms=MS, comma-separated\n"
-            "  --verbose            one line per task and per reconnect on stderr (twice:\n"
-            "                       also frames that could not be sent)\n"
-            "  --help               this text\n");
-}
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 1, 2)))
-#endif
-static int
-bad(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "chesslens-worker: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(chesslens-worker --help describes the options)\n");
-    va_end(ap);
-    return 2;
-}
-
-/* A decimal integer in [lo, hi]. */
-static bool parse_long(const char *s, long lo, long hi, long *v) {
-    char *end = NULL;
-    errno = 0;
-    long x = strtol(s, &end, 10);
-    if (s[0] == '\0' || s[0] == ' ' || s[0] == '+' || errno != 0 || *end != '\0' || x < lo ||
-        x > hi) {
-        return false;
-    }
-    *v = x;
-    return true;
-}
-
-/* "0,1,3" into devices (at most PROTO_MAX_DEVICES ids in 0..65535). */
-static bool parse_devices(const char *s, worker_compute *c) {
-    c->n_devices = 0;
-    char buf[1024];
-    if (strlen(s) >= sizeof buf || s[0] == '\0') {
-        return false;
-    }
-    strcpy(buf, s);
-    for (char *p = buf;;) {
-        char *comma = strchr(p, ',');
-        if (comma != NULL) {
-            *comma = '\0';
-        }
-        long v = 0;
-        if (c->n_devices == PROTO_MAX_DEVICES || !parse_long(p, 0, 65535, &v)) {
+/* "0,1,3" into ids[] (at most PROTO_MAX_DEVICES ids in 0..65535); false when malformed. */
+static bool parse_devices(const char *s, int32_t *ids, size_t *n) {
+    *n = 0;
+    for (const char *p = s;;) {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (*p < '0' || *p > '9' || errno != 0 || v > 65535 || *n == PROTO_MAX_DEVICES ||
+            (*end != ',' && *end != '\0')) {
             return false;
         }
-        c->devices[c->n_devices++] = (int32_t)v;
-        if (comma == NULL) {
+        ids[(*n)++] = (int32_t)v;
+        if (*end == '\0') {
             return true;
         }
-        p = comma + 1;
+        p = end + 1;
     }
 }
 
 int main(int argc, char **argv) {
-    const char *endpoint = NULL, *backend = NULL, *devices = NULL, *id = NULL, *faults = NULL;
-    const char *threads_s = NULL, *max_models_s = NULL;
-    int verbose = 0;
-    struct {
-        const char *name;
-        const char **value;
-    } opts[] = {{"--connect", &endpoint},       {"--backend", &backend}, {"--devices", &devices},
-                {"--threads", &threads_s},      {"--id", &id},           {"--faults", &faults},
-                {"--max-models", &max_models_s}};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
-        if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
-            verbose++;
-            continue;
-        }
-        size_t k = 0;
-        while (k < sizeof opts / sizeof opts[0] && strcmp(a, opts[k].name) != 0) {
-            k++;
-        }
-        if (k == sizeof opts / sizeof opts[0]) {
-            return bad("unknown option '%s'", a);
-        }
-        if (*opts[k].value != NULL) {
-            return bad("%s given twice", a);
-        }
-        if (i + 1 == argc || argv[i + 1][0] == '\0') {
-            return bad("%s needs a value", a);
-        }
-        *opts[k].value = argv[++i];
-    }
-    if (endpoint == NULL) {
-        return bad("%s is required", "--connect");
-    }
+    static const char *const backends[] = {"cpu", "cuda", "noop", NULL};
+    const char *endpoint = NULL, *devices = NULL, *id = NULL, *faults = NULL;
+    int backend = 0;
     long threads = 0, max_models = 2;
-    if (threads_s != NULL && !parse_long(threads_s, 0, 4096, &threads)) {
-        return bad("--threads: '%s' is not a count in 0..4096", threads_s);
+    bool verbose = false, trace = false;
+    const cli_opt opts[] = {
+        {.name = "--connect",
+         .kind = CLI_STRING,
+         .value = &endpoint,
+         .meta = "ENDPOINT",
+         .required = true,
+         .help = "the coordinator, e.g. tcp://127.0.0.1:5555"},
+        {.name = "--backend",
+         .kind = CLI_CHOICE,
+         .value = &backend,
+         .meta = "NAME",
+         .choices = backends,
+         .help = "cpu (default), cuda (the GPU --devices names), or noop: empty results at\n"
+                 "once, for measuring the service"},
+        {.name = "--devices",
+         .kind = CLI_STRING,
+         .value = &devices,
+         .meta = "LIST",
+         .help = "cuda: the one GPU this worker uses (default 0; run one worker per GPU);\n"
+                 "cpu: device ids announced to the coordinator, e.g. 0,1"},
+        CLI_OPT_THREADS(&threads),
+        {.name = "--id",
+         .kind = CLI_STRING,
+         .value = &id,
+         .meta = "NAME",
+         .help = "worker id (default HOSTNAME-PID); keep it across restarts of the same worker"},
+        {.name = "--max-models",
+         .kind = CLI_LONG,
+         .value = &max_models,
+         .meta = "N",
+         .lo = 1,
+         .hi = PROTO_MAX_MODELS,
+         .help = "loaded models kept at once, least recently used dropped first (default 2)"},
+        {.name = "--faults",
+         .kind = CLI_STRING,
+         .value = &faults,
+         .meta = "SPEC",
+         .allow_empty = true,
+         .help = "inject faults, for tests: fail_task=ID, hang_task=ID, abort_task=ID,\n"
+                 "sleep_ms=MS, comma-separated"},
+        {.name = "--verbose",
+         .kind = CLI_FLAG,
+         .value = &verbose,
+         .help = "one line per task and per reconnect on stderr"},
+        {.name = "--trace",
+         .kind = CLI_FLAG,
+         .value = &trace,
+         .help = "as --verbose, and a line for every frame that could not be sent"},
+    };
+    const cli_spec spec = {
+        .command = "worker",
+        .synopsis = "--connect ENDPOINT [--backend cpu|cuda|noop] [--devices LIST] [--threads N]",
+        .about = "Takes tasks from a chesslens-coordinator and runs them (proto/PROTOCOL.md).",
+        .opts = opts,
+        .n_opts = CLI_N_OPTS(opts)};
+    size_t n_args = 0;
+    int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
+    if (prc != CLI_CONTINUE) {
+        return prc;
     }
-    if (max_models_s != NULL && !parse_long(max_models_s, 1, PROTO_MAX_MODELS, &max_models)) {
-        return bad("--max-models: '%s' is not a count in 1..16", max_models_s);
+    int32_t ids[PROTO_MAX_DEVICES];
+    size_t n_ids = 0;
+    if (devices != NULL && !parse_devices(devices, ids, &n_ids)) {
+        return cli_usage_error(&spec, "--devices: '%s' is not a list of ids like 0,1", devices);
     }
-    backend = backend != NULL ? backend : "cpu";
-    if (strcmp(backend, "cpu") != 0 && strcmp(backend, "noop") != 0) {
-        return bad("--backend: '%s' is not one of cpu, noop", backend);
-    }
-
-    char err[COMMON_ERR_LEN] = "";
+    char err[COMMON_ERR_LEN] = "", name[32];
     worker_compute c = {0};
-    if (strcmp(backend, "noop") == 0) {
+    if (backends[backend][0] == 'n') {
         worker_compute_noop(&c);
-    } else if (worker_compute_executor(&c, backend, (int)threads, (size_t)max_models, err) != 0) {
-        fprintf(stderr, "chesslens-worker: %s\n", err);
-        return 1;
+    } else {
+        snprintf(name, sizeof name, "%s", backends[backend]);
+        if (backends[backend][1] == 'u') {
+            if (n_ids > 1) {
+                return cli_usage_error(&spec,
+                                       "--devices: one GPU per worker process (start one worker "
+                                       "per GPU); several GPUs in one worker are not built yet");
+            }
+            snprintf(name, sizeof name, "cuda:%d", n_ids == 1 ? (int)ids[0] : 0);
+        }
+        if (worker_compute_executor(&c, name, (int)threads, (size_t)max_models, err) != 0) {
+            fprintf(stderr, "chesslens-worker: %s\n", err);
+            return 1;
+        }
     }
-    if (devices != NULL && !parse_devices(devices, &c)) {
-        worker_compute_destroy(&c);
-        return bad("--devices: '%s' is not a list of ids like 0,1", devices);
+    if (n_ids > 0 && backends[backend][1] != 'u') { /* cuda announces its device itself */
+        memcpy(c.devices, ids, n_ids * sizeof ids[0]);
+        c.n_devices = n_ids;
     }
     if (faults != NULL && worker_compute_faulty(&c, &c, faults, err) != 0) {
         worker_compute_destroy(&c);
@@ -175,7 +152,12 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    worker_service_opts o = {.endpoint = endpoint, .id = id, .stop = &stop, .verbose = verbose};
+    worker_service_opts o = {.endpoint = endpoint,
+                             .id = id,
+                             .stop = &stop,
+                             .verbose = trace     ? 2
+                                        : verbose ? 1
+                                                  : 0};
     int rc = worker_service_run(&o, &c, err);
     worker_compute_destroy(&c);
     if (rc != 0) {

@@ -5,8 +5,9 @@
  * digest or a result of the wrong kind counted as a failure); heartbeats renewing a lease and
  * expiry requeuing it with backoff until the task is dead; failures with their error in the
  * status reply; submissions made idempotent by their id; cancel sending DROP and fencing the
- * late result; retry-dead; a restarted scheduler re-arming the leases it finds; and malformed
- * frames answered with an error.
+ * late result; retry-dead; a restarted scheduler re-arming the leases it finds; malformed
+ * frames answered with an error; and the credit rules: the ACK of a report gives its slot back
+ * in the same batch, not before a READY follows a HELLO, never for a DROP.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -78,7 +79,7 @@ typedef struct frame {
 
 static frame encode(const char *peer, const proto_msg *m) {
     frame f = {0};
-    snprintf(f.peer, sizeof f.peer, "%s", peer);
+    snprintf(f.peer, sizeof f.peer, "%.31s", peer);
     if (proto_encode(m, &f.data, &f.len, err) != 0) {
         fail_msg("encode: %s", err);
     }
@@ -86,10 +87,12 @@ static frame encode(const char *peer, const proto_msg *m) {
 }
 
 /* What one batch sent: decoded, with the peer each went to. */
+#define MAX_SENT 256
+
 typedef struct sent {
     size_t n;
-    char peer[64][32];
-    proto_msg *m[64];
+    char peer[MAX_SENT][32];
+    proto_msg *m[MAX_SENT];
 } sent;
 
 static void sent_free(sent *o) {
@@ -115,7 +118,7 @@ static void turn(coordinator_sched *s, int64_t now, frame *in, size_t n_in, sent
     const coordinator_send *o = NULL;
     size_t n = 0;
     assert_int_equal(coordinator_sched_commit(s, &o, &n, err), 0);
-    assert_true(n <= 64);
+    assert_true(n <= MAX_SENT);
     out->n = 0;
     for (size_t i = 0; i < n; i++) {
         assert_true(o[i].peer_len < 32);
@@ -296,16 +299,19 @@ static void test_dispatch_and_store_once(void **state) {
     coordinator_spec_destroy(&spec);
     sent_free(&o);
 
-    /* a stale epoch is fenced and stores nothing */
+    /* a stale epoch is fenced and stores nothing (its ACK gives the slot back: the third task
+     * goes out with it) */
     turn1(s, now, result("A", task, epoch + 5, &prediction_results, false), &o);
     assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_LEASE_LOST);
+    assert_int_equal(count(&o, PROTO_TASK), 1);
     assert_int_equal(query_int(st, "SELECT count(*) FROM prediction"), 0);
     sent_free(&o);
-    /* the current epoch is stored, with its row */
+    /* the current epoch is stored, with its row (and the fourth task goes out) */
     turn1(s, now, result("A", task, epoch, &prediction_results, false), &o);
     proto_msg *ack = find(&o, PROTO_ACK);
     assert_int_equal(ack->task, task);
     assert_int_equal(ack->status, PROTO_ACK_STORED);
+    assert_int_equal(count(&o, PROTO_TASK), 1);
     assert_int_equal(query_int(st, "SELECT count(*) FROM prediction"), 1);
     sent_free(&o);
     /* the same result again: acknowledged as a duplicate, nothing more stored */
@@ -314,9 +320,9 @@ static void test_dispatch_and_store_once(void **state) {
     assert_int_equal(query_int(st, "SELECT count(*) FROM prediction"), 1);
     assert_int_equal(coordinator_sched_get_stats(s)->duplicates, 1);
     sent_free(&o);
-    /* more credits: the other two tasks go out, never more than max_credits at once */
+    /* more credits, but every task is out */
     turn1(s, now, ready("A", 10), &o);
-    assert_int_equal(count(&o, PROTO_TASK), 2);
+    assert_int_equal(count(&o, PROTO_TASK), 0);
     sent_free(&o);
     assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'leased'"), 3);
     assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'done'"), 1);
@@ -434,6 +440,10 @@ static void test_fail_until_dead_and_status(void **state) {
         sent_free(&o);
         turn1(s, now, failure("A", task, epoch, "the model is on fire"), &o);
         assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
+        /* the failed task waits out its backoff; the slot its FAIL gave back takes another */
+        t = find(&o, PROTO_TASK);
+        assert_non_null(t);
+        assert_int_not_equal(t->task, first);
         sent_free(&o);
     }
     turn1(s, now, request("C", PROTO_STATUS, 9, "p"), &o);
@@ -444,7 +454,8 @@ static void test_fail_until_dead_and_status(void **state) {
     assert_int_equal(proto_reply_decode(PROTO_STATUS, r->body, r->body_len, &rep, err), 0);
     assert_int_equal(rep->n_sweeps, 1);
     assert_int_equal(rep->sweeps[0].dead, 1);
-    assert_int_equal(rep->sweeps[0].pending, 3);
+    assert_int_equal(rep->sweeps[0].leased, 2);
+    assert_int_equal(rep->sweeps[0].pending, 1);
     assert_int_equal(rep->n_dead, 1);
     assert_string_equal(rep->dead[0].error, "the model is on fire");
     assert_int_equal(rep->dead[0].attempts, 2);
@@ -621,6 +632,413 @@ static void test_malformed_frames(void **state) {
     coordinator_store_close(&st);
 }
 
+/* Many workers at once: the lease index grows past its first size, every lease is found from
+ * the task id alone (results, a heartbeat, DROPs on cancel go to the worker that holds it),
+ * including the leases of a worker that reconnected under a new routing id, and no-op (empty)
+ * results are stored through the one-statement path. */
+#define MANY_WORKERS 20
+#define MANY_CUTOFFS                                                                               \
+    "{\"kind\":\"patch\",\"patch\":\"resid_pre\",\"cutoffs\":{\"from\":2,"                         \
+    "\"to\":12,\"step\":1},\"corrupt\":{\"position\":\"last\",\"with\":\"q\"},"                    \
+    "\"metric\":{\"kind\":\"logit_diff\",\"tokens\":[\"clean_top\","                               \
+    "\"corrupt_top\"]}}"
+
+typedef struct held_task {
+    int64_t task;
+    uint64_t epoch;
+    char peer[8];
+} held_task;
+
+static void test_many_workers_and_leases(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-many.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched_opts opts = {.lease_ms = 1000,
+                                   .worker_timeout_ms = 60000,
+                                   .max_credits = 4,
+                                   .plan = {.pairs_per_task = 1},
+                                   .seed = 3};
+    coordinator_sched *s = NULL;
+    assert_int_equal(coordinator_sched_new(&s, st, &opts, now, err), 0);
+    sent o;
+    turn1(s, now, submit("C", 1, "m", "sub-m", MANY_CUTOFFS), &o);
+    proto_msg *r = find(&o, PROTO_REPLY);
+    assert_non_null(r);
+    proto_reply *rep = NULL;
+    assert_int_equal(proto_reply_decode(PROTO_SUBMIT, r->body, r->body_len, &rep, err), 0);
+    assert_true(rep->n_tasks >= 4 * MANY_WORKERS);
+    proto_reply_free(&rep);
+    sent_free(&o);
+
+    held_task held[8 * MANY_WORKERS];
+    size_t n_held = 0;
+    for (int w = 0; w < MANY_WORKERS; w += 5) { /* 5 workers a turn: at most 25 frames out */
+        frame in[10];
+        struct {
+            char peer[8], id[8];
+        } names[5];
+        for (int k = 0; k < 5; k++) {
+            snprintf(names[k].peer, sizeof names[k].peer, "P%02d", (w + k) % 100);
+            snprintf(names[k].id, sizeof names[k].id, "w%02d", (w + k) % 100);
+            in[2 * k] = hello(names[k].peer, names[k].id);
+            in[2 * k + 1] = ready(names[k].peer, 4);
+        }
+        turn(s, now, in, 10, &o);
+        for (size_t i = 0; i < o.n; i++) {
+            if (o.m[i]->type == PROTO_TASK) {
+                assert_true(n_held < 4 * MANY_WORKERS);
+                held[n_held] = (held_task){.task = o.m[i]->task, .epoch = o.m[i]->epoch};
+                snprintf(held[n_held].peer, sizeof held[n_held].peer, "%.7s", o.peer[i]);
+                n_held++;
+            }
+        }
+        sent_free(&o);
+    }
+    assert_int_equal(n_held, 4 * MANY_WORKERS);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'leased'"),
+                     4 * MANY_WORKERS);
+
+    /* worker w07 comes back under a new routing id: its four leases move with it */
+    turn1(s, now, hello("Q07", "w07"), &o);
+    assert_non_null(find(&o, PROTO_WELCOME));
+    sent_free(&o);
+    for (size_t i = 0; i < n_held; i++) {
+        if (strcmp(held[i].peer, "P07") == 0) {
+            snprintf(held[i].peer, sizeof held[i].peer, "Q07");
+        }
+    }
+    /* a heartbeat finds its lease from the task id */
+    turn1(s, now + 100 * MS, heartbeat(held[0].peer, held[0].task, held[0].epoch), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
+    sent_free(&o);
+
+    /* the second half's results, last first, in turns of 20; each ACK gives its slot back, so
+     * a new task goes out to the same peer with it (while there are tasks left) */
+    const coordinator_results none = {0};
+    size_t half = n_held / 2, first_held = n_held;
+    held_task more[4 * MANY_WORKERS];
+    size_t n_more = 0;
+    for (size_t i = first_held; i > half;) {
+        frame in[20];
+        char peers[20][8];
+        size_t n = 0;
+        while (i > half && n < 20) {
+            i--;
+            snprintf(peers[n], sizeof peers[n], "%s", held[i].peer);
+            in[n++] = result(held[i].peer, held[i].task, held[i].epoch, &none, false);
+        }
+        turn(s, now + 200 * MS, in, n, &o);
+        assert_int_equal(count(&o, PROTO_ACK), n);
+        assert_true(count(&o, PROTO_TASK) <= n);
+        for (size_t k = 0; k < o.n; k++) {
+            if (o.m[k]->type == PROTO_ACK) {
+                assert_int_equal(o.m[k]->status, PROTO_ACK_STORED);
+                continue;
+            }
+            assert_int_equal(o.m[k]->type, PROTO_TASK);
+            bool answered = false; /* only a peer whose result this turn answered */
+            for (size_t j = 0; j < n; j++) {
+                answered = answered || strcmp(peers[j], o.peer[k]) == 0;
+            }
+            assert_true(answered);
+            more[n_more] = (held_task){.task = o.m[k]->task, .epoch = o.m[k]->epoch};
+            snprintf(more[n_more].peer, sizeof more[n_more].peer, "%.7s", o.peer[k]);
+            n_more++;
+        }
+        sent_free(&o);
+    }
+    assert_int_equal(coordinator_sched_get_stats(s)->stored, n_held - half);
+    assert_true(n_more > 0);
+    /* the first half and the new ones are what is leased now */
+    for (size_t k = 0; k < n_more; k++) {
+        held[half + k] = more[k];
+    }
+    size_t n_leased = half + n_more;
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'done' AND n_rows = 0 "
+                                   "AND done_at IS NOT NULL"),
+                     n_held - half);
+
+    /* cancel: each remaining lease gets its DROP at the peer that holds it */
+    turn1(s, now + 300 * MS, request("C", PROTO_CANCEL, 2, "m"), &o);
+    assert_int_equal(count(&o, PROTO_DROP), n_leased);
+    for (size_t k = 0; k < o.n; k++) {
+        if (o.m[k]->type != PROTO_DROP) {
+            continue;
+        }
+        size_t i = 0;
+        while (i < n_leased && held[i].task != o.m[k]->task) {
+            i++;
+        }
+        assert_true(i < n_leased);
+        assert_int_equal(o.m[k]->epoch, held[i].epoch);
+        assert_string_equal(o.peer[k], held[i].peer);
+    }
+    sent_free(&o);
+    /* the dropped leases are gone from the index too: their late results are fenced */
+    turn1(s, now + 400 * MS, result(held[1].peer, held[1].task, held[1].epoch, &none, false), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_LEASE_LOST);
+    sent_free(&o);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+/* Leases come and go through the index for many rounds: each result drops its lease (else the
+ * worker's list would fill and it would get fewer tasks), so every worker that stores its four
+ * results and asks again gets four new tasks until the sweep runs dry. */
+#define CHURN_CUTOFFS                                                                              \
+    "{\"kind\":\"patch\",\"patch\":\"resid_pre\",\"cutoffs\":{\"from\":2,"                         \
+    "\"to\":40,\"step\":1},\"corrupt\":{\"position\":\"last\",\"with\":\"q\"},"                    \
+    "\"metric\":{\"kind\":\"logit_diff\",\"tokens\":[\"clean_top\","                               \
+    "\"corrupt_top\"]}}"
+
+static void test_lease_churn(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-churn.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched_opts opts = {.lease_ms = 60000,
+                                   .worker_timeout_ms = 600000,
+                                   .max_credits = 4,
+                                   .plan = {.pairs_per_task = 1},
+                                   .seed = 5};
+    coordinator_sched *s = NULL;
+    assert_int_equal(coordinator_sched_new(&s, st, &opts, now, err), 0);
+    sent o;
+    turn1(s, now, submit("C", 1, "c", "sub-c", CHURN_CUTOFFS), &o);
+    proto_reply *rep = NULL;
+    proto_msg *r = find(&o, PROTO_REPLY);
+    assert_non_null(r);
+    assert_int_equal(proto_reply_decode(PROTO_SUBMIT, r->body, r->body_len, &rep, err), 0);
+    size_t n_tasks = rep->n_tasks, left = n_tasks;
+    proto_reply_free(&rep);
+    sent_free(&o);
+    assert_true(n_tasks > 8 * MANY_WORKERS);
+    held_task held[MANY_WORKERS][4];
+    size_t n_held[MANY_WORKERS] = {0};
+    struct {
+        char peer[8], id[8];
+    } names[MANY_WORKERS];
+    for (int w = 0; w < MANY_WORKERS; w++) {
+        snprintf(names[w].peer, sizeof names[w].peer, "P%02d", w % 100);
+        snprintf(names[w].id, sizeof names[w].id, "w%02d", w % 100);
+        turn1(s, now, hello(names[w].peer, names[w].id), &o);
+        sent_free(&o);
+    }
+    size_t stored = 0;
+    for (int round = 0; left > 0; round++) {
+        assert_true(round < 100);
+        for (int w0 = 0; w0 < MANY_WORKERS; w0 += 5) {
+            frame in[25];
+            size_t n = 0;
+            for (int w = w0; w < w0 + 5; w++) {
+                for (size_t k = 0; k < n_held[w]; k++) {
+                    in[n++] = result(names[w].peer, held[w][k].task, held[w][k].epoch,
+                                     &(coordinator_results){0}, false);
+                }
+                in[n++] = ready(names[w].peer, 4);
+            }
+            size_t acks_expected = 0;
+            for (int w = w0; w < w0 + 5; w++) {
+                acks_expected += n_held[w];
+                n_held[w] = 0;
+            }
+            now += MS;
+            turn(s, now, in, n, &o);
+            assert_int_equal(count(&o, PROTO_ACK), acks_expected);
+            stored += acks_expected;
+            size_t want = 0;
+            for (int w = w0; w < w0 + 5; w++) {
+                want += left >= 4 ? 4 : left;
+                left -= left >= 4 ? 4 : left;
+            }
+            assert_int_equal(count(&o, PROTO_TASK), want);
+            for (size_t i = 0; i < o.n; i++) {
+                if (o.m[i]->type == PROTO_ACK) {
+                    assert_int_equal(o.m[i]->status, PROTO_ACK_STORED);
+                }
+                if (o.m[i]->type != PROTO_TASK) {
+                    continue;
+                }
+                int w = atoi(o.peer[i] + 1);
+                assert_true(w >= w0 && w < w0 + 5 && n_held[w] < 4);
+                held[w][n_held[w]++] = (held_task){.task = o.m[i]->task, .epoch = o.m[i]->epoch};
+            }
+            sent_free(&o);
+        }
+    }
+    assert_int_equal(coordinator_sched_get_stats(s)->stored, stored);
+    assert_int_equal(coordinator_sched_get_stats(s)->dispatched, n_tasks);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+/* ---- credits (PROTOCOL.md, "Credits") ---- */
+
+/* The ACK of a RESULT or FAIL gives the worker's slot back: the next TASK leaves in the same
+ * batch, after the ACK, with no READY in between, whatever the ACK says (stored, duplicate,
+ * lease_lost), and one TASK per report, never more. A heartbeat's ACK gives nothing back. */
+static void test_ack_returns_credit(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-credit.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 3);
+    sent o;
+    turn1(s, now, ready("A", 1), &o);
+    assert_int_equal(o.n, 1);
+    proto_msg *t = find(&o, PROTO_TASK);
+    assert_non_null(t);
+    int64_t t1 = t->task;
+    uint64_t e1 = t->epoch;
+    sent_free(&o);
+    /* stored: the ACK, then the next task */
+    turn1(s, now, result("A", t1, e1, &prediction_results, false), &o);
+    assert_int_equal(o.n, 2);
+    assert_int_equal(o.m[0]->type, PROTO_ACK);
+    assert_int_equal(o.m[0]->status, PROTO_ACK_STORED);
+    assert_int_equal(o.m[1]->type, PROTO_TASK);
+    assert_string_equal(o.peer[1], "A");
+    int64_t t2 = o.m[1]->task;
+    uint64_t e2 = o.m[1]->epoch;
+    assert_int_not_equal(t2, t1);
+    sent_free(&o);
+    /* a heartbeat's ACK returns nothing */
+    turn1(s, now, heartbeat("A", t2, e2), &o);
+    assert_int_equal(o.n, 1);
+    assert_int_equal(o.m[0]->type, PROTO_ACK);
+    sent_free(&o);
+    /* a FAIL: the same */
+    turn1(s, now, failure("A", t2, e2, "no"), &o);
+    assert_int_equal(o.n, 2);
+    assert_int_equal(o.m[0]->type, PROTO_ACK);
+    assert_int_equal(o.m[1]->type, PROTO_TASK);
+    int64_t t3 = o.m[1]->task;
+    uint64_t e3 = o.m[1]->epoch;
+    sent_free(&o);
+    /* a fenced report (lease_lost): the same */
+    turn1(s, now, result("A", t3, e3 + 7, &prediction_results, false), &o);
+    assert_int_equal(o.n, 2);
+    assert_int_equal(o.m[0]->status, PROTO_ACK_LEASE_LOST);
+    assert_int_equal(o.m[1]->type, PROTO_TASK);
+    sent_free(&o);
+    /* a duplicate: the same (t2 is back from its backoff by now) */
+    now += 100 * MS;
+    turn1(s, now, result("A", t1, e1, &prediction_results, false), &o);
+    assert_int_equal(o.n, 2);
+    assert_int_equal(o.m[0]->status, PROTO_ACK_DUPLICATE);
+    assert_int_equal(o.m[1]->type, PROTO_TASK);
+    assert_int_equal(o.m[1]->task, t2);
+    assert_int_equal(o.m[1]->attempt, 2);
+    sent_free(&o);
+    /* every task is out: a report gives its slot back with nothing to fill it, and the
+     * credit waits there, one per report */
+    turn1(s, now, result("A", t3, e3 + 7, &prediction_results, false), &o);
+    assert_int_equal(o.n, 1);
+    sent_free(&o);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'pending'"), 0);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+/* A HELLO clears a worker's credits, and until a READY follows it its reports give none back:
+ * a worker that stops says HELLO and no READY, so it is handed nothing more; a worker that
+ * reconnected with every slot full asks with READY first. A report from a peer that is no
+ * known worker (the old routing id of a worker that reconnected) is acknowledged, with an
+ * ERROR that asks for a HELLO, and credits nobody. */
+static void test_no_credit_back_without_ready(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-credit-hello.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 3);
+    sent o;
+    turn1(s, now, ready("A", 2), &o);
+    assert_int_equal(count(&o, PROTO_TASK), 2);
+    int64_t t1 = o.m[0]->task, t2 = o.m[1]->task;
+    uint64_t e1 = o.m[0]->epoch, e2 = o.m[1]->epoch;
+    sent_free(&o);
+    /* the worker stops: HELLO again, then it returns one task and delivers the other */
+    turn1(s, now, hello("A", "w1"), &o);
+    assert_non_null(find(&o, PROTO_WELCOME));
+    assert_int_equal(count(&o, PROTO_TASK), 0);
+    sent_free(&o);
+    turn1(s, now, failure("A", t2, e2, "worker stopping"), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
+    assert_int_equal(count(&o, PROTO_TASK), 0);
+    sent_free(&o);
+    turn1(s, now, result("A", t1, e1, &prediction_results, false), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
+    assert_int_equal(count(&o, PROTO_TASK), 0);
+    sent_free(&o);
+    now += 100 * MS; /* past t2's backoff: still nothing for it */
+    turn(s, now, NULL, 0, &o);
+    assert_int_equal(count(&o, PROTO_TASK), 0);
+    sent_free(&o);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'leased'"), 0);
+
+    /* it comes back from a new routing id; a late report from the old one is answered, with
+     * an ERROR, and hands out nothing */
+    turn1(s, now, hello("B", "w1"), &o);
+    assert_non_null(find(&o, PROTO_WELCOME));
+    sent_free(&o);
+    turn1(s, now, result("A", t1, e1, &prediction_results, false), &o);
+    assert_int_equal(o.n, 2);
+    assert_int_equal(o.m[0]->type, PROTO_ACK);
+    assert_int_equal(o.m[0]->status, PROTO_ACK_DUPLICATE);
+    assert_int_equal(o.m[1]->type, PROTO_ERROR);
+    assert_string_equal(o.peer[1], "A");
+    sent_free(&o);
+    /* once B said READY, its reports give their slots back again */
+    turn1(s, now, ready("B", 1), &o);
+    assert_int_equal(count(&o, PROTO_TASK), 1);
+    proto_msg *t = find(&o, PROTO_TASK);
+    int64_t t3 = t->task;
+    uint64_t e3 = t->epoch;
+    sent_free(&o);
+    turn1(s, now, result("B", t3, e3, &prediction_results, false), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
+    assert_int_equal(count(&o, PROTO_TASK), 1);
+    assert_string_equal(o.peer[1], "B");
+    sent_free(&o);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
+/* A DROP gives no credit back (the worker asks for the dropped slots with READY), so a new
+ * sweep is not sent to a worker whose tasks were dropped until it does; the late result of a
+ * dropped task that the worker had sent before the DROP came is fenced, and its ACK gives that
+ * slot back. */
+static void test_drop_returns_no_credit(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-credit-drop.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 3);
+    sent o;
+    turn1(s, now, ready("A", 2), &o);
+    assert_int_equal(count(&o, PROTO_TASK), 2);
+    int64_t t1 = o.m[0]->task;
+    uint64_t e1 = o.m[0]->epoch;
+    sent_free(&o);
+    turn1(s, now, request("C", PROTO_CANCEL, 2, "p"), &o);
+    assert_int_equal(count(&o, PROTO_DROP), 2);
+    sent_free(&o);
+    turn1(s, now, submit("C", 3, "q", "sub-q", PREDICTIONS), &o);
+    assert_non_null(find(&o, PROTO_REPLY));
+    assert_int_equal(count(&o, PROTO_TASK), 0);
+    sent_free(&o);
+    turn(s, now + 200 * MS, NULL, 0, &o);
+    assert_int_equal(count(&o, PROTO_TASK), 0);
+    sent_free(&o);
+    turn1(s, now + 200 * MS, ready("A", 1), &o);
+    assert_int_equal(count(&o, PROTO_TASK), 1);
+    sent_free(&o);
+    turn1(s, now + 200 * MS, result("A", t1, e1, &prediction_results, false), &o);
+    assert_int_equal(o.n, 2);
+    assert_int_equal(o.m[0]->status, PROTO_ACK_LEASE_LOST);
+    assert_int_equal(o.m[1]->type, PROTO_TASK);
+    sent_free(&o);
+    assert_int_equal(query_int(st, "SELECT count(*) FROM task WHERE state = 'leased'"), 2);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dispatch_and_store_once),
@@ -631,6 +1049,11 @@ int main(void) {
         cmocka_unit_test(test_cancel_drops_and_fences),
         cmocka_unit_test(test_restart_rearms_and_worker_reconnects),
         cmocka_unit_test(test_malformed_frames),
+        cmocka_unit_test(test_many_workers_and_leases),
+        cmocka_unit_test(test_lease_churn),
+        cmocka_unit_test(test_ack_returns_credit),
+        cmocka_unit_test(test_no_credit_back_without_ready),
+        cmocka_unit_test(test_drop_returns_no_credit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -795,6 +795,126 @@ static void test_workers(void **state) {
     coordinator_store_close(&s);
 }
 
+/* Asserts that no statement of db is mid-step (each was reset after use, on every path) and
+ * returns how many are prepared. */
+static size_t statements_idle(sqlite3 *db) {
+    size_t n = 0;
+    for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st != NULL;
+         st = sqlite3_next_stmt(db, st)) {
+        if (sqlite3_stmt_busy(st)) {
+            fail_msg("statement left mid-step: %s", sqlite3_sql(st));
+        }
+        n++;
+    }
+    return n;
+}
+
+/* One round of every task operation on a fresh sweep named name, the failing paths included
+ * (a report for a task that does not exist, a fenced one, a duplicate). */
+static void task_round(coordinator_store *s, const char *name) {
+    int64_t sweep = make_sweep(s, name, "{\"kind\":\"predictions\",\"top_k\":1}", 10);
+    int64_t job;
+    assert_int_equal(coordinator_job_find(s, sweep, 0, &job, err), 0);
+    coordinator_task_def defs[3] = {{"a", "x", 1}, {"b", "y", 1}, {"c", "z", 1}};
+    assert_int_equal(coordinator_tasks_add(s, job, defs, 3, NULL, err), 0);
+    coordinator_lease *l = NULL;
+    size_t n = 0;
+    assert_int_equal(coordinator_tasks_claim(s, "w", 3, 0, 1000, &l, &n, err), 0);
+    assert_int_equal(n, 3);
+    coordinator_fence f;
+    assert_int_equal(coordinator_task_extend(s, l[0].task_id, l[0].epoch, 2000, &f, err), 0);
+    assert_int_equal(f, COORDINATOR_STORED);
+    /* a completion with nothing to store: one fenced statement */
+    assert_int_equal(coordinator_task_complete(s, l[0].task_id, l[0].epoch + 1, NULL, &f, err), 0);
+    assert_int_equal(f, COORDINATOR_FENCED);
+    assert_int_equal(coordinator_task_complete(s, l[0].task_id, l[0].epoch, NULL, &f, err), 0);
+    assert_int_equal(f, COORDINATOR_STORED);
+    coordinator_results none = {0};
+    assert_int_equal(coordinator_task_complete(s, l[0].task_id, l[0].epoch, &none, &f, err), 0);
+    assert_int_equal(f, COORDINATOR_ALREADY_STORED);
+    assert_int_equal(coordinator_task_extend(s, l[0].task_id, l[0].epoch, 3000, &f, err), 0);
+    assert_int_equal(f, COORDINATOR_ALREADY_STORED);
+    assert_int_equal(coordinator_task_complete(s, 987654, 1, NULL, &f, err), COMMON_ERR_NOT_FOUND);
+    assert_int_equal(coordinator_task_extend(s, 987654, 1, 5, &f, err), COMMON_ERR_NOT_FOUND);
+    assert_int_equal(coordinator_task_fail(s, l[1].task_id, l[1].epoch, "no", 1, 0, &f, err), 0);
+    assert_int_equal(f, COORDINATOR_STORED); /* attempts 1 of at most 1: dead */
+    size_t expired = 0;
+    assert_int_equal(coordinator_tasks_expire(s, 1500, 5, 0, 0, &expired, err), 0);
+    assert_int_equal(expired, 1); /* "c": "a" is done, "b" dead */
+    coordinator_leases_free(l, n);
+    coordinator_sweep_progress p;
+    assert_int_equal(coordinator_sweep_progress_get(s, sweep, &p, err), 0);
+    assert_int_equal(p.done, 1);
+    assert_int_equal(p.dead, 1);
+    assert_int_equal(p.pending, 1);
+    coordinator_sweep_info *info = NULL;
+    assert_int_equal(coordinator_sweeps_list(s, 0, &info, &n, err), 0);
+    free(info);
+    coordinator_dead_task *dead = NULL;
+    assert_int_equal(coordinator_dead_tasks(s, sweep, 10, &dead, &n, err), 0);
+    assert_int_equal(n, 1);
+    coordinator_dead_tasks_free(dead, n);
+    assert_int_equal(coordinator_sweep_retry_dead(s, sweep, &n, err), 0);
+    assert_int_equal(n, 1);
+    coordinator_task_ref *refs = NULL;
+    assert_int_equal(coordinator_sweep_cancel(s, sweep, &refs, &n, err), 0);
+    free(refs);
+    assert_int_equal(coordinator_sweep_cancel(s, 424242, &refs, &n, err), COMMON_ERR_NOT_FOUND);
+    int64_t id = 0;
+    assert_int_equal(coordinator_sweep_find(s, name, &id, err), 0);
+    assert_int_equal(id, sweep);
+    assert_int_equal(coordinator_sweep_find(s, "nope", &id, err), COMMON_ERR_NOT_FOUND);
+    assert_int_equal(coordinator_worker_seen(s, "w", NULL, 5, err), 0);
+}
+
+static void test_statement_cache(void **state) {
+    (void)state;
+    coordinator_store *s = open_fresh("stmt-cache.db");
+    sqlite3 *db = coordinator_store_db(s);
+    /* the same text is the same statement, whatever buffer holds it */
+    sqlite3_stmt *a = NULL, *b = NULL;
+    char *copy = strdup("SELECT ?1");
+    assert_int_equal(store_stmt(s, "SELECT ?1", &a, "test", err), 0);
+    sqlite3_bind_int(a, 1, 42);
+    assert_int_equal(sqlite3_step(a), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(a, 0), 42);
+    store_stmt_done(a);
+    assert_int_equal(store_stmt(s, copy, &b, "test", err), 0);
+    assert_ptr_equal(a, b);
+    /* handed back reset and with its parameters cleared */
+    assert_int_equal(sqlite3_step(b), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_type(b, 0), SQLITE_NULL);
+    store_stmt_done(b);
+    free(copy);
+    /* a text SQLite refuses is an error naming the operation, and caches nothing */
+    size_t before = statements_idle(db);
+    assert_int_equal(store_stmt(s, "SELEC nothing", &a, "bad sql", err), COMMON_ERR_IO);
+    assert_non_null(strstr(err, "bad sql"));
+    assert_int_equal(statements_idle(db), before);
+
+    /* every operation leaves its statements idle, and doing it all again prepares nothing new */
+    task_round(s, "r1");
+    size_t after_one = statements_idle(db);
+    task_round(s, "r2");
+    assert_int_equal(statements_idle(db), after_one);
+    /* nothing holds a read open: another connection can checkpoint the whole WAL away */
+    char path[512];
+    snprintf(path, sizeof path, "%s/stmt-cache.db", tmpdir());
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    assert_int_equal(query_int(other, "SELECT count(*) FROM sweep"), 2); /* opens the WAL */
+    int log = -1, done = -1;
+    assert_int_equal(
+        sqlite3_wal_checkpoint_v2(other, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log, &done), SQLITE_OK);
+    assert_int_equal(log, 0);
+    sqlite3_close(other);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM task WHERE state = 'done' AND "
+                                   "n_rows = 0 AND done_at > 0"),
+                     2);
+    coordinator_store_close(&s); /* finalizes the cache: ASan / valgrind see no leak */
+    assert_null(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_and_pragmas),
@@ -810,6 +930,7 @@ int main(void) {
         cmocka_unit_test(test_patch_rows),
         cmocka_unit_test(test_view_columns),
         cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_statement_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

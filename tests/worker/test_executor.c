@@ -678,7 +678,14 @@ static void test_run_games_padding(void **state) {
 static void test_refusals(void **state) {
     (void)state;
     worker_executor *e = NULL;
-    assert_int_equal(worker_executor_new(&e, MODEL_DIR, "cuda:0", 1, err), COMMON_ERR_UNSUPPORTED);
+    /* backend names: unknown ones, and malformed device numbers (whether this build has the
+     * GPU backend or not; "cuda:0" itself depends on the machine) */
+    assert_int_equal(worker_executor_new(&e, MODEL_DIR, "tpu", 1, err), COMMON_ERR_UNSUPPORTED);
+    assert_null(e);
+    assert_int_equal(worker_executor_new(&e, MODEL_DIR, "cudax", 1, err), COMMON_ERR_UNSUPPORTED);
+    assert_int_equal(worker_executor_new(&e, MODEL_DIR, "cuda:", 1, err), COMMON_ERR_INVALID);
+    assert_int_equal(worker_executor_new(&e, MODEL_DIR, "cuda:1x", 1, err), COMMON_ERR_INVALID);
+    assert_int_equal(worker_executor_new(&e, MODEL_DIR, "cuda:-1", 1, err), COMMON_ERR_INVALID);
     assert_null(e);
     assert_int_equal(worker_executor_new(&e, "/nonexistent-model-dir", "cpu", 1, err),
                      COMMON_ERR_NOT_FOUND);

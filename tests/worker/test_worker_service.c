@@ -6,10 +6,13 @@
  * first and describes the computation; READY credits; RESULT (task, epoch, sha256 digest of the
  * body) and FAIL (the computation's error); heartbeats while the computation advances and none
  * once it stalls for a lease; an unacknowledged RESULT sent again after the coordinator's socket
- * is closed and bound again on the same port; DROP of a waiting and of a running task; the stop
- * flag; malformed frames. Then the real executor computation runs tasks a store planned, each
- * result byte-equal to the executor run here directly, and the fault-injecting wrapper's rules.
- * WELCOME asks for 50 ms heartbeats and 300 ms leases, so every wait is short.
+ * is closed and bound again on the same port; DROP of a waiting and of a running task; the credit
+ * rules (no READY for a slot an ACK of a RESULT freed, unless that RESULT left before any READY
+ * since the HELLO; READY after DROP and after WELCOME; a task leased again while its RESULT is
+ * unanswered); the stop flag (HELLO again, no READY); malformed frames. Then the real executor
+ * computation runs tasks a store planned, each result byte-equal to the executor run here directly,
+ * and the fault-injecting wrapper's rules. WELCOME asks for 50 ms heartbeats and 300 ms leases, so
+ * every wait is short.
  */
 #include <math.h>
 #include <pthread.h>
@@ -370,7 +373,8 @@ static int setup(void **state) {
     return 0;
 }
 
-/* Stops the worker, acknowledging whatever it still sends, and joins it. */
+/* Stops the worker, acknowledging whatever it still sends (and welcoming the HELLO it says on
+ * stopping), and joins it. */
 static int teardown(void **state) {
     (void)state;
     if (h.running) {
@@ -381,6 +385,9 @@ static int teardown(void **state) {
             proto_msg *m = next_msg(20);
             if (m != NULL && (m->type == PROTO_RESULT || m->type == PROTO_FAIL)) {
                 send_ack(m->task, m->epoch, PROTO_ACK_STORED);
+            }
+            if (m != NULL && m->type == PROTO_HELLO) {
+                send_welcome();
             }
             proto_msg_free(&m);
         }
@@ -399,7 +406,9 @@ static int teardown(void **state) {
 /* ---- tests ---- */
 
 /* HELLO first with the computation's description; READY 2; a TASK gives its RESULT; the ACK
- * frees the slot (READY 1); the stop flag ends the service with 0. */
+ * frees the slot, which the coordinator counts as free itself (no READY); the stop flag makes
+ * the worker say HELLO again (no READY after it), and the service ends with 0 once that is
+ * answered. */
 static void test_hello_task_result(void **state) {
     (void)state;
     start_worker();
@@ -426,14 +435,18 @@ static void test_hello_task_result(void **state) {
     assert_int_equal(tc.ran[0], 7);
     expect_nothing(HB_MS); /* the slot is held until the ACK (not for 3 intervals: silence) */
     send_ack(7, 3, PROTO_ACK_STORED);
-    expect_ready(1);
 
-    /* idle: liveness heartbeats, task 0 */
+    /* idle: liveness heartbeats, task 0, and no READY: the ACK gave the slot back */
     expect_nothing(300);
     assert_true(h.n_beats >= 3);
     assert_int_equal(h.beats[h.n_beats - 1].task, 0);
 
     h.stop = 1;
+    m = expect(PROTO_HELLO, 2000);
+    proto_msg_free(&m);
+    expect_nothing(100);
+    assert_false(worker_returned()); /* its HELLO is answered first */
+    send_welcome();
     int64_t end = now_ms() + 2000;
     while (!worker_returned() && now_ms() < end) {
         expect_nothing(20);
@@ -455,7 +468,7 @@ static void test_fail_text(void **state) {
     assert_string_equal(m->error, "boom: the model exploded (42)");
     proto_msg_free(&m);
     send_ack(9, 1, PROTO_ACK_STORED);
-    expect_ready(1);
+    expect_nothing(200); /* the ACK gave the slot back: no READY */
 }
 
 /* Heartbeats every heartbeat_ms while the computation reports progress for 2 leases, with the
@@ -488,7 +501,7 @@ static void test_heartbeats_follow_progress(void **state) {
     assert_true(n >= (size_t)(took / HB_MS / 2));
     assert_true(last > 0.5);
     send_ack(11, 4, PROTO_ACK_STORED);
-    expect_ready(1);
+    expect_nothing(100);
 }
 
 /* A computation that blocks without progress: heartbeats for at most a lease, then none at
@@ -516,7 +529,7 @@ static void test_no_heartbeats_when_stalled(void **state) {
     check_result(m, 12, 2);
     proto_msg_free(&m);
     send_ack(12, 2, PROTO_ACK_STORED);
-    expect_ready(1);
+    expect_nothing(100);
 }
 
 /* The same with progress while blocked: heartbeats go on past the lease. */
@@ -542,7 +555,8 @@ static void test_heartbeats_while_blocked_with_progress(void **state) {
 
 /* A RESULT the coordinator never acknowledged (its socket closed) is sent again, same task,
  * epoch and digest, after the socket is bound again on the same port and the worker reconnected
- * with a fresh HELLO; READY then asks for the one free slot. */
+ * with a fresh HELLO: READY first for the one free slot, then the RESULT, whose ACK (after that
+ * READY) gives its slot back. */
 static void test_reconnect_resends_result(void **state) {
     (void)state;
     tc.block = true;
@@ -564,12 +578,12 @@ static void test_reconnect_resends_result(void **state) {
     assert_string_equal(m->worker, "w-test");
     proto_msg_free(&m);
     send_welcome();
+    expect_ready(1);
     m = expect(PROTO_RESULT, 2000);
     check_result(m, 21, 6);
     proto_msg_free(&m);
-    expect_ready(1);
     send_ack(21, 6, PROTO_ACK_DUPLICATE);
-    expect_ready(1);
+    expect_nothing(200);
     assert_int_equal(tcomp_runs(), 1); /* sent again, not computed again */
 }
 
@@ -599,6 +613,120 @@ static void test_drop(void **state) {
     proto_msg *m = expect(PROTO_RESULT, 2000);
     check_result(m, 33, 2);
     proto_msg_free(&m);
+}
+
+/* ---- credits (PROTOCOL.md, "Credits") ---- */
+
+static void set_block(bool block) {
+    pthread_mutex_lock(&tc.mu);
+    tc.block = block;
+    pthread_mutex_unlock(&tc.mu);
+}
+
+/* With nothing held and the coordinator holding both credits (as the worker counts them): a
+ * TASK, its DROP while it runs, and its end ask for exactly the one slot it took (READY 1). A
+ * worker that counted one credit fewer asks for 2, one that counted more asks for none. */
+static void expect_both_credits_granted(int64_t task) {
+    set_block(true);
+    int runs = tcomp_runs();
+    send_task(task, 1, "probe");
+    tcomp_wait_runs(runs + 1);
+    proto_msg drop = {.type = PROTO_DROP, .task = task, .epoch = 1};
+    send_msg(&drop);
+    expect_nothing(50); /* still running: its slot is not free yet */
+    tcomp_release(1);
+    expect_ready(1);
+}
+
+/* No READY after the ACK of a RESULT: the coordinator counts that slot free itself, and the
+ * worker counts it as granted (so a later READY asks for no more than is free). READY after a
+ * DROP of a waiting task. */
+static void test_ack_returns_credit(void **state) {
+    (void)state;
+    tc.block = true;
+    start_worker();
+    handshake();
+    send_task(71, 1, "work-71");
+    send_task(72, 1, "work-72");
+    tcomp_wait_runs(1);
+    proto_msg drop = {.type = PROTO_DROP, .task = 72, .epoch = 1};
+    send_msg(&drop);
+    expect_ready(1);
+    tcomp_release(1);
+    proto_msg *m = expect(PROTO_RESULT, 2000);
+    check_result(m, 71, 1);
+    proto_msg_free(&m);
+    send_ack(71, 1, PROTO_ACK_STORED);
+    expect_nothing(200);
+    expect_both_credits_granted(73);
+    /* a lease_lost ACK of a RESULT gives the slot back too */
+    set_block(false);
+    send_task(74, 1, "work-74");
+    m = expect(PROTO_RESULT, 2000);
+    proto_msg_free(&m);
+    send_ack(74, 1, PROTO_ACK_LEASE_LOST);
+    expect_nothing(200);
+    expect_both_credits_granted(75);
+}
+
+/* After a reconnect with both slots holding outputs there is nothing to ask for, so the
+ * RESULTs go before any READY: the coordinator gives nothing back for them, and each ACK is
+ * followed by a READY for its slot. */
+static void test_full_slots_after_reconnect(void **state) {
+    (void)state;
+    tc.block = true;
+    start_worker();
+    handshake();
+    send_task(81, 1, "work-81");
+    send_task(82, 1, "work-82");
+    tcomp_wait_runs(1);
+    expect_nothing(2 * HB_MS);
+    char endpoint[128];
+    snprintf(endpoint, sizeof endpoint, "%s", h.endpoint);
+    zmq_close(h.router);
+    h.router = NULL;
+    tcomp_release(2); /* both finish while no coordinator listens */
+    tcomp_wait_runs(2);
+    sleep_ms(300);
+    bind_router(endpoint);
+    proto_msg *m = expect(PROTO_HELLO, 5000);
+    proto_msg_free(&m);
+    send_welcome();
+    m = expect(PROTO_RESULT, 2000); /* not a READY: no slot is free */
+    check_result(m, 81, 1);
+    proto_msg_free(&m);
+    m = expect(PROTO_RESULT, 2000);
+    check_result(m, 82, 1);
+    proto_msg_free(&m);
+    send_ack(81, 1, PROTO_ACK_STORED);
+    expect_ready(1);
+    send_ack(82, 1, PROTO_ACK_STORED);
+    expect_ready(1);
+    expect_nothing(100);
+    expect_both_credits_granted(83);
+}
+
+/* A task leased again while its RESULT awaits the ACK: nothing more is asked for (it holds the
+ * credits of both leases, each given back by the ACK of its report), the output goes again for
+ * the new epoch once the old one is answered lease_lost, and it is computed once. */
+static void test_leased_again_while_sent(void **state) {
+    (void)state;
+    start_worker();
+    handshake();
+    send_task(91, 1, "work-91");
+    proto_msg *m = expect(PROTO_RESULT, 2000);
+    check_result(m, 91, 1);
+    proto_msg_free(&m);
+    send_task(91, 2, "work-91");
+    expect_nothing(40); /* less than the silence limit of 3 intervals */
+    send_ack(91, 1, PROTO_ACK_LEASE_LOST);
+    m = expect(PROTO_RESULT, 100);
+    check_result(m, 91, 2);
+    proto_msg_free(&m);
+    send_ack(91, 2, PROTO_ACK_STORED);
+    expect_nothing(100);
+    assert_int_equal(tcomp_runs(), 1);
+    expect_both_credits_granted(92);
 }
 
 /* Lease lost in a heartbeat's ACK: a waiting task is forgotten at once. */
@@ -641,8 +769,9 @@ static void test_lease_lost_heartbeat(void **state) {
     assert_int_equal(tcomp_runs(), 1);
 }
 
-/* The stop flag: the waiting task comes back as FAIL "worker stopping", no READY follows, the
- * running task's RESULT is sent, and the service returns 0 once it is acknowledged. */
+/* The stop flag: HELLO again, and once it is welcomed the waiting task comes back as FAIL
+ * "worker stopping", no READY follows, the running task's RESULT is sent, and the service
+ * returns 0 once it is acknowledged. */
 static void test_stop_after_ack(void **state) {
     (void)state;
     tc.block = true;
@@ -652,7 +781,12 @@ static void test_stop_after_ack(void **state) {
     send_task(42, 1, "work-42");
     tcomp_wait_runs(1);
     h.stop = 1;
-    proto_msg *m = expect(PROTO_FAIL, 2000);
+    /* HELLO again, so that the coordinator holds no credit for it and gets none back */
+    proto_msg *m = expect(PROTO_HELLO, 2000);
+    proto_msg_free(&m);
+    expect_nothing(100); /* nothing before WELCOME */
+    send_welcome();
+    m = expect(PROTO_FAIL, 2000);
     assert_int_equal(m->task, 42);
     assert_string_equal(m->error, "worker stopping");
     proto_msg_free(&m);
@@ -686,7 +820,10 @@ static void test_stop_silent_coordinator(void **state) {
     tcomp_wait_runs(1);
     h.stop = 1;
     send_task(45, 1, "work-45");
-    proto_msg *m = expect(PROTO_FAIL, 2000);
+    proto_msg *m = expect(PROTO_HELLO, 2000);
+    proto_msg_free(&m);
+    send_welcome();
+    m = expect(PROTO_FAIL, 2000);
     assert_int_equal(m->task, 45);
     assert_string_equal(m->error, "worker stopping");
     proto_msg_free(&m);
@@ -783,7 +920,7 @@ static void test_inproc(void **state) {
     check_result(m, 61, 2);
     proto_msg_free(&m);
     send_ack(61, 2, PROTO_ACK_STORED);
-    expect_ready(1);
+    expect_nothing(100);
 }
 
 /* ---- the real executor ---- */
@@ -946,7 +1083,6 @@ static void test_executor_compute(void **state) {
         assert_string_equal(m->digest, hex);
         proto_msg_free(&m);
         send_ack(l[i].task_id, l[i].epoch, PROTO_ACK_STORED);
-        expect_ready(1);
         free(bodies[i]);
         free(wants[i]);
     }
@@ -972,7 +1108,6 @@ static void test_executor_compute(void **state) {
     assert_non_null(strstr(m->error, "sha256"));
     proto_msg_free(&m);
     send_ack(l[0].task_id, l[0].epoch + 1, PROTO_ACK_STORED);
-    expect_ready(1);
     /* a body that is not a work body */
     t.model_sha256 = sha;
     t.body = "junk";
@@ -1101,6 +1236,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_reconnect_resends_result, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_lost_heartbeat, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_returns_credit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_slots_after_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leased_again_while_sent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_after_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_silent_coordinator, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_frames, setup, teardown),

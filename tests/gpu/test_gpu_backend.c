@@ -1,0 +1,591 @@
+/*
+ * The CUDA backend (gpu.h) against the CPU backend: every operation of the backend interface
+ * on random inputs (odd sizes, strides, aliasing, batches, masked rows, the edge cases each op
+ * documents), then whole runs on a random model: every hook and the logits of a batched
+ * forward with padding, an incremental run from a base cache, and every activation patching
+ * kind through interp (fast with and without the identical-prefix shortcut, plain, batched
+ * pairs). Tolerance, float32 on both sides: an element may differ by 1e-5 of the largest
+ * magnitude of its tensor (the two backends sum in different orders), and a whole tensor by a
+ * relative L2 error of 1e-5.
+ *
+ * Without a visible CUDA device the test prints why and exits 77, which ctest reports as
+ * skipped. CHESSLENS_GPU_TEST_SELF_CHECK=1 runs the same comparisons with a second CPU backend
+ * (2 threads) in the CUDA backend's place, to check the test itself on a machine without a GPU;
+ * it says so on stderr and proves nothing about the GPU.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu/gpu.h"
+#include "interp/interp.h"
+
+#define TOL 1e-5
+
+static model_backend *cpu, *dev; /* the reference and the backend under test */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((double)(rng_state >> 40) / (double)(1ULL << 24)) * 2.0f - 1.0f;
+}
+
+static float *random_floats(size_t n, float scale, float offset) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = offset + scale * frand();
+    }
+    return x;
+}
+
+/* One buffer of n elements on each backend, with the same contents. */
+typedef struct twin {
+    model_buf *c, *d;
+    size_t n;
+} twin;
+
+static twin twin_new(const void *host, size_t n) {
+    char err[COMMON_ERR_LEN];
+    twin t = {NULL, NULL, n};
+    assert_int_equal(cpu->alloc(cpu, n, &t.c, err), 0);
+    assert_int_equal(dev->alloc(dev, n, &t.d, err), 0);
+    /* no contents given: zeros, so that what an op must not touch compares equal too */
+    void *zeros = host == NULL ? calloc(n ? n : 1, sizeof(float)) : NULL;
+    const void *src = host != NULL ? host : zeros;
+    assert_non_null(src);
+    assert_int_equal(cpu->upload(cpu, (model_ref){t.c, 0}, src, n, err), 0);
+    assert_int_equal(dev->upload(dev, (model_ref){t.d, 0}, src, n, err), 0);
+    free(zeros);
+    return t;
+}
+
+static void twin_free(twin *t) {
+    cpu->free(cpu, t->c);
+    dev->free(dev, t->d);
+}
+
+static model_ref rc_(const twin *t, size_t off) {
+    return (model_ref){t->c, off};
+}
+static model_ref rd_(const twin *t, size_t off) {
+    return (model_ref){t->d, off};
+}
+
+/* Largest |a - b| over n values, against the largest |b| (1 when smaller). NaN in one and not
+ * the other counts as infinite; equal infinities and NaN in both count as 0. */
+static double rel_max(const float *a, const float *b, size_t n) {
+    double worst = 0.0, big = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        big = isfinite(b[i]) && fabs(b[i]) > big ? fabs(b[i]) : big;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((isnan(a[i]) && isnan(b[i])) || (isinf(a[i]) && a[i] == b[i])) {
+            continue;
+        }
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= worst)) {
+            worst = isfinite(d) ? d : INFINITY;
+        }
+    }
+    return worst / big;
+}
+
+static double rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(b[i])) {
+            continue;
+        }
+        double d = isfinite(a[i]) ? (double)a[i] - (double)b[i] : 1e30;
+        num += d * d;
+        den += (double)b[i] * (double)b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void expect_close(const char *what, const float *got, const float *want, size_t n) {
+    double m = rel_max(got, want, n), l2 = rel_l2(got, want, n);
+    if (!(m <= TOL && l2 <= TOL)) {
+        fail_msg("%s: max error %.3g of the largest value, relative L2 %.3g (tolerance %.0e)", what,
+                 m, l2, TOL);
+    }
+}
+
+/* Downloads both copies of t and compares them. */
+static void expect_twin(const char *what, const twin *t) {
+    char err[COMMON_ERR_LEN];
+    float *a = malloc(t->n * sizeof *a), *b = malloc(t->n * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(dev->download(dev, a, rd_(t, 0), t->n, err), 0);
+    assert_int_equal(cpu->download(cpu, b, rc_(t, 0), t->n, err), 0);
+    expect_close(what, a, b, t->n);
+    free(a);
+    free(b);
+}
+
+/* ---- operations ---------------------------------------------------------------------- */
+
+static void gemm_case(bool ta, bool tb, size_t m, size_t n, size_t k, size_t batch, size_t pad) {
+    char err[COMMON_ERR_LEN], what[128];
+    size_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+    size_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
+    size_t sa = a_rows * lda + pad, sb = b_rows * ldb, sc = m * ldc + 2 * pad;
+    float *ha = random_floats(sa * batch, 1.0f, 0.0f), *hb = random_floats(sb * batch, 1.0f, 0.0f);
+    float *hc = random_floats(sc * batch, 1.0f, 0.0f);
+    twin a = twin_new(ha, sa * batch), b = twin_new(hb, sb * batch), c = twin_new(hc, sc * batch);
+    model_gemm g = {.trans_a = ta,
+                    .trans_b = tb,
+                    .m = m,
+                    .n = n,
+                    .k = k,
+                    .alpha = 0.5f,
+                    .beta = 0.25f,
+                    .lda = lda,
+                    .stride_a = sa,
+                    .ldb = ldb,
+                    .stride_b = sb,
+                    .ldc = ldc,
+                    .stride_c = sc,
+                    .batch = batch};
+    g.a = rc_(&a, 0), g.b = rc_(&b, 0), g.c = rc_(&c, 0);
+    assert_int_equal(cpu->gemm(cpu, &g, err), 0);
+    g.a = rd_(&a, 0), g.b = rd_(&b, 0), g.c = rd_(&c, 0);
+    assert_int_equal(dev->gemm(dev, &g, err), 0);
+    snprintf(what, sizeof what, "gemm %s%s m=%zu n=%zu k=%zu batch=%zu pad=%zu", ta ? "T" : "N",
+             tb ? "T" : "N", m, n, k, batch, pad);
+    expect_twin(what, &c); /* the padding between rows must be untouched too */
+    twin_free(&a);
+    twin_free(&b);
+    twin_free(&c);
+    free(ha);
+    free(hb);
+    free(hc);
+}
+
+static void test_gemm(void **state) {
+    (void)state;
+    static const size_t shapes[][3] = {
+        {1, 1, 1}, {7, 5, 3}, {33, 65, 129}, {128, 768, 768}, {1, 3072, 768}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        for (int t = 0; t < 4; t++) {
+            gemm_case(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 1, 0);
+            gemm_case(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 3, 3);
+        }
+    }
+}
+
+static void test_elementwise(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    enum { N = 100003 }; /* not a multiple of any block size */
+    float *hx = random_floats(N, 12.0f, 0.0f), *hy = random_floats(N, 3.0f, 1.0f);
+    twin x = twin_new(hx, N), y = twin_new(hy, N), z = twin_new(NULL, N);
+    /* add, with the destination aliasing an input */
+    assert_int_equal(cpu->add(cpu, rc_(&y, 0), rc_(&x, 0), rc_(&y, 0), N, err), 0);
+    assert_int_equal(dev->add(dev, rd_(&y, 0), rd_(&x, 0), rd_(&y, 0), N, err), 0);
+    expect_twin("add", &y);
+    /* gelu_new over [-12, 12], in place and out of place */
+    assert_int_equal(cpu->gelu_new(cpu, rc_(&z, 0), rc_(&x, 0), N, err), 0);
+    assert_int_equal(dev->gelu_new(dev, rd_(&z, 0), rd_(&x, 0), N, err), 0);
+    expect_twin("gelu_new", &z);
+    assert_int_equal(cpu->gelu_new(cpu, rc_(&x, 0), rc_(&x, 0), N, err), 0);
+    assert_int_equal(dev->gelu_new(dev, rd_(&x, 0), rd_(&x, 0), N, err), 0);
+    expect_twin("gelu_new in place", &x);
+    /* fill part of a buffer */
+    assert_int_equal(cpu->fill(cpu, rc_(&z, 17), 1000, -2.5f, err), 0);
+    assert_int_equal(dev->fill(dev, rd_(&z, 17), 1000, -2.5f, err), 0);
+    expect_twin("fill", &z);
+    /* affine on rows of 96 (w and b from the start of x and y) */
+    size_t rows = 1000, d = 96;
+    assert_int_equal(cpu->affine(cpu, rc_(&z, 5), rc_(&y, 5), rc_(&x, 0), rc_(&y, 3), rows, d, err),
+                     0);
+    assert_int_equal(dev->affine(dev, rd_(&z, 5), rd_(&y, 5), rd_(&x, 0), rd_(&y, 3), rows, d, err),
+                     0);
+    expect_twin("affine", &z);
+    /* copy2d: strided rows, one row, and one row broadcast (src_ld 0) */
+    assert_int_equal(cpu->copy2d(cpu, rc_(&z, 1), 130, rc_(&x, 7), 97, 300, 90, err), 0);
+    assert_int_equal(dev->copy2d(dev, rd_(&z, 1), 130, rd_(&x, 7), 97, 300, 90, err), 0);
+    expect_twin("copy2d", &z);
+    assert_int_equal(cpu->copy2d(cpu, rc_(&z, 3), 0, rc_(&y, 0), 0, 1, 500, err), 0);
+    assert_int_equal(dev->copy2d(dev, rd_(&z, 3), 0, rd_(&y, 0), 0, 1, 500, err), 0);
+    expect_twin("copy2d one row", &z);
+    assert_int_equal(cpu->copy2d(cpu, rc_(&z, 50000), 70, rc_(&y, 9), 0, 200, 64, err), 0);
+    assert_int_equal(dev->copy2d(dev, rd_(&z, 50000), 70, rd_(&y, 9), 0, 200, 64, err), 0);
+    expect_twin("copy2d broadcast", &z);
+    twin_free(&x);
+    twin_free(&y);
+    twin_free(&z);
+    free(hx);
+    free(hy);
+}
+
+static void test_layer_norm(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    static const size_t shapes[][2] = {{37, 768}, {5, 5}, {3, 1600}, {1, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        size_t rows = shapes[s][0], d = shapes[s][1];
+        /* a large mean, as residual streams have, so centring matters */
+        float *hx = random_floats(rows * d, 3.0f, 100.0f);
+        twin x = twin_new(hx, rows * d), y = twin_new(NULL, rows * d), sc = twin_new(NULL, rows);
+        assert_int_equal(
+            cpu->layer_norm(cpu, rc_(&x, 0), rc_(&y, 0), rc_(&sc, 0), rows, d, 1e-5f, err), 0);
+        assert_int_equal(
+            dev->layer_norm(dev, rd_(&x, 0), rd_(&y, 0), rd_(&sc, 0), rows, d, 1e-5f, err), 0);
+        expect_twin("layer_norm", &y);
+        expect_twin("layer_norm scale", &sc);
+        /* in place */
+        assert_int_equal(
+            cpu->layer_norm(cpu, rc_(&x, 0), rc_(&x, 0), rc_(&sc, 0), rows, d, 1e-5f, err), 0);
+        assert_int_equal(
+            dev->layer_norm(dev, rd_(&x, 0), rd_(&x, 0), rd_(&sc, 0), rows, d, 1e-5f, err), 0);
+        expect_twin("layer_norm in place", &x);
+        twin_free(&x);
+        twin_free(&y);
+        twin_free(&sc);
+        free(hx);
+    }
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    /* [H=3, T=41, T=41] scores with a row stride of 45, queries 2..40, scale sqrt(16) */
+    size_t H = 3, T = 41, ld = 45, hs = T * ld;
+    float *hs_ = random_floats(H * hs, 8.0f, 0.0f);
+    twin s = twin_new(hs_, H * hs), p = twin_new(NULL, H * hs);
+    model_attn_rows g = {
+        .n_heads = H, .head_stride = hs, .q_begin = 2, .q_end = T, .ld = ld, .n_keys = T};
+    assert_int_equal(cpu->attn_mask(cpu, rc_(&s, 0), &g, 4.0f, err), 0);
+    assert_int_equal(dev->attn_mask(dev, rd_(&s, 0), &g, 4.0f, err), 0);
+    expect_twin("attn_mask", &s);
+    assert_int_equal(cpu->softmax(cpu, rc_(&p, 0), rc_(&s, 0), &g, err), 0);
+    assert_int_equal(dev->softmax(dev, rd_(&p, 0), rd_(&s, 0), &g, err), 0);
+    expect_twin("softmax", &p);
+    /* in place, and rows with every key masked (-inf): zeros */
+    assert_int_equal(cpu->fill(cpu, rc_(&s, 5 * ld), ld, -INFINITY, err), 0);
+    assert_int_equal(dev->fill(dev, rd_(&s, 5 * ld), ld, -INFINITY, err), 0);
+    assert_int_equal(cpu->softmax(cpu, rc_(&s, 0), rc_(&s, 0), &g, err), 0);
+    assert_int_equal(dev->softmax(dev, rd_(&s, 0), rd_(&s, 0), &g, err), 0);
+    expect_twin("softmax in place with a masked row", &s);
+    float row[45];
+    assert_int_equal(dev->download(dev, row, rd_(&s, 5 * ld), T, err), 0);
+    for (size_t k = 0; k < T; k++) {
+        assert_true(row[k] == 0.0f);
+    }
+    /* one query row of more keys than a warp has lanes times a few */
+    model_attn_rows one = {
+        .n_heads = 1, .head_stride = 0, .q_begin = 0, .q_end = 1, .ld = 0, .n_keys = H * hs};
+    assert_int_equal(cpu->softmax(cpu, rc_(&p, 0), rc_(&p, 0), &one, err), 0);
+    assert_int_equal(dev->softmax(dev, rd_(&p, 0), rd_(&p, 0), &one, err), 0);
+    expect_twin("softmax of one long row", &p);
+    twin_free(&s);
+    twin_free(&p);
+    free(hs_);
+}
+
+static void test_gather_rows(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    size_t rows = 77, d = 64, n = 500;
+    float *ht = random_floats(rows * d, 1.0f, 0.0f);
+    int32_t idx[500];
+    for (size_t i = 0; i < n; i++) {
+        idx[i] = (int32_t)((i * 31 + 7) % rows);
+    }
+    twin t = twin_new(ht, rows * d), ix = twin_new(idx, n), out = twin_new(NULL, n * d);
+    assert_int_equal(cpu->gather_rows(cpu, rc_(&out, 0), rc_(&t, 0), rc_(&ix, 0), n, d, err), 0);
+    assert_int_equal(dev->gather_rows(dev, rd_(&out, 0), rd_(&t, 0), rd_(&ix, 0), n, d, err), 0);
+    expect_twin("gather_rows", &out);
+    /* an index outside the table: the CPU refuses at once, the device at the next sync */
+    int32_t bad = (int32_t)rows;
+    assert_int_equal(cpu->upload(cpu, rc_(&ix, 3), &bad, 1, err), 0);
+    assert_int_equal(dev->upload(dev, rd_(&ix, 3), &bad, 1, err), 0);
+    assert_int_equal(cpu->gather_rows(cpu, rc_(&out, 0), rc_(&t, 0), rc_(&ix, 0), n, d, err),
+                     COMMON_ERR_INVALID);
+    int rc = dev->gather_rows(dev, rd_(&out, 0), rd_(&t, 0), rd_(&ix, 0), n, d, err);
+    if (rc == 0) {
+        rc = dev->sync(dev, err);
+    }
+    assert_int_equal(rc, COMMON_ERR_INVALID);
+    assert_non_null(strstr(err, "gather_rows"));
+    assert_int_equal(dev->sync(dev, err), 0); /* reported once; the backend still works */
+    twin_free(&t);
+    twin_free(&ix);
+    twin_free(&out);
+    free(ht);
+}
+
+static void test_range_errors(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    twin a = twin_new(NULL, 100);
+    float host[128] = {0};
+    assert_int_equal(dev->upload(dev, rd_(&a, 50), host, 51, err), COMMON_ERR_INVALID);
+    assert_int_equal(dev->download(dev, host, rd_(&a, 101), 0, err), COMMON_ERR_INVALID);
+    assert_int_equal(dev->add(dev, rd_(&a, 0), rd_(&a, 1), rd_(&a, 0), 100, err),
+                     COMMON_ERR_INVALID);
+    assert_int_equal(dev->copy2d(dev, rd_(&a, 0), 50, rd_(&a, 0), 10, 3, 10, err),
+                     COMMON_ERR_INVALID);
+    model_gemm g = {
+        .m = 10, .n = 10, .k = 2, .alpha = 1, .lda = 2, .ldb = 10, .ldc = 10, .batch = 1};
+    g.a = rd_(&a, 0), g.b = rd_(&a, 0), g.c = rd_(&a, 1);
+    assert_int_equal(dev->gemm(dev, &g, err), COMMON_ERR_INVALID);
+    size_t in_use = 0, peak = 0;
+    dev->mem_stats(dev, &in_use, &peak);
+    assert_true(in_use >= 100 * sizeof(float));
+    assert_int_equal(dev->sync(dev, err), 0); /* refusals leave the backend working */
+    twin_free(&a);
+}
+
+/* ---- whole runs ------------------------------------------------------------------------ */
+
+typedef struct twin_model {
+    model *m;
+    model_session *sc, *sd;
+} twin_model;
+
+static void twin_model_new(twin_model *t, int L, int D, int H, int ctx) {
+    char err[COMMON_ERR_LEN], dir[512];
+    const char *tmp = getenv("CHESSLENS_TEST_TMPDIR");
+    snprintf(dir, sizeof dir, "%s/gpu-model-%d-%d", tmp != NULL ? tmp : "/tmp", L, D);
+    model_config cfg = {.n_layers = L,
+                        .d_model = D,
+                        .n_heads = H,
+                        .d_head = D / H,
+                        .d_mlp = 4 * D,
+                        .n_ctx = ctx,
+                        .n_positions = ctx,
+                        .d_vocab = 77,
+                        .eps = 1e-5f,
+                        .attn_scale = sqrtf((float)(D / H))};
+    if (model_write_random(dir, &cfg, 11, MODEL_DTYPE_F32, err) != 0 ||
+        model_load(&t->m, dir, NULL, err) != 0 || model_session_new(&t->sc, t->m, cpu, err) != 0 ||
+        model_session_new(&t->sd, t->m, dev, err) != 0) {
+        fail_msg("%s", err);
+    }
+}
+
+static void twin_model_free(twin_model *t) {
+    model_session_destroy(&t->sc);
+    model_session_destroy(&t->sd);
+    model_destroy(&t->m);
+}
+
+static int32_t *random_tokens(size_t n, int V) {
+    int32_t *t = malloc(n * sizeof *t);
+    assert_non_null(t);
+    for (size_t i = 0; i < n; i++) {
+        t[i] = (int32_t)((frand() + 1.0f) * 0.5f * (float)(V - 1));
+    }
+    return t;
+}
+
+/* Compares every hook both caches hold, and the logits. */
+static void expect_caches(const char *what, const twin_model *t, const model_cache *a,
+                          const model_cache *b, size_t B, size_t T) {
+    const model_config *cfg = model_get_config(t->m);
+    char err[COMMON_ERR_LEN], name[128], label[256];
+    size_t n_hooks = model_hook_count(cfg), compared = 0;
+    for (size_t i = 0; i < n_hooks; i++) {
+        model_hook h = model_hook_at(cfg, i);
+        if (!model_cache_has(b, h)) {
+            continue;
+        }
+        assert_true(model_cache_has(a, h));
+        model_shape sh = model_hook_shape(cfg, h, B, T);
+        size_t n = model_shape_numel(&sh);
+        float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+        assert_non_null(x);
+        assert_non_null(y);
+        assert_int_equal(model_cache_download(a, h, x, n, err), 0);
+        assert_int_equal(model_cache_download(b, h, y, n, err), 0);
+        snprintf(label, sizeof label, "%s: %s", what, model_hook_name(h, name, sizeof name));
+        expect_close(label, x, y, n);
+        compared++;
+        free(x);
+        free(y);
+    }
+    assert_true(compared > 0);
+}
+
+static void test_forward(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    twin_model t;
+    twin_model_new(&t, 3, 64, 4, 40);
+    size_t B = 3, T = 33, lengths[3] = {33, 20, 33};
+    int32_t *tokens = random_tokens(B * T, 77);
+    const model_config *cfg = model_get_config(t.m);
+    model_hook *hooks = NULL;
+    size_t n_hooks = 0;
+    assert_int_equal(model_hook_list_parse("all", cfg, &hooks, &n_hooks, err), 0);
+    model_request rq;
+    model_request_init(&rq, t.sc, tokens, B, T);
+    rq.lengths = lengths;
+    rq.hooks = hooks;
+    rq.n_hooks = n_hooks;
+    model_cache *cc = NULL, *cd = NULL;
+    assert_int_equal(model_run(t.sc, &rq, &cc, err), 0);
+    if (model_run(t.sd, &rq, &cd, err) != 0) {
+        fail_msg("%s", err);
+    }
+    expect_caches("forward, every hook", &t, cd, cc, B, T);
+
+    /* incremental: positions from 25 on, in layers 1.., keys and values before from the base,
+     * one token changed at position 25 */
+    int32_t *tokens2 = malloc(B * T * sizeof *tokens2);
+    assert_non_null(tokens2);
+    memcpy(tokens2, tokens, B * T * sizeof *tokens2);
+    for (size_t r = 0; r < B; r++) {
+        tokens2[r * T + 25] = (tokens2[r * T + 25] + 1) % 77;
+    }
+    size_t start_pos[3] = {25, 25, 25};
+    model_hook few[2];
+    assert_int_equal(model_hook_parse("blocks.2.hook_resid_post", cfg, &few[0], err), 0);
+    assert_int_equal(model_hook_parse("blocks.1.attn.hook_pattern", cfg, &few[1], err), 0);
+    model_request inc;
+    model_request_init(&inc, t.sc, tokens2, B, T);
+    inc.hooks = few;
+    inc.n_hooks = 2;
+    inc.start_layer = 1;
+    inc.start_pos = start_pos;
+    inc.base = cc;
+    model_cache *ic = NULL, *id = NULL;
+    assert_int_equal(model_run(t.sc, &inc, &ic, err), 0);
+    inc.base = cd;
+    if (model_run(t.sd, &inc, &id, err) != 0) {
+        fail_msg("%s", err);
+    }
+    expect_caches("incremental run", &t, id, ic, B, T);
+    model_cache_destroy(&ic);
+    model_cache_destroy(&id);
+    model_cache_destroy(&cc);
+    model_cache_destroy(&cd);
+    free(hooks);
+    free(tokens);
+    free(tokens2);
+    twin_model_free(&t);
+}
+
+static void expect_patch(const char *what, const interp_patch_result *a,
+                         const interp_patch_result *b) {
+    assert_int_equal(a->shape.ndim, b->shape.ndim);
+    for (int k = 0; k < b->shape.ndim; k++) {
+        assert_int_equal(a->shape.dims[k], b->shape.dims[k]);
+    }
+    size_t n = model_shape_numel(&b->shape);
+    expect_close(what, a->values, b->values, n);
+    float m[2] = {(float)a->clean_metric, (float)a->corrupted_metric};
+    float w[2] = {(float)b->clean_metric, (float)b->corrupted_metric};
+    expect_close(what, m, w, 2);
+}
+
+static void test_patching(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN], what[160];
+    twin_model t;
+    twin_model_new(&t, 2, 32, 4, 24);
+    enum { NP = 3, T = 14 };
+    int32_t *clean[NP], *corrupted[NP];
+    interp_patch_pair pairs[NP];
+    for (size_t i = 0; i < NP; i++) {
+        clean[i] = random_tokens(T, 77);
+        corrupted[i] = malloc(T * sizeof(int32_t));
+        assert_non_null(corrupted[i]);
+        memcpy(corrupted[i], clean[i], T * sizeof(int32_t));
+        corrupted[i][i == 0 ? T - 1 : 5 + i] = (clean[i][i == 0 ? T - 1 : 5 + i] + 3) % 77;
+        pairs[i] = (interp_patch_pair){clean[i],
+                                       corrupted[i],
+                                       {.kind = INTERP_METRIC_LOGIT_DIFF,
+                                        .token = (int32_t)(4 + i),
+                                        .token2 = 9,
+                                        .normalize = false}};
+    }
+    for (int k = 0; k < INTERP_PATCH_KIND_COUNT; k++) {
+        for (int variant = 0; variant < 3; variant++) {
+            interp_patch_opts o = interp_patch_opts_default();
+            o.kind = (interp_patch_kind)k;
+            o.no_prefix_shortcut = variant == 1;
+            o.plain = variant == 2;
+            if (o.plain && k != INTERP_PATCH_BLOCK_EVERY && k != INTERP_PATCH_HEAD_OUT_BY_POS) {
+                continue; /* the plain algorithm is slow: two kinds are enough */
+            }
+            interp_patch_result *rc[NP] = {NULL}, *rd[NP] = {NULL};
+            if (interp_patch_run_batch(t.sc, pairs, NP, T, &o, rc, err) != 0) {
+                fail_msg("cpu %s: %s", interp_patch_kind_name(o.kind), err);
+            }
+            if (interp_patch_run_batch(t.sd, pairs, NP, T, &o, rd, err) != 0) {
+                fail_msg("device %s: %s", interp_patch_kind_name(o.kind), err);
+            }
+            for (size_t i = 0; i < NP; i++) {
+                snprintf(what, sizeof what, "%s (%s), pair %zu", interp_patch_kind_name(o.kind),
+                         o.plain                ? "plain"
+                         : o.no_prefix_shortcut ? "fast, no shortcut"
+                                                : "fast",
+                         i);
+                expect_patch(what, rd[i], rc[i]);
+                interp_patch_result_destroy(&rc[i]);
+                interp_patch_result_destroy(&rd[i]);
+            }
+        }
+    }
+    for (size_t i = 0; i < NP; i++) {
+        free(clean[i]);
+        free(corrupted[i]);
+    }
+    twin_model_free(&t);
+}
+
+int main(void) {
+    char err[COMMON_ERR_LEN];
+    const char *self = getenv("CHESSLENS_GPU_TEST_SELF_CHECK");
+    if (self != NULL && strcmp(self, "1") == 0) {
+        fprintf(stderr, "test_gpu_backend: self-check: a 2-thread CPU backend stands in for the "
+                        "CUDA backend; this says nothing about the GPU\n");
+        if (model_backend_cpu_new(&dev, 2, err) != 0) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+    } else {
+        int count = 0;
+        if (gpu_device_count(&count, err) != 0) {
+            fprintf(stderr, "test_gpu_backend: %s\n", err);
+            return 1;
+        }
+        if (count == 0) {
+            fprintf(stderr, "test_gpu_backend: SKIPPED: no CUDA device visible\n");
+            return 77;
+        }
+        char desc[256];
+        if (gpu_device_describe(0, desc, sizeof desc, err) != 0 ||
+            gpu_backend_new(&dev, 0, NULL, err) != 0) {
+            fprintf(stderr, "test_gpu_backend: %s\n", err);
+            return 1;
+        }
+        fprintf(stderr, "test_gpu_backend: device 0: %s\n", desc);
+    }
+    if (model_backend_cpu_new(&cpu, 1, err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm),        cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_layer_norm),  cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_gather_rows), cmocka_unit_test(test_range_errors),
+        cmocka_unit_test(test_forward),     cmocka_unit_test(test_patching),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    model_backend_destroy(&dev);
+    model_backend_destroy(&cpu);
+    return failed;
+}
