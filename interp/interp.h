@@ -139,6 +139,11 @@ typedef struct interp_patch_opts {
     /* Fast algorithm: run the indices the identical-prefix shortcut (below) would skip too
      * (same values; for measuring the shortcut and testing the incremental runs). */
     bool no_prefix_shortcut;
+    /* Called after each model_run of a patching (the base runs and every patched request) with
+     * on_run_ctx: a sign of life from a long batch, for callers that must tell it from a hung
+     * one (a worker heartbeats only while its task reports progress). NULL: none. */
+    void (*on_run)(void *ctx);
+    void *on_run_ctx;
 } interp_patch_opts;
 
 /* Defaults: block_every, fast with the shortcut, metric LOGIT of token 0 (set it), not

@@ -188,7 +188,18 @@ typedef struct task {
     interp_patch_result **res; /* [n] */
     model_cache *clean;        /* [n, T]: the clean runs, caching the hooks the patches read */
     model_cache *base;         /* [n, T]: the corrupted runs (fast: resid_pre, k, v per layer) */
+    void (*on_run)(void *ctx); /* interp_patch_opts.on_run */
+    void *on_run_ctx;
 } task;
+
+/* model_run, then the caller's sign of life. */
+static int run_model(const task *t, const model_request *req, model_cache **out, char *err) {
+    int rc = model_run(t->s, req, out, err);
+    if (t->on_run != NULL) {
+        t->on_run(t->on_run_ctx);
+    }
+    return rc;
+}
 
 /* Index k (0 <= k < per_layer) of `layer`, the components one after another and each one's
  * coordinates in TL's itertools.product order (last axis fastest). */
@@ -272,7 +283,7 @@ static int base_run(task *t, bool clean, const model_hook *hooks, size_t n_hooks
     req.hooks = hooks;
     req.n_hooks = n_hooks;
     req.want_logits = true;
-    rc = model_run(t->s, &req, cache, err);
+    rc = run_model(t, &req, cache, err);
     for (size_t i = 0; i < t->n && rc == 0; i++) {
         interp_patch_result *r = t->res[i];
         rc = row_metric(t, *cache, i, i, logits, clean ? &r->clean_metric : &r->corrupted_metric,
@@ -313,7 +324,7 @@ static int run_plain(task *t, char *err) {
                 req.patches = &patch;
                 req.n_patches = 1;
                 model_cache *out = NULL;
-                rc = model_run(t->s, &req, &out, err);
+                rc = run_model(t, &req, &out, err);
                 if (rc != 0) {
                     rc = pair_fail(t, i, rc, err);
                     break;
@@ -398,7 +409,7 @@ static int flush(task *t, packer *pk, char *err) {
     req.base_rows = pk->base_rows;
     req.start_pos = pk->start;
     model_cache *out = NULL;
-    int rc = model_run(t->s, &req, &out, err);
+    int rc = run_model(t, &req, &out, err);
     for (size_t r = 0; r < pk->n_rows && rc == 0; r++) {
         const row *w = &pk->rows[r];
         double m = 0.0;
@@ -556,7 +567,9 @@ int interp_patch_run_batch(model_session *s, const interp_patch_pair *pairs, siz
               .H = (size_t)cfg->n_heads,
               .V = (size_t)cfg->d_vocab,
               .pairs = pairs,
-              .n = n};
+              .n = n,
+              .on_run = opts->on_run,
+              .on_run_ctx = opts->on_run_ctx};
     for (int c = 0; c < t.ki->n_comp; c++) {
         t.per_layer += per_layer(t.ki->ax[c], T, t.H);
     }

@@ -14,9 +14,10 @@
  * equal metrics for a pair where this run did not, the batch is redone unnormalised and
  * normalised here, with that pair NaN as well.
  *
- * The pairs are patched in chunks of WORKER_PATCH_PAIRS_PER_RUN, each one batch, so that the
- * executor's progress callback hears from a long task between them (a worker renews its lease
- * only while progress comes).
+ * All the pairs of a task are patched in one batch, so that the fast algorithm packs the
+ * patched runs of all of them into shared requests (large products); the executor's progress
+ * callback hears from the batch after each of its runs (interp_patch_opts.on_run), since a
+ * worker renews its lease only while progress comes.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -125,11 +126,26 @@ static bool normalise_here(interp_patch_result **res, size_t k, bool *equal) {
     return any;
 }
 
-/* Patches one chunk: pairs batch [k] (batch_of [k]: their pair numbers in the task) into
+/* Progress of a batch: its number of runs is not known ahead, so the fraction after run k is
+ * an estimate that grows towards 1 (k / (k + 32) of what follows the base runs). */
+typedef struct run_progress {
+    const worker_executor *e;
+    double base_share;
+    size_t runs;
+} run_progress;
+
+static void on_run(void *ctx) {
+    run_progress *p = ctx;
+    p->runs++;
+    double k = (double)p->runs;
+    worker_report_progress(p->e, p->base_share + (1.0 - p->base_share) * k / (k + 32.0));
+}
+
+/* Patches the task's pairs in one batch: pairs batch [k] (batch_of [k]: their pair numbers) into
  * res [k]. Normalising, a refusal of the batch is retried unnormalised and normalised here (see
  * the top of the file), and the pairs found equal are marked in skip [pairs of the task]. All
  * or nothing: on an error no res[j] is set. */
-static int run_chunk(model_session *s, interp_patch_pair *batch, const size_t *batch_of, size_t k,
+static int run_batch(model_session *s, interp_patch_pair *batch, const size_t *batch_of, size_t k,
                      size_t T, const interp_patch_opts *opts, bool normalize,
                      interp_patch_result **res, bool *skip, char *err) {
     int rc = interp_patch_run_batch(s, batch, k, T, opts, res, err);
@@ -303,18 +319,14 @@ int worker_run_patch(worker_executor *e, const coordinator_analysis *a, const co
 
     interp_patch_opts opts = interp_patch_opts_default();
     opts.kind = a->patch.kind;
-    /* The base runs are a small part of the task; the patched runs of the chunks the rest. */
-    double base_share = need_base && n > 0 ? 0.1 : 0.0;
-    worker_report_progress(e, base_share);
-    for (size_t j0 = 0; j0 < n_run; j0 += WORKER_PATCH_PAIRS_PER_RUN) {
-        size_t nc =
-            n_run - j0 < WORKER_PATCH_PAIRS_PER_RUN ? n_run - j0 : WORKER_PATCH_PAIRS_PER_RUN;
-        if ((rc = run_chunk(e->s, batch + j0, batch_of + j0, nc, T, &opts, ms->normalize, res + j0,
-                            skip, err)) != 0) {
-            goto fail;
-        }
-        worker_report_progress(e,
-                               base_share + (1.0 - base_share) * (double)(j0 + nc) / (double)n_run);
+    /* The base runs are a small part of the task, the patched requests the rest. */
+    run_progress rp = {e, need_base && n > 0 ? 0.1 : 0.0, 0};
+    opts.on_run = on_run;
+    opts.on_run_ctx = &rp;
+    worker_report_progress(e, rp.base_share);
+    if ((rc = run_batch(e->s, batch, batch_of, n_run, T, &opts, ms->normalize, res, skip, err)) !=
+        0) {
+        goto fail;
     }
     for (size_t j = 0; j < n_run; j++) {
         mem->result[batch_of[j]] = res[j];

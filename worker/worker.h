@@ -33,11 +33,6 @@
 
 /* Games per batched forward of an aggregate task, unless set otherwise. */
 #define WORKER_GAMES_PER_RUN 8
-/* Pairs per interp_patch_run_batch of a patch task: a task of more pairs runs in chunks of this
- * many, so that progress is reported between them. The values are the same either way (the
- * batch gives each pair what a run of it alone gives); 16 pairs still fill the packed requests
- * of the fast algorithm, and the base runs hold the hooks of only 16 pairs at once. */
-#define WORKER_PATCH_PAIRS_PER_RUN 16
 
 typedef struct worker_executor worker_executor;
 
@@ -69,8 +64,8 @@ uint64_t worker_executor_tasks_run(const worker_executor *e);
  * cheap: the executor calls it after each batched forward, on the thread running the task. */
 typedef void (*worker_progress_fn)(void *ctx, double fraction);
 /* Every later worker_execute calls fn(ctx, fraction) after each batched forward (aggregate
- * tasks: after each batch of games; patch tasks: after the base runs and after each chunk of
- * WORKER_PATCH_PAIRS_PER_RUN pairs) and with 1 when the task is done, so that a caller can
+ * tasks: after each batch of games; patch tasks: after each run of the batch that patches all
+ * the task's pairs) and with 1 when the task is done, so that a caller can
  * tell a long task that advances from one that hangs. fn NULL: no reports. */
 void worker_executor_set_progress(worker_executor *e, worker_progress_fn fn, void *ctx);
 
