@@ -199,8 +199,10 @@ static void test_deadline(void **state) {
     assert_null(r);
     assert_non_null(strstr(err, "no answer from the coordinator at " ENDPOINT));
     assert_true(took >= 0.39 && took < 5.0);
-    /* tries of 40, 80, 160 ms, then what is left of the 400: each try doubles */
-    assert_true(s.n_seen >= 3 && s.n_seen <= 5);
+    /* tries of 40, 80, 160 ms, then what is left of the 400: each try doubles, so at most 5
+     * (10 without the doubling); at least 2, however late the threads run (the last try may
+     * still be on its way when the call gives up) */
+    assert_true(s.n_seen >= 2 && s.n_seen <= 5);
     zmq_ctx_shutdown(s.ctx); /* the server thread still waits for requests */
     server_stop(&s);
 }
