@@ -319,6 +319,13 @@ typedef struct coordinator_lease {
  * *out may then be NULL). */
 int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max, int64_t now_ns,
                             int64_t deadline_ns, coordinator_lease **out, size_t *n_out, char *err);
+/* coordinator_tasks_claim, taking first the tasks of sweeps whose model's weights have the
+ * SHA-256 prefer_sha256 (a model the worker holds loaded), then, for what is left of max, the
+ * lowest ids of any sweep. prefer_sha256 NULL or "": no preference. */
+int coordinator_tasks_claim_preferring(coordinator_store *s, const char *worker, size_t max,
+                                       int64_t now_ns, int64_t deadline_ns,
+                                       const char *prefer_sha256, coordinator_lease **out,
+                                       size_t *n_out, char *err);
 void coordinator_leases_free(coordinator_lease *leases, size_t n);
 
 /* What a completion, heartbeat or failure report did. */

@@ -55,6 +55,9 @@ typedef struct sched_worker {
     bool returns;
     int64_t last_seen_ns;
     uint64_t tasks_done;
+    /* The model it most likely holds loaded (the last one it was sent, else the first its
+     * HELLO named): its tasks are leased to it first, so that a worker seldom loads another. */
+    char model_sha256[65];
     size_t n_leases, cap_leases;
     sched_lease *leases;
     struct sched_worker *next;
@@ -561,6 +564,9 @@ static int on_hello(coordinator_sched *s, const uint8_t *peer, size_t peer_len, 
     memcpy(w->devices, m->devices, m->n_devices * sizeof m->devices[0]);
     w->threads = m->threads;
     w->credits = 0; /* a hello starts the worker afresh: it says READY again */
+    if (m->n_models > 0) {
+        snprintf(w->model_sha256, sizeof w->model_sha256, "%s", m->models[0]);
+    }
     w->returns = false;
     w->last_seen_ns = now;
     /* The same worker reconnected under a new routing id: its leases and counts move here. */
@@ -1071,7 +1077,8 @@ static int dispatch_to(coordinator_sched *s, sched_worker *w, int64_t now, bool 
     coordinator_lease *leases = NULL;
     size_t n = 0;
     char e[COMMON_ERR_LEN];
-    int rc = coordinator_tasks_claim(s->store, w->id, want, now, now + s->lease_ns, &leases, &n, e);
+    int rc = coordinator_tasks_claim_preferring(s->store, w->id, want, now, now + s->lease_ns,
+                                                w->model_sha256, &leases, &n, e);
     if (rc != 0) {
         return common_fail(err, rc, "%s", e);
     }
@@ -1131,6 +1138,7 @@ static int dispatch_to(coordinator_sched *s, sched_worker *w, int64_t now, bool 
         rc = lease_add(s, w, &sl, err);
         s->expire_from = l->deadline_ns < s->expire_from ? l->deadline_ns : s->expire_from;
         w->credits--;
+        memcpy(w->model_sha256, sw->model_sha256, sizeof w->model_sha256);
         s->stats.dispatched++;
     }
     coordinator_leases_free(leases, n);

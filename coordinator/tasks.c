@@ -72,49 +72,42 @@ static int lease_cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max, int64_t now_ns,
-                            int64_t deadline_ns, coordinator_lease **out, size_t *n_out,
-                            char *err) {
+/* The claim's statement: pending tasks of active sweeps, lowest ids first, leased in one
+ * UPDATE; with ?5 only those of sweeps whose model's weights have that SHA-256. */
+#define CLAIM_SQL(extra)                                                                           \
+    "UPDATE task SET state = 'leased', worker = ?1, "                                              \
+    "lease_epoch = lease_epoch + 1, attempts = attempts + 1, "                                     \
+    "lease_deadline_ns = ?2 WHERE id IN (SELECT t.id FROM task t "                                 \
+    "JOIN job j ON j.id = t.job_id JOIN sweep w ON w.id = j.sweep_id " extra                       \
+    "WHERE t.state = 'pending' AND t.not_before_ns <= ?3 "                                         \
+    "AND w.state = 'active' ORDER BY t.id LIMIT ?4) "                                              \
+    "RETURNING id, job_id, (SELECT sweep_id FROM job WHERE id = job_id), "                         \
+    "(SELECT idx FROM job WHERE id = job_id), key, body, lease_epoch, attempts"
+
+/* Runs one claim statement for up to max - *n more leases, appended to leases[max]. */
+static int claim_some(coordinator_store *s, const char *worker, size_t max, int64_t now_ns,
+                      int64_t deadline_ns, const char *prefer, coordinator_lease *leases, size_t *n,
+                      char *err) {
     sqlite3_stmt *st = NULL;
-    coordinator_lease *leases = NULL;
-    size_t n = 0;
-    *n_out = 0;
-    *out = NULL;
-    if (max == 0) {
-        return 0;
-    }
-    /* One statement picks and leases the tasks (the savepoint only undoes it when a copy of a
-     * leased row cannot be made): a dispatch is the service's most frequent write. */
-    int rc = store_begin(s, err);
+    int rc = store_stmt(s,
+                        prefer != NULL ? CLAIM_SQL("JOIN model m ON m.id = w.model_id "
+                                                   "AND m.sha256 = ?5 ")
+                                       : CLAIM_SQL(""),
+                        &st, "lease tasks", err);
     if (rc != 0) {
         return rc;
-    }
-    if ((rc =
-             store_stmt(s,
-                        "UPDATE task SET state = 'leased', worker = ?1, "
-                        "lease_epoch = lease_epoch + 1, attempts = attempts + 1, "
-                        "lease_deadline_ns = ?2 WHERE id IN (SELECT t.id FROM task t "
-                        "JOIN job j ON j.id = t.job_id JOIN sweep w ON w.id = j.sweep_id "
-                        "WHERE t.state = 'pending' AND t.not_before_ns <= ?3 "
-                        "AND w.state = 'active' ORDER BY t.id LIMIT ?4) "
-                        "RETURNING id, job_id, (SELECT sweep_id FROM job WHERE id = job_id), "
-                        "(SELECT idx FROM job WHERE id = job_id), key, body, lease_epoch, attempts",
-                        &st, "lease tasks", err)) != 0) {
-        goto fail;
-    }
-    leases = calloc(max, sizeof *leases);
-    if (leases == NULL) {
-        rc = common_fail(err, COMMON_ERR_NOMEM, "claim: out of memory");
-        goto fail;
     }
     sqlite3_bind_text(st, 1, worker, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, deadline_ns);
     sqlite3_bind_int64(st, 3, now_ns);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)max);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)(max - *n));
+    if (prefer != NULL) {
+        sqlite3_bind_text(st, 5, prefer, -1, SQLITE_TRANSIENT);
+    }
     int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        assert(n < max); /* LIMIT */
-        coordinator_lease *l = &leases[n++];
+        assert(*n < max); /* LIMIT */
+        coordinator_lease *l = &leases[(*n)++];
         l->task_id = sqlite3_column_int64(st, 0);
         l->job_id = sqlite3_column_int64(st, 1);
         l->sweep_id = sqlite3_column_int64(st, 2);
@@ -124,8 +117,8 @@ int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max
         l->body_len = (size_t)sqlite3_column_bytes(st, 5);
         l->body = malloc(l->body_len > 0 ? l->body_len : 1);
         if (l->key == NULL || l->body == NULL) {
-            rc = common_fail(err, COMMON_ERR_NOMEM, "claim: out of memory");
-            goto fail;
+            store_stmt_done(st);
+            return common_fail(err, COMMON_ERR_NOMEM, "claim: out of memory");
         }
         if (l->body_len > 0) {
             memcpy(l->body, sqlite3_column_blob(st, 5), l->body_len);
@@ -136,10 +129,49 @@ int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max
     }
     if (r != SQLITE_DONE) {
         rc = store_fail(s->db, err, "sqlite3_step(lease tasks)");
-        goto fail;
     }
     store_stmt_done(st);
-    st = NULL;
+    return rc;
+}
+
+int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max, int64_t now_ns,
+                            int64_t deadline_ns, coordinator_lease **out, size_t *n_out,
+                            char *err) {
+    return coordinator_tasks_claim_preferring(s, worker, max, now_ns, deadline_ns, NULL, out, n_out,
+                                              err);
+}
+
+int coordinator_tasks_claim_preferring(coordinator_store *s, const char *worker, size_t max,
+                                       int64_t now_ns, int64_t deadline_ns,
+                                       const char *prefer_sha256, coordinator_lease **out,
+                                       size_t *n_out, char *err) {
+    coordinator_lease *leases = NULL;
+    size_t n = 0;
+    *n_out = 0;
+    *out = NULL;
+    if (max == 0) {
+        return 0;
+    }
+    /* One statement (two with a preference) picks and leases the tasks, in one transaction (a
+     * savepoint inside a batch): a dispatch is the service's most frequent write. */
+    int rc = store_begin(s, err);
+    if (rc != 0) {
+        return rc;
+    }
+    leases = calloc(max, sizeof *leases);
+    if (leases == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "claim: out of memory");
+        goto fail;
+    }
+    bool prefer = prefer_sha256 != NULL && prefer_sha256[0] != '\0';
+    if (prefer && (rc = claim_some(s, worker, max, now_ns, deadline_ns, prefer_sha256, leases, &n,
+                                   err)) != 0) {
+        goto fail;
+    }
+    if (n < max &&
+        (rc = claim_some(s, worker, max, now_ns, deadline_ns, NULL, leases, &n, err)) != 0) {
+        goto fail;
+    }
     if ((rc = store_commit(s, err)) != 0) {
         goto fail;
     }
@@ -154,7 +186,6 @@ int coordinator_tasks_claim(coordinator_store *s, const char *worker, size_t max
     return 0;
 
 fail:
-    store_stmt_done(st);
     store_rollback(s);
     coordinator_leases_free(leases, n);
     return rc;

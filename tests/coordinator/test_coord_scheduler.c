@@ -271,6 +271,66 @@ static coordinator_sched *with_sweep(coordinator_store *st, int64_t now, uint32_
     return s;
 }
 
+/* A worker is given the tasks of the model it holds first (the first its HELLO names, then the
+ * last it was sent), though another sweep's tasks have lower ids; a worker that names none gets
+ * the lowest ids. */
+static void test_dispatch_prefers_held_model(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-prefer.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched *s = with_sweep(st, now, 3); /* sweep "p" on MODEL_DIR, 4 tasks */
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"name\":\"q\",\"model\":\"%s/tests/fixtures/random-tiny\",\"dataset\":\"d\","
+             "\"games\":[0,16],\"analyses\":[" PREDICTIONS "]}",
+             CHESSLENS_SOURCE_DIR);
+    proto_msg sub = {.type = PROTO_SUBMIT, .req = 2, .submission = "sub-q", .spec = json};
+    sent o;
+    turn1(s, now, encode("C", &sub), &o);
+    if (find(&o, PROTO_REPLY) == NULL) {
+        proto_msg *e = find(&o, PROTO_ERROR);
+        fail_msg("submit q refused: %s", e != NULL ? e->error : "no answer");
+    }
+    sent_free(&o);
+    char sha_q[65] = "";
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(coordinator_store_db(st),
+                                        "SELECT m.sha256 FROM sweep w JOIN model m ON m.id = "
+                                        "w.model_id WHERE w.name = 'q'",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    snprintf(sha_q, sizeof sha_q, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+
+    const char *models[1] = {sha_q};
+    proto_msg h = {.type = PROTO_HELLO,
+                   .worker = "wq",
+                   .backend = "cpu",
+                   .threads = 1,
+                   .n_models = 1,
+                   .models = {models[0]}};
+    turn1(s, now, encode("B", &h), &o);
+    sent_free(&o);
+    turn1(s, now, ready("B", 1), &o);
+    proto_msg *t = find(&o, PROTO_TASK);
+    assert_non_null(t);
+    assert_string_equal(t->model_sha256, sha_q); /* q's, though p's tasks come first by id */
+    sent_free(&o);
+    turn1(s, now, ready("A", 1), &o); /* w1 named no model: the lowest id, one of p's */
+    t = find(&o, PROTO_TASK);
+    assert_non_null(t);
+    assert_string_not_equal(t->model_sha256, sha_q);
+    sent_free(&o);
+    turn1(s, now, ready("B", 1), &o); /* still q's: the model it was sent last */
+    t = find(&o, PROTO_TASK);
+    assert_non_null(t);
+    assert_string_equal(t->model_sha256, sha_q);
+    sent_free(&o);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
 static void test_dispatch_and_store_once(void **state) {
     (void)state;
     coordinator_store *st = open_fresh("sched-dispatch.db");
@@ -1054,6 +1114,7 @@ int main(void) {
         cmocka_unit_test(test_ack_returns_credit),
         cmocka_unit_test(test_no_credit_back_without_ready),
         cmocka_unit_test(test_drop_returns_no_credit),
+        cmocka_unit_test(test_dispatch_prefers_held_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -388,6 +388,64 @@ static coordinator_prediction_batch one_prediction(uint64_t *game, uint32_t *pos
     return (coordinator_prediction_batch){1, game, pos, rank, token, lp, legal};
 }
 
+/* A claim with a preferred model takes that model's tasks first, then the lowest ids of any
+ * sweep for what is left; without a preference, the lowest ids. */
+static void test_claim_prefers_model(void **state) {
+    (void)state;
+    coordinator_store *s = open_fresh("prefer.db");
+    sqlite3 *db = coordinator_store_db(s);
+    char dir_a[512], dir_b[512], sql[256];
+    snprintf(dir_a, sizeof dir_a, "%s/tests/fixtures/random-tiny", CHESSLENS_SOURCE_DIR);
+    snprintf(dir_b, sizeof dir_b, "%s/models/chess-tiny", CHESSLENS_SOURCE_DIR);
+    int64_t model_a = 0, model_b = 0, job_a = 0, job_b = 0;
+    assert_int_equal(coordinator_model_record(s, dir_a, &model_a, err), 0);
+    assert_int_equal(coordinator_model_record(s, dir_b, &model_b, err), 0);
+    int64_t sweep_a = make_sweep(s, "a", "{\"kind\":\"predictions\",\"top_k\":1}", 2);
+    int64_t sweep_b = make_sweep(s, "b", "{\"kind\":\"predictions\",\"top_k\":1}", 2);
+    snprintf(sql, sizeof sql,
+             "UPDATE sweep SET model_id = %lld WHERE id = %lld; "
+             "UPDATE sweep SET model_id = %lld WHERE id = %lld",
+             (long long)model_a, (long long)sweep_a, (long long)model_b, (long long)sweep_b);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(coordinator_job_find(s, sweep_a, 0, &job_a, err), 0);
+    assert_int_equal(coordinator_job_find(s, sweep_b, 0, &job_b, err), 0);
+    coordinator_task_def a[2] = {{"a1", NULL, 0}, {"a2", NULL, 0}};
+    coordinator_task_def b[3] = {{"b1", NULL, 0}, {"b2", NULL, 0}, {"b3", NULL, 0}};
+    assert_int_equal(coordinator_tasks_add(s, job_a, a, 2, NULL, err), 0); /* the lower ids */
+    assert_int_equal(coordinator_tasks_add(s, job_b, b, 3, NULL, err), 0);
+    char sha_b[65];
+    snprintf(sql, sizeof sql, "SELECT sha256 FROM model WHERE id = %lld", (long long)model_b);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    snprintf(sha_b, sizeof sha_b, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+
+    coordinator_lease *l = NULL;
+    size_t n = 0;
+    assert_int_equal(coordinator_tasks_claim_preferring(s, "w", 2, 0, 1000, sha_b, &l, &n, err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(l[0].key, "b1");
+    assert_string_equal(l[1].key, "b2");
+    coordinator_leases_free(l, n);
+    /* one of model b is left: it, then the lowest ids of the others */
+    assert_int_equal(coordinator_tasks_claim_preferring(s, "w", 2, 0, 1000, sha_b, &l, &n, err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(l[0].key, "a1"); /* sorted by id */
+    assert_string_equal(l[1].key, "b3");
+    coordinator_leases_free(l, n);
+    /* an unknown model prefers nothing; "" and NULL are no preference */
+    assert_int_equal(coordinator_tasks_claim_preferring(s, "w", 5, 0, 1000, "ab", &l, &n, err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(l[0].key, "a2");
+    coordinator_leases_free(l, n);
+    assert_int_equal(coordinator_tasks_claim_preferring(s, "w", 5, 0, 1000, "", &l, &n, err), 0);
+    assert_int_equal(n, 0);
+    assert_null(l);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM task WHERE state = 'leased'"), 5);
+    coordinator_store_close(&s);
+}
+
 static void test_task_fencing(void **state) {
     (void)state;
     coordinator_store *s = open_fresh("tasks.db");
@@ -926,6 +984,7 @@ int main(void) {
         cmocka_unit_test(test_game_lengths),
         cmocka_unit_test(test_duplicate_submission),
         cmocka_unit_test(test_task_fencing),
+        cmocka_unit_test(test_claim_prefers_model),
         cmocka_unit_test(test_partial_merges),
         cmocka_unit_test(test_patch_rows),
         cmocka_unit_test(test_view_columns),
