@@ -23,9 +23,12 @@ export CHESSLENS_COORDINATOR=$endpoint
 
 pids=()
 stop_all() {
-    # SIGTERM: the coordinator commits its batch, workers return their tasks; then make sure
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
+    # the last started first: the waiter and the workers (a stopping worker returns its tasks
+    # to the coordinator, so that must still be up), then the coordinator; SIGTERM, and SIGKILL
+    # for what is still there after 5 s
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        pid=${pids[i]}
+        kill -TERM "$pid" 2>/dev/null || continue
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
@@ -44,4 +47,8 @@ done
 echo "coordinator on $endpoint, $workers workers (logs in $log_dir)"
 sweep=$("$bin/cli/chesslens" submit "$spec")
 "$bin/cli/chesslens" workers
-"$bin/cli/chesslens" wait "$sweep"
+# in the background, so that a signal to this script is handled at once (bash runs a trap only
+# after the foreground command it waits for has ended)
+"$bin/cli/chesslens" wait "$sweep" &
+pids+=($!)
+wait "$!"
