@@ -144,33 +144,46 @@ int cli_submit(int argc, char **argv) {
     return status;
 }
 
-/* ---- status, list ---------------------------------------------------------------------- */
-
-int cli_status(int argc, char **argv) {
+/* The shape every request command but submit and wait shares: --coordinator and --timeout,
+ * up to max_args words (the sweep's name, min_args of them required), one request of `type`
+ * naming that sweep ("" when none). CLI_CONTINUE with its reply in *r, or the exit code (0
+ * after --help). */
+static int request_command(int argc, char **argv, const char *cmd, const char *synopsis,
+                           const char *about, size_t min_args, size_t max_args, proto_type type,
+                           proto_reply **r) {
     const char *endpoint = cli_client_default_endpoint();
     long timeout_s = 30;
     const cli_opt opts[] = {
         OPT_COORDINATOR(&endpoint),
         OPT_TIMEOUT(&timeout_s, "give up when the coordinator has not answered (default 30)"),
     };
-    const cli_spec spec_cli = {
-        .command = "status",
-        .synopsis = "[SWEEP] [--coordinator ENDPOINT]",
-        .about = "Prints a sweep's tasks by state (or every sweep's) and its dead tasks with\n"
-                 "their last errors.",
-        .max_args = 1,
-        .opts = opts,
-        .n_opts = CLI_N_OPTS(opts)};
+    const cli_spec spec_cli = {.command = cmd,
+                               .synopsis = synopsis,
+                               .about = about,
+                               .min_args = min_args,
+                               .max_args = max_args,
+                               .opts = opts,
+                               .n_opts = CLI_N_OPTS(opts)};
     char *args[1];
     size_t n_args = 0;
     int prc = cli_parse(&spec_cli, argc, argv, args, &n_args);
     if (prc != CLI_CONTINUE) {
         return prc;
     }
-    proto_msg req = {.type = PROTO_STATUS, .sweep = n_args > 0 ? args[0] : ""};
+    proto_msg req = {.type = type, .sweep = n_args > 0 ? args[0] : ""};
+    return call(cmd, endpoint, &req, timeout_s, r) != 0 ? 1 : CLI_CONTINUE;
+}
+
+/* ---- status, list ---------------------------------------------------------------------- */
+
+int cli_status(int argc, char **argv) {
     proto_reply *r = NULL;
-    if (call("status", endpoint, &req, timeout_s, &r) != 0) {
-        return 1;
+    int rc = request_command(argc, argv, "status", "[SWEEP] [--coordinator ENDPOINT]",
+                             "Prints a sweep's tasks by state (or every sweep's) and its dead "
+                             "tasks with\ntheir last errors.",
+                             0, 1, PROTO_STATUS, &r);
+    if (rc != CLI_CONTINUE) {
+        return rc;
     }
     print_sweeps(r);
     if (r->n_dead > 0) {
@@ -186,26 +199,12 @@ int cli_status(int argc, char **argv) {
 }
 
 int cli_list(int argc, char **argv) {
-    const char *endpoint = cli_client_default_endpoint();
-    long timeout_s = 30;
-    const cli_opt opts[] = {
-        OPT_COORDINATOR(&endpoint),
-        OPT_TIMEOUT(&timeout_s, "give up when the coordinator has not answered (default 30)"),
-    };
-    const cli_spec spec_cli = {.command = "list",
-                               .synopsis = "[--coordinator ENDPOINT]",
-                               .about = "Lists the coordinator's sweeps with their tasks by state.",
-                               .opts = opts,
-                               .n_opts = CLI_N_OPTS(opts)};
-    size_t n_args = 0;
-    int prc = cli_parse(&spec_cli, argc, argv, NULL, &n_args);
-    if (prc != CLI_CONTINUE) {
-        return prc;
-    }
-    proto_msg req = {.type = PROTO_LIST};
     proto_reply *r = NULL;
-    if (call("list", endpoint, &req, timeout_s, &r) != 0) {
-        return 1;
+    int rc = request_command(argc, argv, "list", "[--coordinator ENDPOINT]",
+                             "Lists the coordinator's sweeps with their tasks by state.", 0, 0,
+                             PROTO_LIST, &r);
+    if (rc != CLI_CONTINUE) {
+        return rc;
     }
     print_sweeps(r);
     proto_reply_free(&r);
@@ -215,28 +214,14 @@ int cli_list(int argc, char **argv) {
 /* ---- workers --------------------------------------------------------------------------- */
 
 int cli_workers(int argc, char **argv) {
-    const char *endpoint = cli_client_default_endpoint();
-    long timeout_s = 30;
-    const cli_opt opts[] = {
-        OPT_COORDINATOR(&endpoint),
-        OPT_TIMEOUT(&timeout_s, "give up when the coordinator has not answered (default 30)"),
-    };
-    const cli_spec spec_cli = {
-        .command = "workers",
-        .synopsis = "[--coordinator ENDPOINT]",
-        .about = "Lists the workers the coordinator knows: backend, devices, the task each\n"
-                 "runs, results delivered, and how long ago each was last heard from.",
-        .opts = opts,
-        .n_opts = CLI_N_OPTS(opts)};
-    size_t n_args = 0;
-    int prc = cli_parse(&spec_cli, argc, argv, NULL, &n_args);
-    if (prc != CLI_CONTINUE) {
-        return prc;
-    }
-    proto_msg req = {.type = PROTO_WORKERS};
     proto_reply *r = NULL;
-    if (call("workers", endpoint, &req, timeout_s, &r) != 0) {
-        return 1;
+    int rc = request_command(argc, argv, "workers", "[--coordinator ENDPOINT]",
+                             "Lists the workers the coordinator knows: backend, devices, the "
+                             "task each\nruns, results delivered, and how long ago each was last "
+                             "heard from.",
+                             0, 0, PROTO_WORKERS, &r);
+    if (rc != CLI_CONTINUE) {
+        return rc;
     }
     size_t w = strlen("worker");
     for (size_t i = 0; i < r->n_workers; i++) {
@@ -267,39 +252,14 @@ int cli_workers(int argc, char **argv) {
 
 /* ---- cancel, retry-dead ---------------------------------------------------------------- */
 
-/* A request that names one sweep and answers with a count: 0 with *r, or the exit code. */
-static int sweep_change(int argc, char **argv, const char *cmd, proto_type type, const char *about,
-                        proto_reply **r) {
-    const char *endpoint = cli_client_default_endpoint();
-    long timeout_s = 30;
-    const cli_opt opts[] = {
-        OPT_COORDINATOR(&endpoint),
-        OPT_TIMEOUT(&timeout_s, "give up when the coordinator has not answered (default 30)"),
-    };
-    const cli_spec spec_cli = {.command = cmd,
-                               .synopsis = "SWEEP [--coordinator ENDPOINT]",
-                               .about = about,
-                               .min_args = 1,
-                               .max_args = 1,
-                               .opts = opts,
-                               .n_opts = CLI_N_OPTS(opts)};
-    char *args[1];
-    size_t n_args = 0;
-    int prc = cli_parse(&spec_cli, argc, argv, args, &n_args);
-    if (prc != CLI_CONTINUE) {
-        return prc;
-    }
-    proto_msg req = {.type = type, .sweep = args[0]};
-    return call(cmd, endpoint, &req, timeout_s, r);
-}
-
 int cli_cancel(int argc, char **argv) {
     proto_reply *r = NULL;
-    int rc = sweep_change(argc, argv, "cancel", PROTO_CANCEL,
-                          "Cancels a sweep: its tasks are no longer handed out and the workers\n"
-                          "running them are told to drop them. What is stored stays.",
-                          &r);
-    if (rc == 0) {
+    int rc = request_command(argc, argv, "cancel", "SWEEP [--coordinator ENDPOINT]",
+                             "Cancels a sweep: its tasks are no longer handed out and the workers\n"
+                             "running them are told to drop them. What is stored stays.",
+                             1, 1, PROTO_CANCEL, &r);
+    if (rc == CLI_CONTINUE) {
+        rc = 0;
         printf("sweep '%s' cancelled: %" PRIu64 " running tasks told to stop\n", r->sweep,
                r->n_changed);
     }
@@ -309,10 +269,12 @@ int cli_cancel(int argc, char **argv) {
 
 int cli_retry_dead(int argc, char **argv) {
     proto_reply *r = NULL;
-    int rc =
-        sweep_change(argc, argv, "retry-dead", PROTO_RETRY_DEAD,
-                     "Runs a sweep's dead tasks again, each with a fresh count of attempts.", &r);
-    if (rc == 0) {
+    int rc = request_command(argc, argv, "retry-dead", "SWEEP [--coordinator ENDPOINT]",
+                             "Runs a sweep's dead tasks again, each with a fresh count of "
+                             "attempts.",
+                             1, 1, PROTO_RETRY_DEAD, &r);
+    if (rc == CLI_CONTINUE) {
+        rc = 0;
         printf("sweep '%s': %" PRIu64 " dead tasks requeued\n", r->sweep, r->n_changed);
     }
     proto_reply_free(&r);
