@@ -138,10 +138,12 @@ int cli_client_call(cli_client *c, proto_msg *req, int deadline_ms, proto_reply 
         }
         double try_end = common_now_s() + try_ms / 1000.0;
         try_ms = try_ms < TRY_MAX_MS / 2 ? 2 * try_ms : (try_ms > TRY_MAX_MS ? try_ms : TRY_MAX_MS);
-        try_end = try_end < deadline ? try_end : deadline;
+        bool last = try_end >= deadline; /* this try runs to the deadline: no other after it */
+        try_end = last ? deadline : try_end;
         int answered = 0;
         while (!answered) {
-            long wait_ms = (long)((try_end - common_now_s()) * 1000.0);
+            double left_ms = (try_end - common_now_s()) * 1000.0;
+            long wait_ms = (long)left_ms + (left_ms > (double)(long)left_ms); /* rounded up */
             zmq_pollitem_t item = {.socket = c->sock, .events = ZMQ_POLLIN};
             int n = zmq_poll(&item, 1, wait_ms > 0 ? wait_ms : 0);
             if (n < 0 && zmq_errno() == EINTR) {
@@ -163,7 +165,7 @@ int cli_client_call(cli_client *c, proto_msg *req, int deadline_ms, proto_reply 
         }
         /* no answer: a fresh socket, so that a coordinator that restarted meets a new peer */
         close_socket(c);
-        if (common_now_s() >= deadline) {
+        if (last || common_now_s() >= deadline) {
             rc = common_fail(err, COMMON_ERR_IO, "no answer from the coordinator at %s",
                              c->endpoint);
             break;

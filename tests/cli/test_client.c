@@ -199,13 +199,13 @@ static void test_deadline(void **state) {
     assert_null(r);
     assert_non_null(strstr(err, "no answer from the coordinator at " ENDPOINT));
     assert_true(took >= 0.39 && took < 5.0);
+    zmq_ctx_shutdown(s.ctx); /* the server thread still waits for requests */
+    server_stop(&s);         /* joined: its count can be read */
     /* tries of 40, 80, 160 ms, then what is left of the 400: each try doubles, so at most 5
      * reach the server (10 without the doubling). Fewer may: a try the server thread has not
      * read yet when its socket closes (linger 0) is dropped, which a loaded machine shows; that
      * each unanswered try is sent again is test_unanswered_try_is_resent_from_a_fresh_socket's */
-    assert_true(s.n_seen >= 1 && s.n_seen <= 5);
-    zmq_ctx_shutdown(s.ctx); /* the server thread still waits for requests */
-    server_stop(&s);
+    assert_true(s.n_seen <= 5);
 }
 
 static void test_default_endpoint(void **state) {
