@@ -37,37 +37,11 @@ typedef struct game_rows {
     int *n_legal;     /* [n_loaded] legal next tokens after the position */
 } game_rows;
 
-/* The statements that read games: by index (id, n_tokens, uci) and its positions in order.
- * They are the store's cached statements (store_stmt): a task is loaded on every dispatch, and
- * preparing them cost more than running them. */
+/* Where games are read from: the store's game cache (store_game_get), for one dataset. */
 typedef struct game_reader {
-    sqlite3 *db;
+    coordinator_store *s;
     int64_t dataset_id;
-    sqlite3_stmt *game, *pos;
 } game_reader;
-
-static void reader_close(game_reader *r) {
-    store_stmt_done(r->game);
-    store_stmt_done(r->pos);
-    r->game = r->pos = NULL;
-}
-
-/* Borrows the store's statements until reader_close; one reader at a time (store_stmt). */
-static int reader_open(game_reader *r, coordinator_store *s, int64_t dataset_id, char *err) {
-    *r = (game_reader){s->db, dataset_id, NULL, NULL};
-    int rc = store_stmt(s, "SELECT id, n_tokens, uci FROM game WHERE dataset_id = ? AND idx = ?",
-                        &r->game, "read game", err);
-    if (rc == 0) {
-        rc = store_stmt(s,
-                        "SELECT pos, token, phase, n_legal FROM position "
-                        "WHERE game_id = ? AND pos < ? ORDER BY pos",
-                        &r->pos, "read positions", err);
-    }
-    if (rc != 0) {
-        reader_close(r);
-    }
-    return rc;
-}
 
 /* Reads game idx with its first min(n_tokens, limit) positions into g, storage from m.
  * NOT_FOUND when the dataset has no such game; INVALID when its rows are inconsistent. */
@@ -75,64 +49,27 @@ static int read_game(game_reader *r, uint64_t idx, size_t limit, struct coordina
                      game_rows *g, char *err) {
     *g = (game_rows){0};
     g->idx = idx;
-    sqlite3_reset(r->game);
-    sqlite3_bind_int64(r->game, 1, r->dataset_id);
-    sqlite3_bind_int64(r->game, 2, (sqlite3_int64)idx);
-    int step = sqlite3_step(r->game);
-    if (step == SQLITE_DONE) {
-        return common_fail(err, COMMON_ERR_NOT_FOUND, "read game: the dataset has no game %llu",
-                           (unsigned long long)idx);
-    }
-    if (step != SQLITE_ROW) {
-        int rc = store_fail(r->db, err, "sqlite3_step(read game)");
-        sqlite3_reset(r->game);
+    const store_game *sg = NULL;
+    int rc = store_game_get(r->s, r->dataset_id, idx, &sg, err);
+    if (rc != 0) {
         return rc;
     }
-    int64_t game_id = sqlite3_column_int64(r->game, 0);
-    sqlite3_int64 n_tokens = sqlite3_column_int64(r->game, 1);
-    const char *uci = (const char *)sqlite3_column_text(r->game, 2);
-    if (n_tokens < 1) {
-        sqlite3_reset(r->game);
-        return common_fail(err, COMMON_ERR_INVALID, "read game %llu: %lld tokens",
-                           (unsigned long long)idx, (long long)n_tokens);
-    }
-    g->n_tokens = (size_t)n_tokens;
+    g->n_tokens = sg->n_tokens;
     g->n_loaded = g->n_tokens < limit ? g->n_tokens : limit;
-    g->uci = work_mem_strdup(m, uci != NULL ? uci : "");
+    g->uci = work_mem_strdup(m, sg->uci);
     g->text = work_mem_alloc(m, g->n_loaded, sizeof *g->text);
     g->ptr = work_mem_alloc(m, g->n_loaded, sizeof *g->ptr);
     g->phase = work_mem_alloc(m, g->n_loaded, sizeof *g->phase);
     g->n_legal = work_mem_alloc(m, g->n_loaded, sizeof *g->n_legal);
-    sqlite3_reset(r->game);
     if (g->uci == NULL || g->text == NULL || g->ptr == NULL || g->phase == NULL ||
         g->n_legal == NULL) {
         return common_fail(err, COMMON_ERR_NOMEM, "read game: out of memory");
     }
-    sqlite3_reset(r->pos);
-    sqlite3_bind_int64(r->pos, 1, game_id);
-    sqlite3_bind_int64(r->pos, 2, (sqlite3_int64)g->n_loaded);
-    size_t n = 0;
-    while ((step = sqlite3_step(r->pos)) == SQLITE_ROW) {
-        const char *tok = (const char *)sqlite3_column_text(r->pos, 1);
-        if (sqlite3_column_int64(r->pos, 0) != (sqlite3_int64)n || tok == NULL ||
-            strlen(tok) >= sizeof g->text[0]) {
-            sqlite3_reset(r->pos);
-            return common_fail(err, COMMON_ERR_INVALID, "read game %llu: bad position row %zu",
-                               (unsigned long long)idx, n);
-        }
-        memcpy(g->text[n], tok, strlen(tok) + 1);
-        g->ptr[n] = g->text[n];
-        g->phase[n] = (uint8_t)sqlite3_column_int(r->pos, 2);
-        g->n_legal[n] = sqlite3_column_int(r->pos, 3);
-        n++;
-    }
-    sqlite3_reset(r->pos);
-    if (step != SQLITE_DONE) {
-        return store_fail(r->db, err, "sqlite3_step(read positions)");
-    }
-    if (n != g->n_loaded) {
-        return common_fail(err, COMMON_ERR_INVALID, "read game %llu: %zu of %zu positions stored",
-                           (unsigned long long)idx, n, g->n_loaded);
+    memcpy(g->text, sg->text, g->n_loaded * sizeof *g->text);
+    memcpy(g->phase, sg->phase, g->n_loaded * sizeof *g->phase);
+    memcpy(g->n_legal, sg->n_legal, g->n_loaded * sizeof *g->n_legal);
+    for (size_t i = 0; i < g->n_loaded; i++) {
+        g->ptr[i] = g->text[i];
     }
     return 0;
 }
@@ -495,9 +432,7 @@ int coordinator_plan_sweep(coordinator_store *s, int64_t sweep_id, const coordin
     if (rc != 0) {
         return rc;
     }
-    if ((rc = reader_open(&r, s, dataset_id, err)) != 0) {
-        goto done;
-    }
+    r = (game_reader){s, dataset_id};
     for (size_t i = 0; i < spec->n_analyses; i++) {
         int64_t job_id = 0;
         if ((rc = coordinator_job_find(s, sweep_id, i, &job_id, err)) != 0) {
@@ -509,9 +444,6 @@ int coordinator_plan_sweep(coordinator_store *s, int64_t sweep_id, const coordin
         } else {
             rc = plan_aggregate(spec, i, games_per_task, &l, err);
         }
-        /* the reader's statements must be idle before tasks_add takes the write lock */
-        sqlite3_reset(r.game);
-        sqlite3_reset(r.pos);
         if (rc != 0 || (rc = check_existing(s->db, job_id, i, &l, err)) != 0 ||
             (rc = coordinator_tasks_add(s, job_id, l.defs, l.n, NULL, err)) != 0) {
             goto done;
@@ -534,7 +466,6 @@ int coordinator_plan_sweep(coordinator_store *s, int64_t sweep_id, const coordin
 
 done:
     sqlite3_finalize(st);
-    reader_close(&r);
     task_list_free(&l);
     return rc;
 }
@@ -863,20 +794,16 @@ int coordinator_work_load(coordinator_store *s, const coordinator_spec *spec, in
     w->params = a;
     w->game_from = b.from;
     w->game_to = b.to;
-    if ((rc = reader_open(&r, s, dataset_id, err)) != 0) {
-        goto fail;
-    }
+    r = (game_reader){s, dataset_id};
     rc = a->kind == COORDINATOR_ANALYSIS_PATCH ? load_patch(&r, w, &b, err)
                                                : load_games(&r, w, &b, err);
     if (rc != 0) {
         goto fail;
     }
-    reader_close(&r);
     *out = w;
     return 0;
 
 fail:
-    reader_close(&r);
     coordinator_work_destroy(&w);
     return rc;
 }

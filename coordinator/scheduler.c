@@ -443,7 +443,7 @@ int coordinator_sched_new(coordinator_sched **out, coordinator_store *store,
     o->max_attempts = o->max_attempts > 0 ? o->max_attempts : 3;
     o->backoff_base_ms = o->backoff_base_ms > 0 ? o->backoff_base_ms : 1000;
     o->backoff_cap_ms = o->backoff_cap_ms > 0 ? o->backoff_cap_ms : 60000;
-    o->max_credits = o->max_credits > 0 ? o->max_credits : 4;
+    o->max_credits = o->max_credits > 0 ? o->max_credits : 64;
     s->lease_ns = (int64_t)o->lease_ms * MS;
     s->worker_timeout_ns = (int64_t)o->worker_timeout_ms * MS;
     s->backoff_base_ns = (int64_t)o->backoff_base_ms * MS;

@@ -41,7 +41,8 @@ typedef struct coordinator_sched_opts {
     uint32_t max_attempts;      /* dispatches before a task is dead (0: 3) */
     uint32_t backoff_base_ms;   /* retry backoff, full jitter in [0, min(cap, base 2^(a-1))) */
     uint32_t backoff_cap_ms;    /* (0: 1,000 and 60,000) */
-    uint32_t max_credits;       /* most tasks one worker holds at once (0: 4) */
+    /* most tasks one worker holds at once (0: 64, the most a chesslens-worker asks for) */
+    uint32_t max_credits;
     /* On creation, leases of an earlier process are requeued at once (an embedded run, whose
      * workers died with it) instead of re-armed to now + lease_ms (a coordinator restart, whose
      * workers may still be computing and will deliver). */

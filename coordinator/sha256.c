@@ -3,6 +3,7 @@
  * its model.safetensors so that a sweep's results can be traced to the exact weights, even when
  * a directory is later overwritten; the file is streamed, never loaded whole.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -84,17 +85,15 @@ void sha256_update(sha256_ctx *c, const void *data, size_t len) {
 
 void sha256_final_hex(sha256_ctx *c, char out[65]) {
     uint64_t bits = c->n_bytes * 8;
-    uint8_t pad = 0x80;
-    sha256_update(c, &pad, 1);
-    pad = 0;
-    while (c->used != 56) {
-        sha256_update(c, &pad, 1);
-    }
-    uint8_t len[8];
+    /* 0x80, zeros up to 56 bytes into a block, then the bit length: one update, as digests of
+     * short messages (every RESULT's) are mostly padding */
+    uint8_t pad[72] = {0x80};
+    size_t n_pad = c->used < 56 ? 56 - c->used : 120 - c->used;
     for (int i = 0; i < 8; i++) {
-        len[i] = (uint8_t)(bits >> (56 - 8 * i));
+        pad[n_pad + (size_t)i] = (uint8_t)(bits >> (56 - 8 * i));
     }
-    sha256_update(c, len, 8);
+    sha256_update(c, pad, n_pad + 8);
+    assert(c->used == 0);
     static const char hex[] = "0123456789abcdef";
     for (int i = 0; i < 8; i++) {
         for (int j = 0; j < 4; j++) {

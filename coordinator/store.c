@@ -240,9 +240,14 @@ static int open_db(coordinator_store **out, const char *path, int busy_timeout_m
     }
     /* synchronous NORMAL: a commit is in the WAL file (written, not fsynced) when COMMIT
      * returns, so it survives a crash of this process; the WAL is fsynced at checkpoints. */
-    rc = store_exec(s->db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "pragmas", err);
+    /* foreign keys are enforced once the schema is current: a migration step that rebuilds a
+     * table drops the old one, which with them on would delete the rows that refer to it */
+    rc = store_exec(s->db, "PRAGMA synchronous = NORMAL", "pragmas", err);
     if (rc == 0) {
         rc = store_migrate(s->db, COORDINATOR_SCHEMA_VERSION, err);
+    }
+    if (rc == 0) {
+        rc = store_exec(s->db, "PRAGMA foreign_keys = ON", "pragmas", err);
     }
     if (rc != 0) {
         goto fail;
@@ -276,6 +281,7 @@ void coordinator_store_close(coordinator_store **sp) {
         free(s->cache[i].sql);
     }
     free(s->cache);
+    store_games_free(s);
     sqlite3_close_v2(s->db);
     free(s);
     *sp = NULL;

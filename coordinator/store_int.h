@@ -20,6 +20,22 @@ typedef struct store_cached {
     sqlite3_stmt *st;
 } store_cached;
 
+/* One game as stored, all its positions: the work loader's cache entry (store_game_*). */
+typedef struct store_game {
+    int64_t dataset_id; /* the key: (dataset_id, idx) */
+    uint64_t idx;
+    size_t n_tokens; /* positions, `<s>` included */
+    char *uci;       /* the game's moves */
+    char (*text)[4]; /* [n_tokens] token texts */
+    uint8_t *phase;  /* [n_tokens] chess_phase */
+    int *n_legal;    /* [n_tokens] legal next tokens after the position */
+} store_game;
+
+/* Direct-mapped slots of the game cache. A patch sweep reads each game once per cut-off, and a
+ * dispatch reads its task's games again (coordinator_work_load): 1,024 slots hold the games of
+ * the tasks around the ones being handed out (about 1 KiB each at 127 tokens). */
+#define STORE_GAME_SLOTS 1024
+
 struct coordinator_store {
     sqlite3 *db;
     bool readonly;
@@ -28,7 +44,18 @@ struct coordinator_store {
      * preparing one costs more than running it, so each is prepared once (store_stmt). */
     store_cached *cache; /* [n_cache] */
     size_t n_cache, cap_cache;
+    /* Games never change once stored (no statement updates or deletes a game or a position),
+     * so what was read is kept: [STORE_GAME_SLOTS], NULL until the first read. */
+    store_game *games;
 };
+
+/* Game idx of the dataset as stored (borrowed from the store until its next store_game call or
+ * its close), read and checked on first use through the store's statements. NOT_FOUND when the
+ * dataset has no such game; INVALID when its rows are inconsistent. */
+int store_game_get(coordinator_store *s, int64_t dataset_id, uint64_t idx, const store_game **out,
+                   char *err);
+/* Frees the cached games (coordinator_store_close). */
+void store_games_free(coordinator_store *s);
 
 /* The number of migration steps; step i (1-based) takes user_version i - 1 to i. */
 size_t store_schema_steps(void);

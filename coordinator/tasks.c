@@ -65,45 +65,45 @@ void coordinator_leases_free(coordinator_lease *leases, size_t n) {
     free(leases);
 }
 
-/* Orders leases by task id (RETURNING gives its rows in no stated order). */
+/* Orders leases by task id (a preferred model's tasks are picked first). */
 static int lease_cmp(const void *a, const void *b) {
     int64_t x = ((const coordinator_lease *)a)->task_id,
             y = ((const coordinator_lease *)b)->task_id;
     return (x > y) - (x < y);
 }
 
-/* The claim's statement: pending tasks of active sweeps, lowest ids first, leased in one
- * UPDATE; with ?5 only those of sweeps whose model's weights have that SHA-256. */
+/* The claim's query: pending tasks of active sweeps, lowest ids first; with ?3 only those of
+ * sweeps whose model's weights have that SHA-256. It walks task_by_state from ('pending', 0) and
+ * stops after ?2 rows, so it costs the tasks it returns (plus those skipped for their backoff
+ * or their sweep), not the queue's length. */
 #define CLAIM_SQL(extra)                                                                           \
-    "UPDATE task SET state = 'leased', worker = ?1, "                                              \
-    "lease_epoch = lease_epoch + 1, attempts = attempts + 1, "                                     \
-    "lease_deadline_ns = ?2 WHERE id IN (SELECT t.id FROM task t "                                 \
-    "JOIN job j ON j.id = t.job_id JOIN sweep w ON w.id = j.sweep_id " extra                       \
-    "WHERE t.state = 'pending' AND t.not_before_ns <= ?3 "                                         \
-    "AND w.state = 'active' ORDER BY t.id LIMIT ?4) "                                              \
-    "RETURNING id, job_id, (SELECT sweep_id FROM job WHERE id = job_id), "                         \
-    "(SELECT idx FROM job WHERE id = job_id), key, body, lease_epoch, attempts"
+    "SELECT t.id, t.job_id, j.sweep_id, j.idx, t.key, t.body, t.lease_epoch, t.attempts "          \
+    "FROM task t JOIN job j ON j.id = t.job_id JOIN sweep w ON w.id = j.sweep_id " extra           \
+    "WHERE t.state = 'pending' AND t.not_before_ns <= ?1 AND w.state = 'active' "                  \
+    "ORDER BY t.id LIMIT ?2"
 
-/* Runs one claim statement for up to max - *n more leases, appended to leases[max]. */
+/* Picks up to max - *n more tasks into leases[max] (the caller's transaction), then leases
+ * each with an UPDATE by its id. Reading first and writing after keeps the writes out of the
+ * index the query walks; and an UPDATE by rowid is done in one pass, where one UPDATE over an
+ * IN (SELECT ...) list with RETURNING built three temporary b-trees per claim. */
 static int claim_some(coordinator_store *s, const char *worker, size_t max, int64_t now_ns,
                       int64_t deadline_ns, const char *prefer, coordinator_lease *leases, size_t *n,
                       char *err) {
     sqlite3_stmt *st = NULL;
     int rc = store_stmt(s,
                         prefer != NULL ? CLAIM_SQL("JOIN model m ON m.id = w.model_id "
-                                                   "AND m.sha256 = ?5 ")
+                                                   "AND m.sha256 = ?3 ")
                                        : CLAIM_SQL(""),
-                        &st, "lease tasks", err);
+                        &st, "pick tasks", err);
     if (rc != 0) {
         return rc;
     }
-    sqlite3_bind_text(st, 1, worker, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, deadline_ns);
-    sqlite3_bind_int64(st, 3, now_ns);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)(max - *n));
+    sqlite3_bind_int64(st, 1, now_ns);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)(max - *n));
     if (prefer != NULL) {
-        sqlite3_bind_text(st, 5, prefer, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, prefer, -1, SQLITE_TRANSIENT);
     }
+    size_t first = *n;
     int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         assert(*n < max); /* LIMIT */
@@ -123,14 +123,30 @@ static int claim_some(coordinator_store *s, const char *worker, size_t max, int6
         if (l->body_len > 0) {
             memcpy(l->body, sqlite3_column_blob(st, 5), l->body_len);
         }
-        l->epoch = (uint64_t)sqlite3_column_int64(st, 6);
-        l->attempt = (uint32_t)sqlite3_column_int64(st, 7);
+        l->epoch = (uint64_t)sqlite3_column_int64(st, 6) + 1;
+        l->attempt = (uint32_t)sqlite3_column_int64(st, 7) + 1;
         l->deadline_ns = deadline_ns;
     }
     if (r != SQLITE_DONE) {
-        rc = store_fail(s->db, err, "sqlite3_step(lease tasks)");
+        rc = store_fail(s->db, err, "sqlite3_step(pick tasks)");
     }
     store_stmt_done(st);
+    for (size_t i = first; rc == 0 && i < *n; i++) {
+        const coordinator_lease *l = &leases[i];
+        if ((rc = store_stmt(s,
+                             "UPDATE task SET state = 'leased', worker = ?1, lease_epoch = ?2, "
+                             "attempts = ?3, lease_deadline_ns = ?4 WHERE id = ?5",
+                             &st, "lease task", err)) != 0) {
+            break;
+        }
+        sqlite3_bind_text(st, 1, worker, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)l->epoch);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)l->attempt);
+        sqlite3_bind_int64(st, 4, deadline_ns);
+        sqlite3_bind_int64(st, 5, l->task_id);
+        rc = store_step_done(s->db, st, "lease task", err);
+        store_stmt_done(st);
+    }
     return rc;
 }
 
@@ -152,8 +168,8 @@ int coordinator_tasks_claim_preferring(coordinator_store *s, const char *worker,
     if (max == 0) {
         return 0;
     }
-    /* One statement (two with a preference) picks and leases the tasks, in one transaction (a
-     * savepoint inside a batch): a dispatch is the service's most frequent write. */
+    /* Picked and leased in one transaction (a savepoint inside a batch): a dispatch is the
+     * service's most frequent write. */
     int rc = store_begin(s, err);
     if (rc != 0) {
         return rc;

@@ -459,18 +459,34 @@ static void write_field(proto_writer *w, const proto_msg *m, const rule *ru) {
     }
 }
 
+/* Names the message in a field's error: the checks and readers say "key: ...", and
+ * "type.key: ..." is written only when one fails (formatting each field's name for every
+ * message cost more than checking the field). */
+static int in_message(const schema *s, const char *key, int rc, char *err) {
+    size_t k = strlen(key);
+    if (err != NULL && strncmp(err, key, k) == 0) {
+        char tail[COMMON_ERR_LEN];
+        memcpy(tail, err, sizeof tail);
+        tail[sizeof tail - 1] = '\0';
+        int n = snprintf(err, COMMON_ERR_LEN, "%s.", s->name);
+        if (n > 0 && (size_t)n < COMMON_ERR_LEN) {
+            snprintf(err + n, COMMON_ERR_LEN - (size_t)n, "%s", tail);
+        }
+    }
+    return rc;
+}
+
 int proto_encode(const proto_msg *m, uint8_t **out, size_t *len, char *err) {
     assert(m && out && len);
     if ((unsigned)m->type >= PROTO_N_TYPES) {
         return common_fail(err, COMMON_ERR_INVALID, "message: unknown type %d", (int)m->type);
     }
     const schema *s = &schemas[m->type];
-    char what[64];
     for (size_t i = 0; i < s->n; i++) {
-        snprintf(what, sizeof what, "%s.%s", s->name, fields[s->rules[i].id].key);
-        int rc = check_field(m, &s->rules[i], what, err);
+        const char *key = fields[s->rules[i].id].key;
+        int rc = check_field(m, &s->rules[i], key, err);
         if (rc != 0) {
-            return rc;
+            return in_message(s, key, rc, err);
         }
     }
     proto_writer w;
@@ -789,17 +805,16 @@ int proto_decode(const void *buf, size_t len, proto_msg **out, char *err) {
     memset(&st, 0, sizeof st);
     for (size_t k = 0; k < s->n; k++) {
         const rule *ru = &s->rules[k];
-        char what[64];
-        snprintf(what, sizeof what, "%s.%s", s->name, fields[ru->id].key);
-        entry *f = find_entry(e, n, fields[ru->id].key);
+        const char *key = fields[ru->id].key;
+        entry *f = find_entry(e, n, key);
         if (!f) {
-            return common_fail(err, COMMON_ERR_INVALID, "%s: missing", what);
+            return common_fail(err, COMMON_ERR_INVALID, "%s.%s: missing", s->name, key);
         }
         proto_reader r;
         value_reader(&r, buf, f);
-        rc = read_field(&r, ru, &m, &st, what, err);
+        rc = read_field(&r, ru, &m, &st, key, err);
         if (rc != 0) {
-            return rc;
+            return in_message(s, key, rc, err);
         }
         /* the field's reader and the first pass's skip walk the same bytes */
         assert(r.off == r.len);

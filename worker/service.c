@@ -22,7 +22,7 @@
  * Credits (PROTOCOL.md, "Credits"): `granted` is kept equal to the credits the coordinator
  * holds for this worker: + a READY that left, - a TASK, + the ACK of a report sent after a READY
  * since the last HELLO (the coordinator gives that slot back itself), 0 at a HELLO. A READY
- * asks for SLOTS minus what is held and granted, and it is worked out again after every frame
+ * asks for the slots minus what is held and granted, and it is worked out again after every frame
  * that may have freed a slot, so a slot is never asked for twice and never forgotten.
  */
 #include <assert.h>
@@ -43,8 +43,9 @@
 #include "coordinator/wire.h"
 #include "worker/service.h"
 
-#define SLOTS 2        /* tasks held at once by the credits: one running, one waiting */
-#define MAX_HELD 8     /* beyond this (a coordinator ignoring credits) a task fails at once */
+#define DEFAULT_SLOTS 2 /* tasks held at once by the credits: one running, one waiting */
+/* Beyond HELD_FACTOR x slots (a coordinator ignoring credits) a task fails at once. */
+#define HELD_FACTOR 4
 #define SILENT_BEATS 3 /* heartbeat intervals without an answer before reconnecting */
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 32000
@@ -118,6 +119,7 @@ typedef struct svc {
     void *sock;
     conn_state conn;
     uint32_t heartbeat_ms, lease_ms;
+    uint32_t slots; /* tasks held at once (worker_service_opts.slots) */
     int64_t backoff_ms, reconnect_at_ms, hello_at_ms, next_hb_ms;
     bool awaiting; /* something was sent that wants an answer, and nothing came since */
     int64_t awaiting_since_ms;
@@ -364,10 +366,10 @@ static int send_ready(svc *s, char *err) {
         return 0;
     }
     size_t busy = held(s) + s->granted;
-    if (busy >= SLOTS) {
+    if (busy >= s->slots) {
         return 0;
     }
-    proto_msg m = {.type = PROTO_READY, .credits = (uint32_t)(SLOTS - busy)};
+    proto_msg m = {.type = PROTO_READY, .credits = (uint32_t)(s->slots - busy)};
     bool sent = false;
     int rc = send_msg(s, &m, false, &sent, err);
     if (rc == 0 && sent) {
@@ -577,7 +579,7 @@ static int on_task(svc *s, proto_msg **mp, char *err) {
         }
         return 0;
     }
-    if (held(s) >= MAX_HELD) {
+    if (held(s) >= (size_t)HELD_FACTOR * s->slots) {
         proto_msg f = {.type = PROTO_FAIL,
                        .task = m->task,
                        .epoch = m->epoch,
@@ -930,7 +932,12 @@ int worker_service_run(const worker_service_opts *o, worker_compute *c, char *er
     if (o->id != NULL && (o->id[0] == '\0' || strlen(o->id) >= ID_LEN)) {
         return common_fail(err, COMMON_ERR_INVALID, "worker: id must have 1..%d bytes", ID_LEN - 1);
     }
+    if (o->slots > WORKER_MAX_SLOTS) {
+        return common_fail(err, COMMON_ERR_INVALID, "worker: %" PRIu32 " slots (at most %d)",
+                           o->slots, WORKER_MAX_SLOTS);
+    }
     svc s = {.o = o, .c = c, .wake = {-1, -1}};
+    s.slots = o->slots > 0 ? o->slots : DEFAULT_SLOTS;
     s.heartbeat_ms = FIRST_HEARTBEAT_MS;
     s.lease_ms = SILENT_BEATS * FIRST_HEARTBEAT_MS;
     s.backoff_ms = BACKOFF_MIN_MS;

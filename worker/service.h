@@ -5,7 +5,7 @@
  * acknowledgements, reconnects.
  *
  * The rules it keeps (PROTOCOL.md, "Leases" and "Credits"):
- * - it asks for tasks with READY credits: one task runs while at most one more waits. A task
+ * - it asks for tasks with READY credits: one task runs while at most slots - 1 more wait. A task
  *   holds its slot from its TASK until its RESULT or FAIL is acknowledged (or it is dropped).
  *   The ACK of a RESULT or FAIL (stored, duplicate or lease_lost) returns that slot's credit
  *   to the coordinator by itself, so no READY is sent for it, unless the report left before
@@ -114,12 +114,19 @@ int worker_compute_faulty(worker_compute *out, worker_compute *inner, const char
 /* Calls c->destroy; c is zeroed. NULL and a zeroed compute are fine. */
 void worker_compute_destroy(worker_compute *c);
 
+/* The most tasks a worker holds at once (the coordinator's default max_credits is the same). */
+#define WORKER_MAX_SLOTS 64
+
 typedef struct worker_service_opts {
     const char *endpoint;        /* "tcp://host:port" or "inproc://name" */
     void *zmq_ctx;               /* the context to use (required for inproc; NULL: its own) */
     const char *id;              /* worker id in HELLO (NULL: "<hostname>-<pid>") */
     volatile sig_atomic_t *stop; /* may be NULL */
     int verbose;                 /* > 0: one line per task and per reconnect on stderr */
+    /* Tasks held at once, one running and the others waiting (0: 2; at most WORKER_MAX_SLOTS).
+     * Two keep the compute thread busy while a result goes and the next task comes; tasks of
+     * well under a millisecond need more to cover the coordinator's round trip. */
+    uint32_t slots;
 } worker_service_opts;
 
 /* Runs the worker until *stop is set (0) or an unrecoverable error (a negative code: the

@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     static const char *const backends[] = {"cpu", "cuda", "noop", NULL};
     const char *endpoint = NULL, *devices = NULL, *id = NULL, *faults = NULL;
     int backend = 0;
-    long threads = 0, max_models = 2;
+    long threads = 0, max_models = 2, prefetch = 2;
     bool verbose = false, trace = false;
     const cli_opt opts[] = {
         {.name = "--connect",
@@ -83,6 +83,14 @@ int main(int argc, char **argv) {
          .lo = 1,
          .hi = PROTO_MAX_MODELS,
          .help = "loaded models kept at once, least recently used dropped first (default 2)"},
+        {.name = "--prefetch",
+         .kind = CLI_LONG,
+         .value = &prefetch,
+         .meta = "N",
+         .lo = 1,
+         .hi = WORKER_MAX_SLOTS,
+         .help = "tasks held at once: one running, N-1 waiting (default 2); raise it when\n"
+                 "tasks take well under a millisecond"},
         {.name = "--faults",
          .kind = CLI_STRING,
          .value = &faults,
@@ -155,6 +163,7 @@ int main(int argc, char **argv) {
     worker_service_opts o = {.endpoint = endpoint,
                              .id = id,
                              .stop = &stop,
+                             .slots = (uint32_t)prefetch,
                              .verbose = trace     ? 2
                                         : verbose ? 1
                                                   : 0};

@@ -3,12 +3,14 @@
  *
  * (a) raw ZeroMQ: a ROUTER thread and 2 DEALER threads (each with its own context, as the
  *     coordinator and the workers are separate processes) over tcp://127.0.0.1 on an ephemeral
- *     port. Each DEALER keeps 2 requests in flight, as a worker holds at most 2 tasks (one
- *     running, one waiting); a request is as large as the no-op run's RESULT, a reply as large
+ *     port. Each DEALER keeps IN_FLIGHT (16) requests in flight, as each no-op worker holds
+ *     16 tasks (--prefetch 16); a request is as large as the no-op run's RESULT, a reply as large
  *     as its mean TASK (both measured on a one-game sizing sweep of the same spec). Round trips
  *     per second, run before and after (b) and averaged, so that both see the same machine.
  * (b) the service: the real chesslens-coordinator (--pairs-per-task 1, so that every pair is a
- *     task) and 2 real `chesslens-worker --backend noop` processes, with a patch sweep of many
+ *     task) and 2 real `chesslens-worker --backend noop --prefetch 16` processes (a no-op task
+ *     takes microseconds: with the default 2 slots a worker would wait on the coordinator's
+ *     round trip instead of the coordinator on it), with a patch sweep of many
  *     games x cut-offs submitted through a DEALER client of this file (SUBMIT, then polls).
  *     No-op tasks per second from the first dispatch (the SUBMIT's own batch leases the first
  *     tasks, so its answer marks it) to the last completion (the first WORKERS poll, every
@@ -74,7 +76,12 @@
 #define STATUS_EVERY_S 5.0
 
 #define N_WORKERS 2
-#define IN_FLIGHT 2 /* a worker's slots (worker/service.c SLOTS) */
+/* A no-op worker's slots (chesslens-worker --prefetch) and the raw loop's requests in flight
+ * per DEALER: a no-op task takes microseconds, so a worker needs this many to cover the
+ * coordinator's round trip, and the raw loop gets the same window to be comparable. */
+#define IN_FLIGHT 16
+#define STR_(x) #x
+#define STR(x) STR_(x)
 /* The no-op sweep's cut-offs: 2..MAX_TOKENS, one pair per game and cut-off. */
 #define MAX_TOKENS 64
 #define CUTOFFS_PER_GAME (MAX_TOKENS - 1)
@@ -483,7 +490,7 @@ static int wait_sweep(client *c, const service *sv, const char *name, uint64_t n
 /* Starts the coordinator on db and N_WORKERS workers with worker_opts (2 strings) on a free
  * port; logs go to dir/<tag>-*.log. */
 static int service_start(service *sv, char *db, const char *dir, const char *tag,
-                         char *pairs_per_task, char *const worker_opts[2]) {
+                         char *pairs_per_task, char *const *worker_opts) {
     *sv = (service){0};
     int port = 0;
     if (free_port(&port) != 0) {
@@ -501,8 +508,12 @@ static int service_start(service *sv, char *db, const char *dir, const char *tag
         char id[32];
         snprintf(id, sizeof id, "%s-w%d", tag, i);
         snprintf(log, sizeof log, "%s/%s-worker%d.log", dir, tag, i);
-        char *wargv[] = {WORKER, "--connect",    sv->endpoint,   "--id",
-                         id,     worker_opts[0], worker_opts[1], NULL};
+        char *wargv[16] = {WORKER, "--connect", sv->endpoint, "--id", id};
+        size_t n = 5;
+        for (size_t k = 0; worker_opts[k] != NULL && n + 1 < sizeof wargv / sizeof wargv[0]; k++) {
+            wargv[n++] = worker_opts[k];
+        }
+        wargv[n] = NULL;
         if (spawn(wargv, log, &sv->workers[i]) != 0) {
             return 1;
         }
@@ -846,7 +857,7 @@ static int noop_run(const args *a, const char *dir, noop_result *out) {
     }
     service sv;
     client c = {0};
-    char *const wopts[2] = {"--backend", "noop"};
+    char *const wopts[] = {"--backend", "noop", "--prefetch", STR(IN_FLIGHT), NULL};
     int rc = service_start(&sv, db, dir, "noop", "1", wopts);
     counts last = {0};
     double submitted = 0, answered = 0, done_at = 0;
@@ -935,7 +946,7 @@ static int real_run(const args *a, const char *dir, real_result *out) {
 
     service sv;
     client c = {0};
-    char *const wopts[2] = {"--threads", "1"};
+    char *const wopts[] = {"--threads", "1", NULL};
     double t0 = common_now_s(), answered = 0, done_at = 0;
     counts last = {0};
     int rc = service_start(&sv, db2, dir, "real", "0", wopts);

@@ -135,6 +135,73 @@ static void test_schema_and_pragmas(void **state) {
     coordinator_store_close(&s);
 }
 
+/* A version-3 database with a sweep's tasks and results is migrated to the rebuilt task table
+ * (step 4): every task keeps every column, the rows that refer to tasks stay and still refer to
+ * them, and the state CHECK still refuses what it refused, now without an IN list. */
+static void test_migration_from_v3_keeps_tasks(void **state) {
+    (void)state;
+    char path[512];
+    db_path(path, sizeof path, "v3.db");
+    sqlite3 *raw = NULL;
+    assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+    assert_int_equal(store_migrate(raw, 3, err), 0);
+    assert_int_equal(sqlite3_exec(raw,
+                                  "INSERT INTO dataset (id, name, source) VALUES (1, 'd', 'x');"
+                                  "INSERT INTO sweep (id, name, spec, dataset_id, game_from, "
+                                  "game_to) VALUES (1, 's', '{}', 1, 0, 2);"
+                                  "INSERT INTO job (id, sweep_id, idx, kind, params) "
+                                  "VALUES (1, 1, 0, 'patch', '{}');"
+                                  "INSERT INTO task (id, job_id, key, body, state, attempts, "
+                                  "lease_epoch, lease_deadline_ns, worker, last_error, "
+                                  "not_before_ns, done_at, n_rows) VALUES "
+                                  "(7, 1, 'k7', x'0102', 'done', 2, 3, NULL, 'w1', 'e', 5, 99, 4),"
+                                  "(9, 1, 'k9', NULL, 'leased', 1, 1, 1234, 'w2', NULL, 0, NULL, "
+                                  "0);"
+                                  "INSERT INTO patch_pair (id, task_id, seq, job_id, game, cutoff, "
+                                  "metric, normalized, kind) VALUES "
+                                  "(1, 7, 0, 1, 0, 5, 'logit', 0, 'resid_pre');",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(raw);
+
+    coordinator_store *s = NULL;
+    assert_int_equal(coordinator_store_open(&s, path, 0, err), 0);
+    sqlite3 *db = coordinator_store_db(s);
+    assert_int_equal(query_int(db, "PRAGMA user_version"), COORDINATOR_SCHEMA_VERSION);
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM task WHERE id = 7 AND job_id = 1 AND "
+                                   "key = 'k7' AND body = x'0102' AND state = 'done' AND "
+                                   "attempts = 2 AND lease_epoch = 3 AND lease_deadline_ns IS "
+                                   "NULL AND worker = 'w1' AND last_error = 'e' AND "
+                                   "not_before_ns = 5 AND done_at = 99 AND n_rows = 4"),
+                     1);
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM task WHERE id = 9 AND body IS NULL AND "
+                                   "state = 'leased' AND lease_deadline_ns = 1234"),
+                     1);
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM patch_pair WHERE task_id = 7"), 1);
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check"), 0);
+    /* the indexes came back, the partial one serving the lease deadlines */
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND "
+                                   "name IN ('task_by_state', 'task_by_deadline') AND "
+                                   "tbl_name = 'task'"),
+                     2);
+    char *sql = query_text(db, "SELECT sql FROM sqlite_schema WHERE name = 'task'");
+    assert_non_null(sql);
+    assert_null(strstr(sql, " IN ("));
+    free(sql);
+    assert_int_not_equal(
+        sqlite3_exec(db, "UPDATE task SET state = 'bogus' WHERE id = 9", NULL, NULL, NULL),
+        SQLITE_OK);
+    /* foreign keys are on again after the migration: a task of no job is refused, and deleting
+     * a task still deletes its result rows */
+    assert_int_not_equal(
+        sqlite3_exec(db, "INSERT INTO task (job_id, key) VALUES (42, 'x')", NULL, NULL, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM task WHERE id = 7", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM patch_pair"), 0);
+    coordinator_store_close(&s);
+}
+
 /* A database made by the first schema version, with a dataset in it, is migrated on open and
  * keeps its rows. */
 static void test_migration_from_v1(void **state) {
@@ -977,6 +1044,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_and_pragmas),
         cmocka_unit_test(test_migration_from_v1),
+        cmocka_unit_test(test_migration_from_v3_keeps_tasks),
         cmocka_unit_test(test_refuses_newer),
         cmocka_unit_test(test_readonly),
         cmocka_unit_test(test_sha256),

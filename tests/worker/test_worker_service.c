@@ -159,6 +159,7 @@ typedef struct harness {
     size_t n_beats;
     worker_compute compute;
     worker_service_opts opts;
+    uint32_t slots; /* opts.slots of the next worker started (0: the default) */
     volatile sig_atomic_t stop;
     pthread_t thread;
     bool running;
@@ -336,6 +337,7 @@ static void start_with(worker_compute c) {
                                    .zmq_ctx = strncmp(h.endpoint, "inproc:", 7) == 0 ? h.ctx : NULL,
                                    .id = "w-test",
                                    .stop = &h.stop,
+                                   .slots = h.slots,
                                    .verbose = getenv("WORKER_TEST_VERBOSE") != NULL ? 2 : 0};
     assert_int_equal(pthread_create(&h.thread, NULL, worker_thread, NULL), 0);
     h.running = true;
@@ -363,6 +365,7 @@ static int setup(void **state) {
     memset(h.beats, 0, sizeof h.beats);
     h.n_beats = h.n_received = 0;
     h.stop = 0;
+    h.slots = 0;
     h.returned = false;
     h.running = false;
     h.ctx = zmq_ctx_new();
@@ -613,6 +616,35 @@ static void test_drop(void **state) {
     proto_msg *m = expect(PROTO_RESULT, 2000);
     check_result(m, 33, 2);
     proto_msg_free(&m);
+}
+
+/* A worker with 3 slots (--prefetch 3) asks for 3 credits and runs the tasks it holds one after
+ * another; a task beyond four times its slots (a coordinator that ignores credits) fails at
+ * once, and the 12 held all deliver. */
+static void test_prefetch_slots(void **state) {
+    (void)state;
+    tc.block = true;
+    h.slots = 3;
+    start_worker();
+    proto_msg *m = expect(PROTO_HELLO, 3000);
+    proto_msg_free(&m);
+    send_welcome();
+    expect_ready(3);
+    for (int i = 0; i < 12; i++) {
+        send_task(100 + i, 1, "work");
+    }
+    send_task(112, 1, "work");
+    m = expect(PROTO_FAIL, 2000);
+    assert_int_equal(m->task, 112);
+    assert_non_null(strstr(m->error, "more tasks than its credits"));
+    proto_msg_free(&m);
+    tcomp_release(12);
+    for (int i = 0; i < 12; i++) {
+        m = expect(PROTO_RESULT, 2000);
+        assert_int_equal(m->task, 100 + i);
+        proto_msg_free(&m);
+    }
+    assert_int_equal(tcomp_runs(), 12);
 }
 
 /* ---- credits (PROTOCOL.md, "Credits") ---- */
@@ -1238,6 +1270,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_lease_lost_heartbeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_returns_credit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_slots_after_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefetch_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leased_again_while_sent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_after_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_silent_coordinator, setup, teardown),
