@@ -31,6 +31,13 @@
 #define IDLE_RECHECK_NS (100 * MS)
 /* Dead tasks a status reply lists at most. */
 #define STATUS_MAX_DEAD 1000
+/* STATUS and LIST count the task table, which costs in proportion to the tasks stored (about
+ * half a microsecond each). A count is reused while it is younger than STATUS_REUSE times what
+ * it took, so that clients following sweeps (`chesslens wait` asks twice a second) take at most
+ * about 1/STATUS_REUSE of the coordinator's time however large the store; a count that took
+ * less than opts.status_fresh_ns is never reused, and a submission, a cancel or a retry makes
+ * the next count fresh. */
+#define STATUS_REUSE 10
 
 /* A lease this scheduler handed out. */
 typedef struct sched_lease {
@@ -98,6 +105,11 @@ struct coordinator_sched {
      * once the clock passes it. INT64_MIN: not known (at start), so the first tick runs it. */
     int64_t expire_from;
     sched_sweep *sweeps;
+    /* the last count of every sweep's tasks (STATUS_REUSE): taken at counts_at on the clock of
+     * the scheduler's inputs, costing counts_cost_ns of real time (0: not to be reused) */
+    coordinator_sweep_info *counts;
+    size_t n_counts;
+    int64_t counts_at, counts_cost_ns;
     coordinator_send *out;
     size_t n_out, cap_out;
     coordinator_sched_stats stats;
@@ -444,6 +456,7 @@ int coordinator_sched_new(coordinator_sched **out, coordinator_store *store,
     o->backoff_base_ms = o->backoff_base_ms > 0 ? o->backoff_base_ms : 1000;
     o->backoff_cap_ms = o->backoff_cap_ms > 0 ? o->backoff_cap_ms : 60000;
     o->max_credits = o->max_credits > 0 ? o->max_credits : 64;
+    o->status_fresh_ns = o->status_fresh_ns > 0 ? o->status_fresh_ns : 1000000;
     s->lease_ns = (int64_t)o->lease_ms * MS;
     s->worker_timeout_ns = (int64_t)o->worker_timeout_ms * MS;
     s->backoff_base_ns = (int64_t)o->backoff_base_ms * MS;
@@ -474,6 +487,7 @@ void coordinator_sched_destroy(coordinator_sched **sp) {
     clear_out(s);
     free(s->out);
     free(s->index);
+    free(s->counts);
     while (s->workers != NULL) {
         sched_worker *w = s->workers;
         s->workers = w->next;
@@ -782,6 +796,7 @@ static int on_result(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
 
 static int on_submit(coordinator_sched *s, const uint8_t *peer, size_t peer_len, const proto_msg *m,
                      char *err) {
+    s->counts_cost_ns = 0; /* the next STATUS counts afresh */
     char e[COMMON_ERR_LEN] = "";
     coordinator_spec *spec = NULL;
     int64_t model_id = 0, sweep_id = 0;
@@ -849,8 +864,31 @@ static int named_sweep(coordinator_sched *s, const uint8_t *peer, size_t peer_le
     return rc != 0 ? common_fail(err, rc, "%s", e) : 0;
 }
 
+/* The sweeps with their progress (s->counts), counted again unless the last count may be reused
+ * (STATUS_REUSE). */
+static int sweep_counts(coordinator_sched *s, int64_t now, char *err) {
+    if (s->counts != NULL && s->counts_cost_ns >= (int64_t)s->o.status_fresh_ns &&
+        now >= s->counts_at && now - s->counts_at < STATUS_REUSE * s->counts_cost_ns) {
+        return 0;
+    }
+    char e[COMMON_ERR_LEN];
+    coordinator_sweep_info *list = NULL;
+    size_t n = 0;
+    double t0 = common_now_s();
+    int rc = coordinator_sweeps_list(s->store, 0, &list, &n, e);
+    if (rc != 0) {
+        return common_fail(err, rc, "%s", e);
+    }
+    free(s->counts);
+    s->counts = list;
+    s->n_counts = n;
+    s->counts_at = now;
+    s->counts_cost_ns = (int64_t)((common_now_s() - t0) * 1e9);
+    return 0;
+}
+
 static int on_status(coordinator_sched *s, const uint8_t *peer, size_t peer_len, const proto_msg *m,
-                     char *err) {
+                     int64_t now, char *err) {
     int64_t id = 0;
     int rc;
     if (m->type == PROTO_STATUS && m->sweep[0] != '\0') {
@@ -859,17 +897,26 @@ static int on_status(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
         }
     }
     char e[COMMON_ERR_LEN];
-    coordinator_sweep_info *list = NULL;
     size_t n = 0, n_dead = 0;
     coordinator_dead_task *dead = NULL;
     proto_sweep_info *sweeps = NULL;
     proto_dead_task *dead_out = NULL;
-    if ((rc = coordinator_sweeps_list(s->store, id, &list, &n, e)) != 0) {
-        return common_fail(err, rc, "%s", e);
+    if ((rc = sweep_counts(s, now, err)) != 0) {
+        return rc;
+    }
+    /* the sweep asked for, or all of them */
+    const coordinator_sweep_info *list = s->counts;
+    n = s->n_counts;
+    if (id != 0) {
+        size_t i = 0;
+        while (i < n && list[i].id != id) {
+            i++;
+        }
+        list = i < n ? &list[i] : NULL;
+        n = i < n ? 1 : 0;
     }
     if (m->type == PROTO_STATUS &&
         (rc = coordinator_dead_tasks(s->store, id, STATUS_MAX_DEAD, &dead, &n_dead, e)) != 0) {
-        free(list);
         return common_fail(err, rc, "%s", e);
     }
     n = n > PROTO_MAX_ITEMS ? PROTO_MAX_ITEMS : n;
@@ -900,7 +947,6 @@ static int on_status(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
 done:
     free(sweeps);
     free(dead_out);
-    free(list);
     coordinator_dead_tasks_free(dead, n_dead);
     return rc;
 }
@@ -947,6 +993,7 @@ static int on_workers(coordinator_sched *s, const uint8_t *peer, size_t peer_len
 
 static int on_cancel(coordinator_sched *s, const uint8_t *peer, size_t peer_len, const proto_msg *m,
                      char *err) {
+    s->counts_cost_ns = 0; /* the next STATUS counts afresh */
     int64_t id = 0;
     int rc = named_sweep(s, peer, peer_len, m, &id, err);
     if (rc != 0 || id == 0) {
@@ -976,6 +1023,7 @@ static int on_cancel(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
 
 static int on_retry_dead(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
                          const proto_msg *m, char *err) {
+    s->counts_cost_ns = 0; /* the next STATUS counts afresh */
     int64_t id = 0;
     int rc = named_sweep(s, peer, peer_len, m, &id, err);
     if (rc != 0 || id == 0) {
@@ -1043,7 +1091,7 @@ int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t pee
         break;
     case PROTO_STATUS:
     case PROTO_LIST:
-        rc = on_status(s, peer, peer_len, m, err);
+        rc = on_status(s, peer, peer_len, m, now, err);
         break;
     case PROTO_WORKERS:
         rc = on_workers(s, peer, peer_len, m, now, err);

@@ -47,6 +47,10 @@ typedef struct coordinator_sched_opts {
      * workers died with it) instead of re-armed to now + lease_ms (a coordinator restart, whose
      * workers may still be computing and will deliver). */
     bool requeue_on_start;
+    /* STATUS counts the task table; a count that took this long or longer is reused while it
+     * is younger than 10 times its cost (0: 1,000,000 ns, so stores of up to a few thousand
+     * tasks are always counted afresh) */
+    uint32_t status_fresh_ns;
     coordinator_plan_opts plan; /* task sizes of submitted sweeps */
     uint64_t seed;              /* backoff jitter (0: from the clock) */
 } coordinator_sched_opts;

@@ -530,6 +530,65 @@ static void test_fail_until_dead_and_status(void **state) {
     coordinator_store_close(&st);
 }
 
+/* STATUS's sweep "p": its pending and leased counts. */
+static void status_counts(coordinator_sched *s, int64_t now, uint64_t req, uint64_t *pending,
+                          uint64_t *leased) {
+    sent o;
+    turn1(s, now, request("C", PROTO_STATUS, req, "p"), &o);
+    proto_msg *r = find(&o, PROTO_REPLY);
+    assert_non_null(r);
+    proto_reply *rep = NULL;
+    assert_int_equal(proto_reply_decode(PROTO_STATUS, r->body, r->body_len, &rep, err), 0);
+    assert_int_equal(rep->n_sweeps, 1);
+    *pending = rep->sweeps[0].pending;
+    *leased = rep->sweeps[0].leased;
+    proto_reply_free(&rep);
+    sent_free(&o);
+}
+
+/* On a store whose count is dear (here: any count, status_fresh_ns 1), STATUS answers from the
+ * last count while it is younger than ten times its cost, a later one counts again, and a
+ * submission makes the next count fresh. */
+static void test_status_reuses_dear_counts(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("sched-status.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched_opts so = {.lease_ms = 1000,
+                                 .max_credits = 4,
+                                 .status_fresh_ns = 1,
+                                 .plan = {.games_per_task = 4},
+                                 .seed = 7};
+    coordinator_sched *s = NULL;
+    assert_int_equal(coordinator_sched_new(&s, st, &so, now, err), 0);
+    sent o;
+    turn1(s, now, submit("C", 1, "p", "sub-1", PREDICTIONS), &o);
+    sent_free(&o);
+    turn1(s, now, hello("A", "w1"), &o);
+    sent_free(&o);
+    uint64_t pending = 0, leased = 0;
+    status_counts(s, now, 2, &pending, &leased);
+    assert_int_equal(pending, 4);
+    assert_int_equal(leased, 0);
+    turn1(s, now, ready("A", 1), &o);
+    assert_int_equal(count(&o, PROTO_TASK), 1);
+    sent_free(&o);
+    status_counts(s, now, 3, &pending, &leased); /* no time has passed: the count is reused */
+    assert_int_equal(pending, 4);
+    assert_int_equal(leased, 0);
+    status_counts(s, now + 1000 * MS, 4, &pending, &leased);
+    assert_int_equal(pending, 3);
+    assert_int_equal(leased, 1);
+    turn1(s, now + 1000 * MS, ready("A", 1), &o);
+    sent_free(&o);
+    turn1(s, now + 1000 * MS, submit("C", 5, "p", "sub-1", PREDICTIONS), &o); /* the same sweep */
+    sent_free(&o);
+    status_counts(s, now + 1000 * MS, 6, &pending, &leased);
+    assert_int_equal(pending, 2);
+    assert_int_equal(leased, 2);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
 static void test_submit_idempotent_and_refusals(void **state) {
     (void)state;
     coordinator_store *st = open_fresh("sched-submit.db");
@@ -1105,6 +1164,7 @@ int main(void) {
         cmocka_unit_test(test_bad_results_count_as_failures),
         cmocka_unit_test(test_heartbeat_expiry_and_dead),
         cmocka_unit_test(test_fail_until_dead_and_status),
+        cmocka_unit_test(test_status_reuses_dear_counts),
         cmocka_unit_test(test_submit_idempotent_and_refusals),
         cmocka_unit_test(test_cancel_drops_and_fences),
         cmocka_unit_test(test_restart_rearms_and_worker_reconnects),
