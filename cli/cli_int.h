@@ -167,4 +167,51 @@ int cli_query(int argc, char **argv);
 /* `chesslens export SWEEP --format csv|json [--view V] [--db DB] [--out FILE]` (cmd_query.c) */
 int cli_export(int argc, char **argv);
 
+/* `chesslens plot --db DB SWEEP --kind KIND [--game G] [--cutoff N] --out FILE.svg` (cmd_plot.c) */
+int cli_plot(int argc, char **argv);
+/* `chesslens report --db DB SWEEP --out report.html` (cmd_report.c) */
+int cli_report(int argc, char **argv);
+
+/* The figures of a sweep, shared by plot and report (cmd_plot.c; docs/PLOTS.md). A context holds
+ * the store opened read-only, the sweep's spec and, once a figure needs a forward pass, the
+ * sweep's model (its weights checked against the SHA-256 the store recorded). */
+typedef enum cli_plot_kind {
+    CLI_PLOT_PATCH,      /* patch_effects: mean effect per component x layer[/head] x position */
+    CLI_PLOT_LOGIT_LENS, /* direct logit attribution to the next token, component x position */
+    CLI_PLOT_BOARD,      /* next-square log-probs on the board of the position */
+    CLI_PLOT_ATTN_DIFF,  /* attention pattern clean - corrupted at the last query, head x source */
+    CLI_PLOT_NEURONS,    /* neuron_stats: phase mean - overall mean, top neurons x phase */
+    CLI_PLOT_LEGAL,      /* legal_stats: legal - illegal logit gaps, component x position */
+    CLI_PLOT_KIND_COUNT
+} cli_plot_kind;
+/* "patch", "logit-lens", "board", "attn-diff", "neurons", "legal", NULL (for CLI_CHOICE). */
+extern const char *const cli_plot_kind_names[CLI_PLOT_KIND_COUNT + 1];
+
+typedef struct cli_plot_args {
+    cli_plot_kind kind;
+    long analysis;       /* index in the spec; -1: the first analysis of the kind's type */
+    long game;           /* -1: all games (patch) or the sweep's first game (forward figures) */
+    long cutoff;         /* 0: every cut-off (patch), the whole game, or the largest with pairs */
+    long top;            /* neurons per layer; 0: 32 */
+    const char *corrupt; /* attn-diff: the pair corrupted with this token; NULL: the first */
+} cli_plot_args;
+
+typedef struct cli_plot_ctx cli_plot_ctx;
+struct coordinator_store;
+
+/* Opens db read-only and finds the sweep; model_dir (NULL: the recorded path) is where its
+ * model is read from. On success *out (cli_plot_ctx_destroy) is set. */
+int cli_plot_ctx_new(cli_plot_ctx **out, const char *db, const char *sweep, const char *model_dir,
+                     long threads, char *err);
+void cli_plot_ctx_destroy(cli_plot_ctx **c);
+/* The open store, the sweep's id and its canonical spec text (owned by the context). */
+struct coordinator_store *cli_plot_ctx_store(cli_plot_ctx *c);
+int64_t cli_plot_ctx_sweep_id(const cli_plot_ctx *c);
+const char *cli_plot_ctx_spec(const cli_plot_ctx *c);
+/* One figure as SVG text (standalone: with the XML declaration; else for inlining in HTML):
+ * *svg (caller frees) and *len. COMMON_ERR_NOT_FOUND, naming what is missing, when the sweep
+ * lacks the figure's data (no such analysis, no rows yet, no pair to take a corruption from). */
+int cli_plot_figure(cli_plot_ctx *c, const cli_plot_args *a, bool standalone, char **svg,
+                    size_t *len, char *err);
+
 #endif

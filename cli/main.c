@@ -31,6 +31,8 @@ static const cli_command commands[] = {
     {"games", cli_games, "datasets of games in a database: import files, generate random games"},
     {"query", cli_query, "run one read-only SQL statement on a database (table, csv, json)"},
     {"export", cli_export, "write one view of a sweep's results as csv or json"},
+    {"plot", cli_plot, "draw one figure of a sweep as SVG (heatmaps, the board)"},
+    {"report", cli_report, "write a sweep's self-contained HTML report with every figure"},
 };
 
 static void usage(FILE *out) {

@@ -2,13 +2,13 @@
 # `cmake --build build -t format-check` fails when any file is not formatted (CI runs it).
 find_program(CLANG_FORMAT NAMES clang-format clang-format-14)
 if(CLANG_FORMAT)
-    file(GLOB_RECURSE CHESSLENS_FORMAT_SOURCES CONFIGURE_DEPENDS
-        ${PROJECT_SOURCE_DIR}/common/*.[ch] ${PROJECT_SOURCE_DIR}/chess/*.[ch]
-        ${PROJECT_SOURCE_DIR}/model/*.[ch] ${PROJECT_SOURCE_DIR}/interp/*.[ch]
-        ${PROJECT_SOURCE_DIR}/gpu/*.[ch] ${PROJECT_SOURCE_DIR}/gpu/*.cu
-        ${PROJECT_SOURCE_DIR}/proto/*.[ch] ${PROJECT_SOURCE_DIR}/coordinator/*.[ch]
-        ${PROJECT_SOURCE_DIR}/worker/*.[ch] ${PROJECT_SOURCE_DIR}/cli/*.[ch]
-        ${PROJECT_SOURCE_DIR}/tests/*.[ch] ${PROJECT_SOURCE_DIR}/bench/*.[ch])
+    # every component directory (CMakeLists.txt's list), so that a new one is checked too
+    set(CHESSLENS_FORMAT_GLOBS "")
+    foreach(component ${CHESSLENS_COMPONENTS})
+        list(APPEND CHESSLENS_FORMAT_GLOBS ${PROJECT_SOURCE_DIR}/${component}/*.[ch]
+            ${PROJECT_SOURCE_DIR}/${component}/*.cu)
+    endforeach()
+    file(GLOB_RECURSE CHESSLENS_FORMAT_SOURCES CONFIGURE_DEPENDS ${CHESSLENS_FORMAT_GLOBS})
     add_custom_target(format
         COMMAND ${CLANG_FORMAT} -i ${CHESSLENS_FORMAT_SOURCES}
         COMMENT "clang-format: rewriting sources")

@@ -8,6 +8,9 @@
 #   reference: python3-torch + python3-numpy (the PyTorch reference behind the golden tests and
 #              the benchmark baselines), python3-pandas (reading results from Python, as the
 #              README shows), stockfish (a cross-check for move generation)
+#   report:    chromium and fonts-dejavu-core (the headless-browser test of the HTML report;
+#              DejaVu has the chess glyphs of the board plot), locales (the plot test's check
+#              that numbers are written the same under a comma locale)
 # The CUDA Toolkit is optional and not installed here: the GPU backend is built when nvcc exists.
 set -euo pipefail
 
@@ -15,6 +18,7 @@ packages=(
     build-essential cmake pkg-config git clang libclang-rt-14-dev clang-format
     libzmq3-dev libmsgpack-dev libsqlite3-dev sqlite3 libopenblas-dev libjansson-dev libcmocka-dev
     python3 python3-torch python3-numpy python3-pandas stockfish
+    chromium fonts-dejavu-core locales
 )
 
 if [ "$(id -u)" -ne 0 ]; then
