@@ -9,7 +9,8 @@
 #      at nine cut-offs with the last token replaced by every other legal square (normalised
 #      logit difference of the clean and corrupted runs' top tokens), legal-move statistics of
 #      the embeddings, heads and MLPs, neuron means by move phase, top-5 predictions;
-#   3. three SQL questions answered from the results, and the same data read from Python.
+#   3. three SQL questions answered from the results, and the same data read from Python;
+#   4. the sweep's HTML report (demo-out/report.html) and a board plot (demo-out/board.svg).
 # Run it again and the sweep resumes (nothing is computed or stored twice).
 # Dependencies: deploy/install-deps.sh (run once, as root).
 set -euo pipefail
@@ -66,5 +67,10 @@ df = pd.read_sql_query(
     "GROUP BY layer, component", con)
 print(df.pivot(index="layer", columns="component", values="effect").round(3))
 PY
+
+step "figures: the HTML report and the board after 60 tokens of game 0 (docs/PLOTS.md)"
+"$cl" report --db "$db" demo --out "$out/report.html"
+"$cl" plot --db "$db" demo --kind board --game 0 --cutoff 60 --out "$out/board.svg"
+echo "open $out/report.html in a browser (it works offline); $out/board.svg is the board"
 
 step "done: ask your own questions with '$cl query --db $db \"SELECT ...\"' (docs/STORE.md)"
