@@ -31,10 +31,11 @@ typedef struct store_game {
     int *n_legal;    /* [n_tokens] legal next tokens after the position */
 } store_game;
 
-/* Direct-mapped slots of the game cache. A patch sweep reads each game once per cut-off, and a
- * dispatch reads its task's games again (coordinator_work_load): 1,024 slots hold the games of
- * the tasks around the ones being handed out (about 1 KiB each at 127 tokens). */
-#define STORE_GAME_SLOTS 1024
+/* Direct-mapped slots of the game cache. A patch sweep's tasks go cut-off by cut-off, each
+ * cut-off over every game, and a dispatch reads its task's games again (coordinator_work_load):
+ * 8,192 slots keep the games of a sweep of a few thousand games (about 2 KiB each at 127
+ * tokens, allocated as they are read; the slots themselves are 64 bytes each). */
+#define STORE_GAME_SLOTS 8192
 
 struct coordinator_store {
     sqlite3 *db;
