@@ -11,6 +11,7 @@
 #   report:    chromium and fonts-dejavu-core (the headless-browser test of the HTML report;
 #              DejaVu has the chess glyphs of the board plot), locales (the plot test's check
 #              that numbers are written the same under a comma locale)
+#   cluster:   slurm-wlm and munge (the test of deploy/slurm starts a one-node Slurm cluster)
 # The CUDA Toolkit is optional and not installed here: the GPU backend is built when nvcc exists.
 set -euo pipefail
 
@@ -18,7 +19,7 @@ packages=(
     build-essential cmake pkg-config git clang libclang-rt-14-dev clang-format
     libzmq3-dev libmsgpack-dev libsqlite3-dev sqlite3 libopenblas-dev libjansson-dev libcmocka-dev
     python3 python3-torch python3-numpy python3-pandas stockfish
-    chromium fonts-dejavu-core locales
+    chromium fonts-dejavu-core locales slurm-wlm munge
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -3,7 +3,8 @@
 # on); a short libFuzzer run of every fuzz target; and every test again in a Debug
 # build under AddressSanitizer + UndefinedBehaviorSanitizer (any sanitizer report fails the
 # test). GPU tests skip, visibly, where no GPU is visible; the sanitizer pass leaves them out
-# (the CUDA runtime is not built for ASan).
+# (the CUDA runtime is not built for ASan), and the one-node Slurm cluster of the Slurm test
+# (label slurm), which the Release pass runs, as it tests the script, not the binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -46,4 +47,4 @@ cmake -S . -B build/debug -DCMAKE_BUILD_TYPE=Debug -DCHESSLENS_GPU=OFF
 cmake --build build/debug -j"$jobs"
 (cd build/debug && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --output-on-failure -j"$jobs" -LE 'gpu|slow')
+    ctest --output-on-failure -j"$jobs" -LE 'gpu|slow|slurm')
