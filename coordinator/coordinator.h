@@ -348,6 +348,13 @@ int coordinator_task_fail(coordinator_store *s, int64_t task_id, uint64_t epoch,
                           uint32_t max_attempts, int64_t not_before_ns, coordinator_fence *status,
                           char *err);
 
+/* Puts the leased task with this epoch back to pending as if that lease had not been made: its
+ * attempt is not counted (a worker that stops hands back the tasks it has not started). Its
+ * lease epoch stays, so a report of the returned lease is fenced. A task not leased with this
+ * epoch is left as it is (FENCED, or ALREADY_STORED when done). */
+int coordinator_task_return(coordinator_store *s, int64_t task_id, uint64_t epoch,
+                            coordinator_fence *status, char *err);
+
 /* Requeues every leased task whose deadline is before now_ns (last_error "lease expired") with
  * a backoff like a failure's: not before now_ns + a uniform draw in [0, min(cap, base *
  * 2^(attempts-1))) (base 0: no backoff); or marks it dead when its attempts reached

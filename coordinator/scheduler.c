@@ -672,6 +672,26 @@ static int fail_task(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
     return send_ack(s, peer, peer_len, task, epoch, a, err);
 }
 
+/* A task handed back unrun: pending again, its attempt not counted; one ACK as for FAIL. */
+static int return_task(coordinator_sched *s, const uint8_t *peer, size_t peer_len, int64_t task,
+                       uint64_t epoch, char *err) {
+    coordinator_fence f;
+    char e[COMMON_ERR_LEN];
+    int rc = coordinator_task_return(s->store, task, epoch, &f, e);
+    if (rc == COMMON_ERR_NOT_FOUND) {
+        f = COORDINATOR_FENCED;
+    } else if (rc != 0) {
+        return common_fail(err, rc, "%s", e);
+    }
+    if (f == COORDINATOR_STORED) {
+        s->stats.returned++;
+        lease_drop(s, task);
+    } else {
+        s->stats.fenced++;
+    }
+    return send_ack(s, peer, peer_len, task, epoch, ack_of(f), err);
+}
+
 /* The sweep and analysis index of a task, NOT_FOUND when there is no such task. */
 static int task_job(coordinator_sched *s, int64_t task, int64_t *sweep_id, size_t *analysis,
                     char *err) {
@@ -1078,10 +1098,12 @@ int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t pee
         break;
     case PROTO_RESULT:
     case PROTO_FAIL:
-        /* either sends exactly one ACK */
-        rc = m->type == PROTO_RESULT
-                 ? on_result(s, peer, peer_len, m, now, err)
-                 : fail_task(s, peer, peer_len, m->task, m->epoch, m->error, now, false, err);
+    case PROTO_RETURN:
+        /* each sends exactly one ACK */
+        rc = m->type == PROTO_RESULT ? on_result(s, peer, peer_len, m, now, err)
+             : m->type == PROTO_FAIL
+                 ? fail_task(s, peer, peer_len, m->task, m->epoch, m->error, now, false, err)
+                 : return_task(s, peer, peer_len, m->task, m->epoch, err);
         if (rc == 0) {
             rc = report_answered(s, w, peer, peer_len, m->type, err);
         }

@@ -70,6 +70,7 @@ typedef struct coordinator_send {
 typedef struct coordinator_sched_stats {
     uint64_t frames_in, frames_bad; /* frames received; of them, refused as malformed */
     uint64_t dispatched, stored, duplicates, fenced, failed, expired;
+    uint64_t returned; /* tasks handed back unrun by stopping workers */
     uint64_t batches;
 } coordinator_sched_stats;
 

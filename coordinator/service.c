@@ -78,9 +78,9 @@ static void log_stats(FILE *log, const char *prefix, const coordinator_sched *sc
     fprintf(log,
             "coordinator: %s%" PRIu64 " dispatched, %" PRIu64 " stored, %" PRIu64
             " failed, %" PRIu64 " expired, %" PRIu64 " fenced, %" PRIu64 " duplicates, %" PRIu64
-            " bad frames, %" PRIu64 " sends dropped\n",
+            " bad frames, %" PRIu64 " sends dropped, %" PRIu64 " returned\n",
             prefix, st->dispatched, st->stored, st->failed, st->expired, st->fenced, st->duplicates,
-            st->frames_bad, dropped);
+            st->frames_bad, dropped, st->returned);
     fflush(log);
 }
 

@@ -328,6 +328,22 @@ int coordinator_task_fail(coordinator_store *s, int64_t task_id, uint64_t epoch,
     return run_fenced(s, st, task_id, "fail task", status, err);
 }
 
+int coordinator_task_return(coordinator_store *s, int64_t task_id, uint64_t epoch,
+                            coordinator_fence *status, char *err) {
+    sqlite3_stmt *st = NULL;
+    int rc = store_stmt(s,
+                        "UPDATE task SET state = 'pending', attempts = max(attempts - 1, 0), "
+                        "worker = NULL, lease_deadline_ns = NULL "
+                        "WHERE id = ?1 AND state = 'leased' AND lease_epoch = ?2",
+                        &st, "return task", err);
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, task_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)epoch);
+    return run_fenced(s, st, task_id, "return task", status, err);
+}
+
 int coordinator_tasks_expire(coordinator_store *s, int64_t now_ns, uint32_t max_attempts,
                              int64_t backoff_base_ns, int64_t backoff_cap_ns, size_t *n,
                              char *err) {

@@ -133,6 +133,7 @@ static const schema schemas[PROTO_N_TYPES] = {
                     {{F_TASK, 1, INT64_MAX},
                      {F_EPOCH, 0, UINT64_MAX},
                      {F_ERROR, 0, PROTO_MAX_TEXT}}},
+    [PROTO_RETURN] = {"return", 2, {{F_TASK, 1, INT64_MAX}, {F_EPOCH, 0, UINT64_MAX}}},
     [PROTO_WELCOME] = {"welcome", 2, {{F_HEARTBEAT_MS, 1, MAX_MS}, {F_LEASE_MS, 1, MAX_MS}}},
     [PROTO_TASK] = {"task",
                     7,

@@ -113,6 +113,7 @@ typedef enum proto_type {
     PROTO_HEARTBEAT, /* task, epoch, progress (task 0: an idle worker's liveness) */
     PROTO_RESULT,    /* task, epoch, digest, body (the results, encoded by the coordinator lib) */
     PROTO_FAIL,      /* task, epoch, error */
+    PROTO_RETURN,    /* task, epoch: handed back unrun (the worker stops); not an attempt */
     /* coordinator -> worker */
     PROTO_WELCOME, /* heartbeat_ms, lease_ms: the answer to HELLO */
     PROTO_TASK,    /* task, epoch, attempt, model_path, model_sha256, spec, body (the work) */

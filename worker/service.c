@@ -69,6 +69,7 @@ typedef struct svc_task {
     bool dropped;    /* DROP or lease lost while running: discard the output */
     double progress; /* running: the last fraction reported */
     /* output (done, sent) */
+    bool returned; /* handed back unrun (the worker stops): a RETURN, not a FAIL */
     int rc;
     uint8_t *body;
     size_t body_len;
@@ -191,6 +192,13 @@ static void fail_task(svc_task *t, const char *why) {
     t->state = T_DONE;
     t->rc = COMMON_ERR_UNSUPPORTED;
     snprintf(t->error, sizeof t->error, "%s", why);
+}
+
+/* A waiting task this stopping worker will not run: it goes back with RETURN, which does not
+ * count as an attempt of the task. */
+static void return_task(svc_task *t) {
+    fail_task(t, "worker stopping");
+    t->returned = true;
 }
 
 /* ---- the compute thread ---- */
@@ -424,9 +432,12 @@ static int send_outputs(svc *s, char *err) {
             }
         }
         if (t->rc != 0) {
-            m = (proto_msg){.type = PROTO_FAIL, .task = t->task, .epoch = t->epoch};
-            m.error = t->error;
-            say(s, "task %" PRId64 " epoch %" PRIu64 ": failed: %s", t->task, t->epoch, t->error);
+            m = (proto_msg){.type = t->returned ? PROTO_RETURN : PROTO_FAIL,
+                            .task = t->task,
+                            .epoch = t->epoch};
+            m.error = t->returned ? NULL : t->error;
+            say(s, "task %" PRId64 " epoch %" PRIu64 ": %s: %s", t->task, t->epoch,
+                t->returned ? "returned" : "failed", t->error);
             if ((rc = proto_encode(&m, &buf, &len, err)) != 0) {
                 break;
             }
@@ -596,7 +607,7 @@ static int on_task(svc *s, proto_msg **mp, char *err) {
     *mp = NULL;
     t->state = T_WAITING;
     if (s->stopping) {
-        fail_task(t, "worker stopping");
+        return_task(t);
     }
     svc_task **p = &s->tasks;
     while (*p != NULL) {
@@ -783,7 +794,7 @@ static int begin_stop(svc *s, char *err) {
     s->stopping = true;
     for (svc_task *t = s->tasks; t != NULL; t = t->next) {
         if (t->state == T_WAITING) {
-            fail_task(t, "worker stopping");
+            return_task(t);
         }
     }
     return s->conn == C_UP ? send_hello(s, err) : 0;

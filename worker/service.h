@@ -34,7 +34,7 @@
  *   finishes, its result is sent and acknowledged (or the coordinator stays silent for 3
  *   heartbeat intervals, or is not connected), then the function returns 0, but not before
  *   that HELLO is welcomed (or unanswered for 3 intervals). Waiting tasks, and tasks that
- *   arrive meanwhile, are returned with a FAIL "worker stopping". A computation that never
+ *   arrive meanwhile, are handed back with RETURN (no attempt counted). A computation that never
  *   ends keeps the function from returning (it borrows c): chesslens-worker exits on a second
  *   signal.
  *

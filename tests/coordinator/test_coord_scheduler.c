@@ -215,6 +215,11 @@ static frame failure(const char *peer, int64_t task, uint64_t epoch, const char 
     return encode(peer, &m);
 }
 
+static frame returned(const char *peer, int64_t task, uint64_t epoch) {
+    proto_msg m = {.type = PROTO_RETURN, .task = task, .epoch = epoch};
+    return encode(peer, &m);
+}
+
 /* One prediction row of game 0, so that a stored result has a row to count. */
 static const uint64_t one_game[1] = {0};
 static const uint32_t one_pos[1] = {1}, one_rank[1] = {1};
@@ -1078,15 +1083,27 @@ static void test_no_credit_back_without_ready(void **state) {
     assert_non_null(find(&o, PROTO_WELCOME));
     assert_int_equal(count(&o, PROTO_TASK), 0);
     sent_free(&o);
-    turn1(s, now, failure("A", t2, e2, "worker stopping"), &o);
+    turn1(s, now, returned("A", t2, e2), &o);
     assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
     assert_int_equal(count(&o, PROTO_TASK), 0);
+    sent_free(&o);
+    /* returned unrun: pending again at once, its attempt not counted, no error recorded */
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM task WHERE id = %lld AND state = 'pending' AND attempts = 0 "
+             "AND last_error IS NULL AND not_before_ns = 0 AND worker IS NULL",
+             (long long)t2);
+    assert_int_equal(query_int(st, sql), 1);
+    assert_int_equal(coordinator_sched_get_stats(s)->returned, 1);
+    /* a second RETURN of that lease is fenced */
+    turn1(s, now, returned("A", t2, e2), &o);
+    assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_LEASE_LOST);
     sent_free(&o);
     turn1(s, now, result("A", t1, e1, &prediction_results, false), &o);
     assert_int_equal(find(&o, PROTO_ACK)->status, PROTO_ACK_STORED);
     assert_int_equal(count(&o, PROTO_TASK), 0);
     sent_free(&o);
-    now += 100 * MS; /* past t2's backoff: still nothing for it */
+    now += 100 * MS; /* still nothing for the stopping worker */
     turn(s, now, NULL, 0, &o);
     assert_int_equal(count(&o, PROTO_TASK), 0);
     sent_free(&o);

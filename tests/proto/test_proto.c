@@ -73,6 +73,7 @@ static const char *const type_keys[PROTO_N_TYPES][8] = {
     [PROTO_HEARTBEAT] = {"task", "epoch", "progress"},
     [PROTO_RESULT] = {"task", "epoch", "digest", "body"},
     [PROTO_FAIL] = {"task", "epoch", "error"},
+    [PROTO_RETURN] = {"task", "epoch"},
     [PROTO_WELCOME] = {"heartbeat_ms", "lease_ms"},
     [PROTO_TASK] = {"task", "epoch", "attempt", "model_path", "model_sha256", "spec", "body"},
     [PROTO_ACK] = {"task", "epoch", "status"},
@@ -88,8 +89,8 @@ static const char *const type_keys[PROTO_N_TYPES][8] = {
 };
 
 static const char *const names[PROTO_N_TYPES] = {
-    "hello",  "ready",  "heartbeat", "result", "fail",    "welcome",    "task",  "ack",  "drop",
-    "submit", "status", "cancel",    "list",   "workers", "retry_dead", "reply", "error"};
+    "hello", "ready",  "heartbeat", "result", "fail", "return",  "welcome",    "task",  "ack",
+    "drop",  "submit", "status",    "cancel", "list", "workers", "retry_dead", "reply", "error"};
 
 static size_t n_keys(proto_type t) {
     size_t n = 0;
@@ -138,6 +139,10 @@ static proto_msg full_msg(proto_type t) {
         m.task = 18;
         m.epoch = 5;
         m.error = "model_run: out of memory";
+        break;
+    case PROTO_RETURN:
+        m.task = 19;
+        m.epoch = 6;
         break;
     case PROTO_WELCOME:
         m.heartbeat_ms = 1000;
@@ -222,6 +227,9 @@ static proto_msg min_msg(proto_type t) {
     case PROTO_FAIL:
         m.task = 1;
         m.error = "";
+        break;
+    case PROTO_RETURN:
+        m.task = 1;
         break;
     case PROTO_WELCOME:
         m.heartbeat_ms = 1;
@@ -1667,7 +1675,9 @@ static void test_encode_refusals(void **state) {
     (void)state;
     proto_msg m = full_msg(PROTO_READY);
     m.type = PROTO_N_TYPES;
-    expect_encode_refused(&m, "message: unknown type 17");
+    char unknown[64];
+    snprintf(unknown, sizeof unknown, "message: unknown type %d", (int)PROTO_N_TYPES);
+    expect_encode_refused(&m, unknown);
     m.type = (proto_type)-1;
     expect_encode_refused(&m, "message: unknown type -1");
 

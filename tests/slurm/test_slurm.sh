@@ -371,10 +371,14 @@ grep -q '^coordinator: stopped: ' "$tmp/chesslens-logs-$job_stop/coordinator.log
 # workers first: the coordinator got an answer for every task it handed out (a result, or the
 # task given back by a stopping worker) before it stopped
 line=$(grep '^coordinator: stopped: ' "$tmp/chesslens-logs-$job_stop/coordinator.log")
-[[ $line =~ ([0-9]+)\ dispatched,\ ([0-9]+)\ stored,\ ([0-9]+)\ failed ]] ||
+[[ $line =~ ([0-9]+)\ dispatched,\ ([0-9]+)\ stored,\ ([0-9]+)\ failed,.*\ ([0-9]+)\ returned ]] ||
     fail "job $job_stop: no counts in the coordinator's last line ($line)"
-[ "${BASH_REMATCH[1]}" = $((BASH_REMATCH[2] + BASH_REMATCH[3])) ] ||
+[ "${BASH_REMATCH[1]}" = $((BASH_REMATCH[2] + BASH_REMATCH[3] + BASH_REMATCH[4])) ] ||
     fail "job $job_stop: the coordinator stopped before the workers had answered for every task ($line)"
+# a task handed back by a stopping worker is no failed attempt: nothing is charged an attempt
+# it did not run, and nothing records the stop as an error
+[ "$(query "$db" "SELECT count(*) FROM task WHERE state = 'pending' AND (attempts > 0 OR last_error IS NOT NULL)")" = 0 ] ||
+    fail "job $job_stop: a task the stopping workers handed back counts as a failed attempt"
 left=$(query "$db" "SELECT count(*) FROM task WHERE state != 'done'")
 [ "$left" -gt 0 ] || fail "job $job_stop finished the sweep before it was stopped: nothing tested"
 status=0

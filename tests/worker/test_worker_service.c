@@ -801,9 +801,9 @@ static void test_lease_lost_heartbeat(void **state) {
     assert_int_equal(tcomp_runs(), 1);
 }
 
-/* The stop flag: HELLO again, and once it is welcomed the waiting task comes back as FAIL
- * "worker stopping", no READY follows, the running task's RESULT is sent, and the service
- * returns 0 once it is acknowledged. */
+/* The stop flag: HELLO again, and once it is welcomed the waiting task comes back with RETURN
+ * (not a FAIL: it is no attempt), no READY follows, the running task's RESULT is sent, and the
+ * service returns 0 once it is acknowledged. */
 static void test_stop_after_ack(void **state) {
     (void)state;
     tc.block = true;
@@ -818,9 +818,9 @@ static void test_stop_after_ack(void **state) {
     proto_msg_free(&m);
     expect_nothing(100); /* nothing before WELCOME */
     send_welcome();
-    m = expect(PROTO_FAIL, 2000);
+    m = expect(PROTO_RETURN, 2000);
     assert_int_equal(m->task, 42);
-    assert_string_equal(m->error, "worker stopping");
+    assert_int_equal(m->epoch, 1);
     proto_msg_free(&m);
     send_ack(42, 1, PROTO_ACK_STORED);
     expect_nothing(100); /* no READY */
@@ -855,9 +855,8 @@ static void test_stop_silent_coordinator(void **state) {
     proto_msg *m = expect(PROTO_HELLO, 2000);
     proto_msg_free(&m);
     send_welcome();
-    m = expect(PROTO_FAIL, 2000);
+    m = expect(PROTO_RETURN, 2000);
     assert_int_equal(m->task, 45);
-    assert_string_equal(m->error, "worker stopping");
     proto_msg_free(&m);
     send_ack(45, 1, PROTO_ACK_STORED);
     tcomp_release(1);
