@@ -465,14 +465,15 @@ static void write_field(proto_writer *w, const proto_msg *m, const rule *ru) {
  * message cost more than checking the field). */
 static int in_message(const schema *s, const char *key, int rc, char *err) {
     size_t k = strlen(key);
-    if (err != NULL && strncmp(err, key, k) == 0) {
-        char tail[COMMON_ERR_LEN];
-        memcpy(tail, err, sizeof tail);
-        tail[sizeof tail - 1] = '\0';
-        int n = snprintf(err, COMMON_ERR_LEN, "%s.", s->name);
-        if (n > 0 && (size_t)n < COMMON_ERR_LEN) {
-            snprintf(err + n, COMMON_ERR_LEN - (size_t)n, "%s", tail);
-        }
+    size_t n = strlen(s->name) + 1; /* "type." */
+    if (err != NULL && strncmp(err, key, k) == 0 && n < COMMON_ERR_LEN) {
+        /* the message moves right by n bytes (its end cut off if it no longer fits) */
+        size_t len = strnlen(err, COMMON_ERR_LEN - 1);
+        size_t keep = len < COMMON_ERR_LEN - 1 - n ? len : COMMON_ERR_LEN - 1 - n;
+        memmove(err + n, err, keep);
+        memcpy(err, s->name, n - 1);
+        err[n - 1] = '.';
+        err[n + keep] = '\0';
     }
     return rc;
 }
