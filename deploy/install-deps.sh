@@ -12,6 +12,9 @@
 #              DejaVu has the chess glyphs of the board plot), locales (the plot test's check
 #              that numbers are written the same under a comma locale)
 #   cluster:   slurm-wlm and munge (the test of deploy/slurm starts a one-node Slurm cluster)
+#   deploy:    systemd, shellcheck and yamllint, and the pinned npm validators of the deployment
+#              files (tests/deploy/install-tools.sh: kustomize, the Kubernetes schemas, two
+#              Dockerfile linters, into /opt/chesslens-tools)
 # The CUDA Toolkit is optional and not installed here: the GPU backend is built when nvcc exists.
 set -euo pipefail
 
@@ -19,7 +22,7 @@ packages=(
     build-essential cmake pkg-config git clang libclang-rt-14-dev clang-format
     libzmq3-dev libmsgpack-dev libsqlite3-dev sqlite3 libopenblas-dev libjansson-dev libcmocka-dev
     python3 python3-torch python3-numpy python3-pandas stockfish
-    chromium fonts-dejavu-core locales slurm-wlm munge
+    chromium fonts-dejavu-core locales slurm-wlm munge systemd shellcheck yamllint
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -29,3 +32,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${packages[@]}"
+bash "$(dirname "$0")/../tests/deploy/install-tools.sh"
