@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs one sweep through the distributed service on this machine: a chesslens-coordinator and
 # WORKERS chesslens-worker processes on a loopback port, `chesslens submit`, `chesslens wait`
-# (with its progress bar), then stops everything it started -- also on Ctrl-C or an error.
+# (with its progress bar), prints the sweep's status and the rows it stored in each result
+# view, then stops everything it started -- also on Ctrl-C or an error.
 #
 #   deploy/local/run-sweep.sh SPEC.json DB [WORKERS] [THREADS]
 #
@@ -22,6 +23,7 @@ endpoint=tcp://127.0.0.1:$port
 export CHESSLENS_COORDINATOR=$endpoint
 
 pids=()
+# shellcheck disable=SC2317 # run by the EXIT trap
 stop_all() {
     # the last started first: the waiter and the workers (a stopping worker returns its tasks
     # to the coordinator, so that must still be up), then the coordinator; SIGTERM, and SIGKILL
@@ -51,4 +53,15 @@ sweep=$("$bin/cli/chesslens" submit "$spec")
 # after the foreground command it waits for has ended)
 "$bin/cli/chesslens" wait "$sweep" &
 pids+=($!)
-wait "$!"
+rc=0
+wait "$!" || rc=$?
+
+# the summary: the sweep's tasks by state (dead ones with their errors), and the rows it stored
+# in each result view (docs/STORE.md); the name is [A-Za-z0-9._-] (the coordinator checks it)
+"$bin/cli/chesslens" status "$sweep" || true
+"$bin/cli/chesslens" query --db "$db" "
+SELECT 'patch_effects' AS view, count(*) AS rows FROM patch_effects WHERE sweep = '$sweep'
+UNION ALL SELECT 'legal_stats', count(*) FROM legal_stats WHERE sweep = '$sweep'
+UNION ALL SELECT 'neuron_stats', count(*) FROM neuron_stats WHERE sweep = '$sweep'
+UNION ALL SELECT 'predictions', count(*) FROM predictions WHERE sweep = '$sweep'" || true
+exit "$rc"
