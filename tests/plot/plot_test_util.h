@@ -8,12 +8,10 @@
 
 #include <stddef.h>
 
-/* The test's scratch directory ($CHESSLENS_TEST_TMPDIR, else /tmp). */
-const char *plot_test_tmpdir(void);
-/* Writes len bytes of data to DIR/name; returns the path (static buffer, overwritten by the
- * next call). */
+/* Writes len bytes of data to the scratch directory (cli_tmpdir) as name; returns the path (static
+ * buffer, overwritten by the next call). */
 const char *plot_test_write(const char *name, const char *data, size_t len);
-/* Runs tests/plot/svg_check.py on path (plus extra arguments, may be ""), returning its stdout
+/* Runs tests/plot/svg_check.py on path (plus extra arguments, may be ""), returning its output
  * (caller frees) and its exit status in *status (0: well-formed, the JSON summary printed). */
 char *plot_test_check(const char *path, const char *extra, int *status);
 /* Counts the occurrences of needle in haystack. */

@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "plot/plot.h"
+#include "../cli/cli_run.h"
 #include "plot_test_util.h"
 
 /* Finishes s, which must succeed, and returns the document (caller frees). */
@@ -242,7 +243,7 @@ static bool comma_locale(void) {
     /* generated once into the scratch directory (glibc remembers a failed lookup, so the
      * locale must exist before the one setlocale that uses LOCPATH) */
     char dir[2048], cmd[8192];
-    snprintf(dir, sizeof dir, "%s/de_DE.UTF-8", plot_test_tmpdir());
+    snprintf(dir, sizeof dir, "%s/de_DE.UTF-8", cli_tmpdir());
     struct stat st;
     if (stat(dir, &st) != 0) {
         snprintf(cmd, sizeof cmd,
@@ -253,7 +254,7 @@ static bool comma_locale(void) {
             return false;
         }
     }
-    setenv("LOCPATH", plot_test_tmpdir(), 1);
+    setenv("LOCPATH", cli_tmpdir(), 1);
     return setlocale(LC_NUMERIC, "de_DE.UTF-8") != NULL;
 }
 
