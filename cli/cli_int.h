@@ -158,6 +158,8 @@ int cli_cancel(int argc, char **argv);
 int cli_list(int argc, char **argv);
 int cli_workers(int argc, char **argv);
 int cli_retry_dead(int argc, char **argv);
+/* `chesslens keygen --out PREFIX`: a CurveZMQ key pair (cmd_keygen.c) */
+int cli_keygen(int argc, char **argv);
 /* `chesslens show FILE.safetensors [--tensor NAME]` (cmd_show.c) */
 int cli_show(int argc, char **argv);
 /* `chesslens games import|generate ... --db DB --dataset NAME` (cmd_games.c) */

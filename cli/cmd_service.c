@@ -3,6 +3,8 @@
  * Each sends client requests (proto/PROTOCOL.md) to a running chesslens-coordinator through
  * cli/client.h; --coordinator names it (default $CHESSLENS_COORDINATOR, else
  * tcp://127.0.0.1:5555). A sweep is named by its name, the handle `submit` prints.
+ * --curve-key and --server-key (default $CHESSLENS_CURVE_KEY, $CHESSLENS_SERVER_KEY) make the
+ * connection CurveZMQ (proto/PROTOCOL.md, "Authentication"): both or neither.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include "cli/cli_int.h"
 #include "cli/client.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/curve.h"
 #include "coordinator/wire.h"
 
 /* How long one try of a request waits before it is sent again on a fresh socket. */
@@ -24,18 +27,73 @@
         .name = "--coordinator", .kind = CLI_STRING, .value = (ptr), .meta = "ENDPOINT",           \
         .help = "the coordinator (default $CHESSLENS_COORDINATOR, else tcp://127.0.0.1:5555)"      \
     }
+#define OPT_CURVE_KEY(ptr)                                                                         \
+    {                                                                                              \
+        .name = "--curve-key", .kind = CLI_STRING, .value = (ptr), .meta = "FILE",                 \
+        .help = "this client's secret key file (chesslens keygen; default\n"                       \
+                "$CHESSLENS_CURVE_KEY): CurveZMQ to the coordinator; needs --server-key"           \
+    }
+#define OPT_SERVER_KEY(ptr)                                                                        \
+    {                                                                                              \
+        .name = "--server-key", .kind = CLI_STRING, .value = (ptr), .meta = "FILE",                \
+        .help = "the coordinator's public key file (default $CHESSLENS_SERVER_KEY)"                \
+    }
 #define OPT_TIMEOUT(ptr, what)                                                                     \
     {                                                                                              \
         .name = "--timeout", .kind = CLI_LONG, .value = (ptr), .meta = "SECONDS", .lo = 0,         \
         .hi = 100000000L, .help = (what)                                                           \
     }
 
+/* The key files of --curve-key and --server-key: the environment's unless a flag names one. */
+typedef struct key_paths {
+    const char *key, *server;
+} key_paths;
+
+static const char *env_path(const char *name) {
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+static key_paths key_paths_default(void) {
+    return (key_paths){env_path("CHESSLENS_CURVE_KEY"), env_path("CHESSLENS_SERVER_KEY")};
+}
+
+/* Reads the CURVE keys that k names into *buf: 0 with *curve = buf, or NULL when neither file
+ * is named; else the exit code after printing why (2: only one of them is named). */
+static int load_keys(const cli_spec *spec, const key_paths *k, coordinator_curve_client *buf,
+                     const coordinator_curve_client **curve) {
+    *curve = NULL;
+    memset(buf, 0, sizeof *buf);
+    if (k->key == NULL && k->server == NULL) {
+        return 0;
+    }
+    if (k->key == NULL || k->server == NULL) {
+        return cli_usage_error(spec, "CURVE needs both keys: --curve-key (or $CHESSLENS_CURVE_KEY)"
+                                     " and --server-key (or $CHESSLENS_SERVER_KEY)");
+    }
+    char err[COMMON_ERR_LEN] = "";
+    if (coordinator_curve_client_load(buf, k->key, k->server, err) != 0) {
+        fprintf(stderr, "chesslens %s: %s\n", spec->command, err);
+        return 1;
+    }
+    *curve = buf;
+    return 0;
+}
+
+/* A client of endpoint, a CURVE client when curve is not NULL (borrowed: it must outlive the
+ * client). */
+static int open_client(cli_client **c, const char *endpoint, const coordinator_curve_client *curve,
+                       char *err) {
+    const cli_client_setup setup = {coordinator_curve_client_setup, curve};
+    return cli_client_open_with(c, endpoint, NULL, TRY_MS, curve != NULL ? &setup : NULL, err);
+}
+
 /* One request and its reply: 0, or 1 after printing the error as "chesslens CMD: ...". */
-static int call(const char *cmd, const char *endpoint, proto_msg *req, long timeout_s,
-                proto_reply **reply) {
+static int call(const char *cmd, const char *endpoint, const coordinator_curve_client *curve,
+                proto_msg *req, long timeout_s, proto_reply **reply) {
     char err[COMMON_ERR_LEN] = "";
     cli_client *c = NULL;
-    int rc = cli_client_open(&c, endpoint, NULL, TRY_MS, err);
+    int rc = open_client(&c, endpoint, curve, err);
     if (rc == 0) {
         rc = cli_client_call(c, req, (int)(timeout_s * 1000), reply, err);
     }
@@ -86,9 +144,12 @@ static void print_sweeps(const proto_reply *r) {
 
 int cli_submit(int argc, char **argv) {
     const char *endpoint = cli_client_default_endpoint(), *submission = NULL;
+    key_paths keys = key_paths_default();
     long timeout_s = 30;
     const cli_opt opts[] = {
         OPT_COORDINATOR(&endpoint),
+        OPT_CURVE_KEY(&keys.key),
+        OPT_SERVER_KEY(&keys.server),
         {.name = "--submission-id",
          .kind = CLI_STRING,
          .value = &submission,
@@ -114,6 +175,11 @@ int cli_submit(int argc, char **argv) {
     if (prc != CLI_CONTINUE) {
         return prc;
     }
+    coordinator_curve_client key_buf;
+    const coordinator_curve_client *curve = NULL;
+    if ((prc = load_keys(&spec_cli, &keys, &key_buf, &curve)) != 0) {
+        return prc;
+    }
     char err[COMMON_ERR_LEN] = "", digest[65], default_id[80];
     char *text = NULL;
     size_t len = 0;
@@ -123,6 +189,7 @@ int cli_submit(int argc, char **argv) {
         coordinator_spec_parse(&spec, text, len, err) != 0) {
         fprintf(stderr, "chesslens submit: %s: %s\n", args[0], err);
         free(text);
+        coordinator_curve_wipe(&key_buf.own);
         return 1;
     }
     free(text);
@@ -133,7 +200,8 @@ int cli_submit(int argc, char **argv) {
     }
     proto_msg req = {.type = PROTO_SUBMIT, .submission = submission, .spec = spec->canonical};
     proto_reply *r = NULL;
-    int status = call("submit", endpoint, &req, timeout_s, &r);
+    int status = call("submit", endpoint, curve, &req, timeout_s, &r);
+    coordinator_curve_wipe(&key_buf.own);
     if (status == 0) {
         fprintf(stderr, "sweep '%s': %" PRIu64 " tasks%s\n", r->sweep, r->n_tasks,
                 r->existed ? " (submitted before: this is that sweep)" : "");
@@ -152,9 +220,12 @@ static int request_command(int argc, char **argv, const char *cmd, const char *s
                            const char *about, size_t min_args, size_t max_args, proto_type type,
                            proto_reply **r) {
     const char *endpoint = cli_client_default_endpoint();
+    key_paths keys = key_paths_default();
     long timeout_s = 30;
     const cli_opt opts[] = {
         OPT_COORDINATOR(&endpoint),
+        OPT_CURVE_KEY(&keys.key),
+        OPT_SERVER_KEY(&keys.server),
         OPT_TIMEOUT(&timeout_s, "give up when the coordinator has not answered (default 30)"),
     };
     const cli_spec spec_cli = {.command = cmd,
@@ -170,8 +241,15 @@ static int request_command(int argc, char **argv, const char *cmd, const char *s
     if (prc != CLI_CONTINUE) {
         return prc;
     }
+    coordinator_curve_client key_buf;
+    const coordinator_curve_client *curve = NULL;
+    if ((prc = load_keys(&spec_cli, &keys, &key_buf, &curve)) != 0) {
+        return prc;
+    }
     proto_msg req = {.type = type, .sweep = n_args > 0 ? args[0] : ""};
-    return call(cmd, endpoint, &req, timeout_s, r) != 0 ? 1 : CLI_CONTINUE;
+    int rc = call(cmd, endpoint, curve, &req, timeout_s, r) != 0 ? 1 : CLI_CONTINUE;
+    coordinator_curve_wipe(&key_buf.own);
+    return rc;
 }
 
 /* ---- status, list ---------------------------------------------------------------------- */
@@ -285,10 +363,13 @@ int cli_retry_dead(int argc, char **argv) {
 
 int cli_wait(int argc, char **argv) {
     const char *endpoint = cli_client_default_endpoint();
+    key_paths keys = key_paths_default();
     long timeout_s = 0, interval_ms = 500;
     bool quiet = false;
     const cli_opt opts[] = {
         OPT_COORDINATOR(&endpoint),
+        OPT_CURVE_KEY(&keys.key),
+        OPT_SERVER_KEY(&keys.server),
         OPT_TIMEOUT(&timeout_s, "stop waiting after this long, exit 1 (default 0: no limit)"),
         {.name = "--interval-ms",
          .kind = CLI_LONG,
@@ -316,10 +397,16 @@ int cli_wait(int argc, char **argv) {
     if (prc != CLI_CONTINUE) {
         return prc;
     }
+    coordinator_curve_client key_buf;
+    const coordinator_curve_client *curve = NULL;
+    if ((prc = load_keys(&spec_cli, &keys, &key_buf, &curve)) != 0) {
+        return prc;
+    }
     char err[COMMON_ERR_LEN] = "";
     cli_client *c = NULL;
-    if (cli_client_open(&c, endpoint, NULL, TRY_MS, err) != 0) {
+    if (open_client(&c, endpoint, curve, err) != 0) {
         fprintf(stderr, "chesslens wait: %s\n", err);
+        coordinator_curve_wipe(&key_buf.own);
         return 1;
     }
     bool tty = !quiet && isatty(STDERR_FILENO), silent_noted = false;
@@ -380,5 +467,6 @@ int cli_wait(int argc, char **argv) {
         nanosleep(&nap, NULL);
     }
     cli_client_close(&c);
+    coordinator_curve_wipe(&key_buf.own);
     return status;
 }

@@ -3,12 +3,17 @@
  * endpoints. It owns the database; workers (chesslens-worker) and clients (chesslens submit,
  * status, wait, ...) connect to it. SIGINT or SIGTERM stops it after the batch in progress;
  * started again on the same database, it resumes every unfinished sweep.
+ *
+ * With --curve-key and --clients every connection is CurveZMQ, and only the workers and clients
+ * whose public keys are in the clients directory get in (proto/PROTOCOL.md, "Authentication";
+ * docs/SECURITY.md). Without them it listens on loopback only, unless --insecure-listen.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli_int.h"
+#include "coordinator/curve.h"
 #include "coordinator/service.h"
 
 static volatile sig_atomic_t stop = 0;
@@ -19,9 +24,9 @@ static void on_signal(int sig) {
 }
 
 int main(int argc, char **argv) {
-    const char *db = NULL, *bind = "tcp://127.0.0.1:5555";
+    const char *db = NULL, *bind = "tcp://127.0.0.1:5555", *curve_key = NULL, *clients = NULL;
     long lease_ms = 30000, heartbeat_ms = 0, max_attempts = 3, pairs = 0, games = 0;
-    bool quiet = false;
+    bool quiet = false, insecure_listen = false;
     const cli_opt opts[] = {
         {.name = "--db",
          .kind = CLI_STRING,
@@ -70,11 +75,28 @@ int main(int argc, char **argv) {
          .lo = 0,
          .hi = 1L << 20,
          .help = "games per aggregate task of submitted sweeps (0 = 64)"},
+        {.name = "--curve-key",
+         .kind = CLI_STRING,
+         .value = &curve_key,
+         .meta = "FILE",
+         .help = "its secret key file (chesslens keygen; mode 0600): CurveZMQ on every\n"
+                 "connection; needs --clients"},
+        {.name = "--clients",
+         .kind = CLI_STRING,
+         .value = &clients,
+         .meta = "DIR",
+         .help = "the public keys (*.pub) of the workers and clients it admits; any other\n"
+                 "key is refused and logged"},
+        {.name = "--insecure-listen",
+         .kind = CLI_FLAG,
+         .value = &insecure_listen,
+         .help = "allow plain tcp (no CURVE: anyone who reaches the port is served) on\n"
+                 "addresses other than loopback"},
         {.name = "--quiet", .kind = CLI_FLAG, .value = &quiet, .help = "no log lines"},
     };
     const cli_spec spec = {
         .command = "coordinator",
-        .synopsis = "--db FILE [--bind tcp://127.0.0.1:5555] [--lease-ms MS]",
+        .synopsis = "--db FILE [--bind tcp://127.0.0.1:5555] [--curve-key FILE --clients DIR]",
         .about = "Serves sweeps from the database to chesslens-worker processes and answers\n"
                  "chesslens submit/status/wait/cancel/list/workers/retry-dead (proto/PROTOCOL.md).",
         .opts = opts,
@@ -83,6 +105,18 @@ int main(int argc, char **argv) {
     int prc = cli_parse(&spec, argc, argv, NULL, &n_args);
     if (prc != CLI_CONTINUE) {
         return prc;
+    }
+    /* the service refuses these too; here the message can name the flags */
+    if ((curve_key == NULL) != (clients == NULL)) {
+        return cli_usage_error(&spec,
+                               "--curve-key and --clients go together: CURVE without a clients "
+                               "directory would admit every key (no ZAP handler checks them)");
+    }
+    if (curve_key == NULL && !insecure_listen && !coordinator_endpoint_is_local(bind)) {
+        return cli_usage_error(&spec,
+                               "--bind %s: plain tcp listens on loopback only (127.0.0.0/8, ::1, "
+                               "localhost); give --curve-key and --clients, or --insecure-listen",
+                               bind);
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -97,7 +131,10 @@ int main(int argc, char **argv) {
                                             .max_attempts = (uint32_t)max_attempts,
                                             .plan = {(size_t)pairs, (size_t)games}},
                                   .stop = &stop,
-                                  .log = quiet ? NULL : stderr};
+                                  .log = quiet ? NULL : stderr,
+                                  .curve_key = curve_key,
+                                  .clients_dir = clients,
+                                  .insecure_listen = insecure_listen};
     char err[COMMON_ERR_LEN] = "";
     if (coordinator_service_run(&o, err) != 0) {
         fprintf(stderr, "chesslens-coordinator: %s\n", err);

@@ -28,6 +28,7 @@ static const cli_command commands[] = {
     {"list", cli_list, "list a coordinator's sweeps"},
     {"workers", cli_workers, "list a coordinator's workers and what each runs"},
     {"retry-dead", cli_retry_dead, "run a sweep's dead tasks again"},
+    {"keygen", cli_keygen, "make a CurveZMQ key pair for the service (PREFIX.key, PREFIX.pub)"},
     {"games", cli_games, "datasets of games in a database: import files, generate random games"},
     {"query", cli_query, "run one read-only SQL statement on a database (table, csv, json)"},
     {"export", cli_export, "write one view of a sweep's results as csv or json"},

@@ -1,5 +1,8 @@
 /*
- * service: the ZeroMQ adapter around the scheduler (coordinator/service.h).
+ * service: the ZeroMQ adapter around the scheduler (coordinator/service.h). The CURVE server
+ * (coordinator/curve.h) is set up here: its ZAP handler starts before the socket binds, is
+ * checked every turn, and stops only after the socket is closed, because libzmq admits every
+ * client key of a CURVE socket whose context has no handler.
  */
 #include "coordinator/service.h"
 
@@ -10,6 +13,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "coordinator/curve.h"
 #include "proto/proto.h"
 
 static int64_t now_ns(void) {
@@ -84,24 +88,69 @@ static void log_stats(FILE *log, const char *prefix, const coordinator_sched *sc
     fflush(log);
 }
 
+/* The rules of coordinator/service.h on what may listen, checked before anything starts. */
+static int check_listen(const coordinator_service_opts *o, char *err) {
+    if (o->curve_key != NULL && o->clients_dir == NULL) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "coordinator: a CURVE key without a clients directory: with no ZAP "
+                           "handler to check them, libzmq would admit every client key");
+    }
+    if (o->curve_key == NULL && o->clients_dir != NULL) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "coordinator: a clients directory without a CURVE key: clients are "
+                           "authenticated only with CURVE");
+    }
+    for (size_t i = 0; o->curve_key == NULL && !o->insecure_listen && i < o->n_bind; i++) {
+        if (!coordinator_endpoint_is_local(o->bind[i])) {
+            return common_fail(err, COMMON_ERR_INVALID,
+                               "coordinator: refusing to listen on %s without CURVE: plain tcp "
+                               "is for loopback addresses (127.0.0.0/8, ::1, localhost); give "
+                               "CURVE keys, or allow it explicitly (insecure listen)",
+                               o->bind[i]);
+        }
+    }
+    return 0;
+}
+
 int coordinator_service_run(const coordinator_service_opts *o, char *err) {
     if (o->n_bind == 0 || o->n_bind > COORDINATOR_MAX_BINDS) {
         return common_fail(err, COMMON_ERR_INVALID, "coordinator: %zu endpoints to bind",
                            o->n_bind);
     }
+    int rc = check_listen(o, err);
+    if (rc != 0) {
+        return rc;
+    }
+    coordinator_curve_key key;
+    memset(&key, 0, sizeof key);
+    if (o->curve_key != NULL) {
+        if (!coordinator_curve_available()) {
+            return common_fail(err, COMMON_ERR_UNSUPPORTED,
+                               "coordinator: this libzmq was built without CURVE");
+        }
+        if ((rc = coordinator_curve_read_secret(o->curve_key, &key, err)) != 0) {
+            return rc;
+        }
+    }
     size_t max_batch = o->max_batch > 0 ? o->max_batch : 4096;
     int hwm = o->queue_limit > 0 ? (int)o->queue_limit : 10000;
     coordinator_store *store = NULL;
     coordinator_sched *sched = NULL;
+    coordinator_zap *zap = NULL;
     void *ctx = o->zmq_ctx != NULL ? o->zmq_ctx : zmq_ctx_new();
     void *sock = NULL;
     zmq_msg_t id, body;
     zmq_msg_init(&id);
     zmq_msg_init(&body);
     uint64_t dropped = 0;
-    int rc = 0;
     if (ctx == NULL) {
+        coordinator_curve_wipe(&key);
         return zfail(err, "zmq_ctx_new");
+    }
+    /* the handler before the socket: a CURVE socket must never meet a context without one */
+    if (o->curve_key != NULL &&
+        (rc = coordinator_zap_start(&zap, ctx, o->clients_dir, o->log, err)) != 0) {
+        goto done;
     }
     if ((rc = coordinator_store_open(&store, o->db_path, 0, err)) != 0 ||
         (rc = coordinator_sched_new(&sched, store, &o->sched, now_ns(), err)) != 0) {
@@ -121,6 +170,20 @@ int coordinator_service_run(const coordinator_service_opts *o, char *err) {
         zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero) != 0) {
         rc = zfail(err, "zmq_setsockopt");
         goto done;
+    }
+    if (zap != NULL) {
+        rc = coordinator_curve_server_setup(sock, &key, err);
+        coordinator_curve_wipe(&key); /* libzmq keeps its own copy */
+        if (rc != 0) {
+            goto done;
+        }
+        if (o->log != NULL) {
+            fprintf(o->log,
+                    "coordinator: CURVE on: server key %s, admitting the %zu client key%s of %s\n",
+                    key.public_z85, coordinator_zap_clients(zap),
+                    coordinator_zap_clients(zap) == 1 ? "" : "s", o->clients_dir);
+            fflush(o->log);
+        }
     }
     for (size_t i = 0; i < o->n_bind; i++) {
         if (zmq_bind(sock, o->bind[i]) != 0) {
@@ -142,6 +205,10 @@ int coordinator_service_run(const coordinator_service_opts *o, char *err) {
     }
     int64_t last_log = now_ns();
     while (o->stop == NULL || !*o->stop) {
+        if (zap != NULL && coordinator_zap_failed(zap, err)) {
+            rc = COMMON_ERR_IO; /* handshakes now wait for it: stop rather than serve without */
+            goto done;
+        }
         int64_t now = now_ns();
         int64_t wake = coordinator_sched_next_wake(sched);
         /* wake at the scheduler's next deadline, and at least every 200 ms to see *stop */
@@ -191,6 +258,8 @@ done:
     if (sock != NULL) {
         zmq_close(sock);
     }
+    coordinator_zap_stop(&zap); /* after the CURVE socket is closed, never before */
+    coordinator_curve_wipe(&key);
     if (o->zmq_ctx == NULL) {
         zmq_ctx_term(ctx);
     }

@@ -509,6 +509,12 @@ static int open_socket(svc *s, char *err) {
         close_socket(s);
         return common_fail(err, COMMON_ERR_IO, "worker: zmq_setsockopt: %s", zmq_strerror(e));
     }
+    int rc =
+        s->o->socket_setup != NULL ? s->o->socket_setup(s->sock, s->o->socket_setup_arg, err) : 0;
+    if (rc != 0) {
+        close_socket(s);
+        return rc;
+    }
     if (zmq_connect(s->sock, s->o->endpoint) != 0) {
         int e = zmq_errno();
         close_socket(s);

@@ -127,6 +127,12 @@ typedef struct worker_service_opts {
      * Two keep the compute thread busy while a result goes and the next task comes; tasks of
      * well under a millisecond need more to cover the coordinator's round trip. */
     uint32_t slots;
+    /* Called on every socket the worker opens, before its zmq_connect (a reconnect opens a
+     * fresh socket, so options set here hold on every connection), e.g. CURVE keys with
+     * coordinator_curve_client_setup (coordinator/curve.h); NULL: none. A failure ends
+     * worker_service_run with its code. socket_setup_arg is passed to it (borrowed). */
+    int (*socket_setup)(void *sock, const void *arg, char *err);
+    const void *socket_setup_arg;
 } worker_service_opts;
 
 /* Runs the worker until *stop is set (0) or an unrecoverable error (a negative code: the

@@ -8,6 +8,10 @@
  * result is acknowledged, then it exits 0. The handler is installed with SA_RESETHAND, so a
  * second signal kills it at once (a task that hangs cannot keep it alive against the operator).
  * Exit codes: 0 after a clean stop, 1 for an error, 2 for a bad command line.
+ *
+ * With --curve-key (its own secret key file) and --server-key (the coordinator's public key
+ * file) every connection is CurveZMQ (proto/PROTOCOL.md, "Authentication"): the keys are read
+ * once at start and set on every socket the worker opens, reconnects included.
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,6 +20,7 @@
 #include <string.h>
 
 #include "cli/cli_int.h"
+#include "coordinator/curve.h"
 #include "worker/service.h"
 
 static volatile sig_atomic_t stop = 0;
@@ -46,7 +51,8 @@ static bool parse_devices(const char *s, int32_t *ids, size_t *n) {
 
 int main(int argc, char **argv) {
     static const char *const backends[] = {"cpu", "cuda", "noop", NULL};
-    const char *endpoint = NULL, *devices = NULL, *id = NULL, *faults = NULL;
+    const char *endpoint = NULL, *devices = NULL, *id = NULL, *faults = NULL, *curve_key = NULL,
+               *server_key = NULL;
     int backend = 0;
     long threads = 0, max_models = 2, prefetch = 2;
     bool verbose = false, trace = false;
@@ -98,6 +104,17 @@ int main(int argc, char **argv) {
          .allow_empty = true,
          .help = "inject faults, for tests: fail_task=ID, hang_task=ID, abort_task=ID,\n"
                  "sleep_ms=MS, comma-separated"},
+        {.name = "--curve-key",
+         .kind = CLI_STRING,
+         .value = &curve_key,
+         .meta = "FILE",
+         .help = "its own secret key file (chesslens keygen; mode 0600): CurveZMQ to the\n"
+                 "coordinator, which must list its .pub; needs --server-key"},
+        {.name = "--server-key",
+         .kind = CLI_STRING,
+         .value = &server_key,
+         .meta = "FILE",
+         .help = "the coordinator's public key file (its .pub); needs --curve-key"},
         {.name = "--verbose",
          .kind = CLI_FLAG,
          .value = &verbose,
@@ -123,7 +140,18 @@ int main(int argc, char **argv) {
     if (devices != NULL && !parse_devices(devices, ids, &n_ids)) {
         return cli_usage_error(&spec, "--devices: '%s' is not a list of ids like 0,1", devices);
     }
+    if ((curve_key == NULL) != (server_key == NULL)) {
+        return cli_usage_error(&spec, "--curve-key and --server-key go together");
+    }
     char err[COMMON_ERR_LEN] = "", name[32];
+    /* read before the model loads, so that a bad key file fails at once */
+    coordinator_curve_client curve;
+    memset(&curve, 0, sizeof curve);
+    if (curve_key != NULL &&
+        coordinator_curve_client_load(&curve, curve_key, server_key, err) != 0) {
+        fprintf(stderr, "chesslens-worker: %s\n", err);
+        return 1;
+    }
     worker_compute c = {0};
     if (backends[backend][0] == 'n') {
         worker_compute_noop(&c);
@@ -139,6 +167,7 @@ int main(int argc, char **argv) {
         }
         if (worker_compute_executor(&c, name, (int)threads, (size_t)max_models, err) != 0) {
             fprintf(stderr, "chesslens-worker: %s\n", err);
+            coordinator_curve_wipe(&curve.own);
             return 1;
         }
     }
@@ -148,6 +177,7 @@ int main(int argc, char **argv) {
     }
     if (faults != NULL && worker_compute_faulty(&c, &c, faults, err) != 0) {
         worker_compute_destroy(&c);
+        coordinator_curve_wipe(&curve.own);
         fprintf(stderr, "chesslens-worker: --faults: %s\n", err);
         return 2;
     }
@@ -164,11 +194,15 @@ int main(int argc, char **argv) {
                              .id = id,
                              .stop = &stop,
                              .slots = (uint32_t)prefetch,
+                             .socket_setup =
+                                 curve_key != NULL ? coordinator_curve_client_setup : NULL,
+                             .socket_setup_arg = &curve,
                              .verbose = trace     ? 2
                                         : verbose ? 1
                                                   : 0};
     int rc = worker_service_run(&o, &c, err);
     worker_compute_destroy(&c);
+    coordinator_curve_wipe(&curve.own);
     if (rc != 0) {
         fprintf(stderr, "chesslens-worker: %s\n", err);
         return 1;
