@@ -4,7 +4,8 @@
  * export writes one public view of one sweep. Both open the store read-only (SQLITE_OPEN_READONLY
  * and PRAGMA query_only), and query adds guards of its own: the statement must be read-only by
  * SQLite's account, ATTACH is impossible (the attached-database limit is 0), a PRAGMA that sets
- * a value is refused, and a time limit interrupts it through the progress handler. Rows are
+ * a value is refused, the connection is in SQLite's defensive mode without extensions, SQLite's
+ * memory has a ceiling, and a time limit interrupts it through the progress handler. Rows are
  * written as SQLite steps them, so memory does not grow with the result; only the table format
  * holds back its first rows (TABLE_SAMPLE_ROWS) to measure its columns.
  */
@@ -540,7 +541,7 @@ static bool only_empty_statements(sqlite3 *db, const char *text) {
 int cli_query(int argc, char **argv) {
     const char *db_path = DEFAULT_DB;
     int format = FORMAT_TABLE;
-    long timeout_s = 30;
+    long timeout_s = 30, memory_mb = 1024;
     static const char *const formats[] = {"table", "csv", "json", NULL};
     const cli_opt opts[] = {
         DB_OPT(&db_path),
@@ -558,10 +559,17 @@ int cli_query(int argc, char **argv) {
          .lo = 0,
          .hi = 86400,
          .help = "interrupt the query after this long (default 30; 0 = no limit)"},
+        {.name = "--memory-mb",
+         .kind = CLI_LONG,
+         .value = &memory_mb,
+         .meta = "MB",
+         .lo = 1,
+         .hi = 1 << 20,
+         .help = "refuse to let SQLite use more memory than this (default 1024)"},
     };
     const cli_spec spec = {.command = "query",
                            .synopsis = "SQL [--db DB] [--format table|csv|json] "
-                                       "[--timeout SECONDS]",
+                                       "[--timeout SECONDS] [--memory-mb MB]",
                            .about = "Runs one read-only SQL statement on the database and prints "
                                     "its rows on stdout as\nSQLite steps them (the table format "
                                     "measures its columns on the first 1000\nrows). The public "
@@ -585,6 +593,11 @@ int cli_query(int argc, char **argv) {
     sqlite3 *db = coordinator_store_db(s);
     guard g = {""};
     deadline d = {timeout_s > 0 ? common_now_s() + (double)timeout_s : 0.0, false};
+    /* defensive mode (no writable_schema, no writes to shadow tables), no extensions, and a
+     * ceiling on SQLite's memory: a statement from the command line can only read */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, (int *)NULL);
+    sqlite3_hard_heap_limit64((sqlite3_int64)memory_mb << 20);
     sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
     sqlite3_set_authorizer(db, authorize, &g);
 
@@ -623,8 +636,14 @@ int cli_query(int argc, char **argv) {
         goto done;
     }
     if (rc != SQLITE_OK) {
-        fprintf(stderr, "chesslens query: %s\n",
-                rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(db));
+        if (rc == SQLITE_NOMEM) {
+            fprintf(stderr,
+                    "chesslens query: out of memory: the query needs more than its memory "
+                    "limit of %ld MB (--memory-mb)\n",
+                    memory_mb);
+        } else {
+            fprintf(stderr, "chesslens query: %s\n", sqlite3_errmsg(db));
+        }
         goto done;
     }
     if (fflush(stdout) != 0 || ferror(stdout)) {

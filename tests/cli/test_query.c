@@ -340,6 +340,17 @@ static void test_time_limit(void **state) {
     expect_contains("SELECT 1", "--timeout -1", 2, "--timeout must be an integer");
 }
 
+/* A statement that needs more memory than --memory-mb is stopped with the reason, and one
+ * that fits runs under the same limit. */
+static void test_memory_limit(void **state) {
+    (void)state;
+    const char *big = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r "
+                      "LIMIT 3000000) SELECT length(group_concat(i)) FROM r";
+    expect_contains(big, "--memory-mb 8", 1, "memory limit of 8 MB (--memory-mb)");
+    expect_contains(big, "--memory-mb 256 --format csv", 0, "\r\n22888895\r\n");
+    expect_contains("SELECT 1", "--memory-mb 0", 2, "--memory-mb must be an integer");
+}
+
 static void test_sql_errors(void **state) {
     (void)state;
     expect_contains("SELEC 1", "", 1, "near \"SELEC\": syntax error");
@@ -480,6 +491,7 @@ int main(void) {
         cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_one_statement),
         cmocka_unit_test(test_time_limit),
+        cmocka_unit_test(test_memory_limit),
         cmocka_unit_test(test_sql_errors),
         cmocka_unit_test(test_missing_database),
         cmocka_unit_test(test_export),
