@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: the format check; every test in a Release build (asserts
-# on); a short libFuzzer run of every fuzz target; and every test again in a Debug
+# on); a libFuzzer run of every fuzz target; and every test again in a Debug
 # build under AddressSanitizer + UndefinedBehaviorSanitizer (any sanitizer report fails the
 # test). GPU tests skip, visibly, where no GPU is visible; the sanitizer pass leaves them out
 # (the CUDA runtime is not built for ASan), and the one-node Slurm cluster of the Slurm test
@@ -14,12 +14,12 @@ cmake --build build/release -j"$jobs"
 cmake --build build/release --target format-check
 (cd build/release && ctest --output-on-failure -j"$jobs")
 
-# Fuzz smoke run: every libFuzzer target (tests/<component>/fuzz/fuzz_NAME, seed corpus in
-# tests/<component>/fuzz/corpus/NAME) for FUZZ_SECONDS (default 20) on a copy of its corpus, so
-# that the corpus in the repository is not rewritten. Allocations over FUZZ_MALLOC_MB (default
-# 512) count as findings: a decoder must not allocate from a size it has not checked. A crash,
-# a leak or a sanitizer report fails.
-fuzz_seconds=${FUZZ_SECONDS:-20}
+# Fuzz run: every libFuzzer target (tests/<component>/fuzz/fuzz_NAME, seed corpus in
+# tests/<component>/fuzz/corpus/NAME) for FUZZ_SECONDS (default 60), as many at once as there
+# are CPUs, each on a copy of its corpus, so that the corpus in the repository is not
+# rewritten. Allocations over FUZZ_MALLOC_MB (default 512) count as findings: a decoder must
+# not allocate from a size it has not checked. A crash, a leak or a sanitizer report fails.
+fuzz_seconds=${FUZZ_SECONDS:-60}
 fuzz_malloc_mb=${FUZZ_MALLOC_MB:-512}
 corpora=(tests/*/fuzz/corpus/*/)
 targets=()
@@ -28,19 +28,40 @@ for corpus in "${corpora[@]}"; do
 done
 CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DCHESSLENS_GPU=OFF -DCHESSLENS_FUZZ=ON
 cmake --build build/fuzz -j"$jobs" --target "${targets[@]}"
-for corpus in "${corpora[@]}"; do
+# fuzz_one CORPUS: runs its target, the log in build/fuzz/fuzz_NAME.log; a finding leaves
+# build/fuzz/failed-NAME
+fuzz_one() {
+    local corpus=$1 name component
     name=$(basename "$corpus")
     component=$(basename "$(dirname "$(dirname "$(dirname "$corpus")")")")
-    rm -rf "build/fuzz/corpus-$name"
+    rm -rf "build/fuzz/corpus-$name" "build/fuzz/failed-$name"
     cp -r "$corpus" "build/fuzz/corpus-$name"
-    if ! "build/fuzz/tests/$component/fuzz/fuzz_$name" -max_total_time="$fuzz_seconds" -seed=1 \
+    "build/fuzz/tests/$component/fuzz/fuzz_$name" -max_total_time="$fuzz_seconds" -seed=1 \
         -malloc_limit_mb="$fuzz_malloc_mb" -artifact_prefix="build/fuzz/crash-$name-" \
-        "build/fuzz/corpus-$name" >"build/fuzz/fuzz_$name.log" 2>&1; then
-        cat "build/fuzz/fuzz_$name.log"
-        exit 1
+        "build/fuzz/corpus-$name" >"build/fuzz/fuzz_$name.log" 2>&1 ||
+        touch "build/fuzz/failed-$name"
+}
+running=0
+for corpus in "${corpora[@]}"; do
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n
+        running=$((running - 1))
     fi
-    tail -n 1 "build/fuzz/fuzz_$name.log"
+    fuzz_one "$corpus" &
+    running=$((running + 1))
 done
+wait
+failed=0
+for corpus in "${corpora[@]}"; do
+    name=$(basename "$corpus")
+    if [ -e "build/fuzz/failed-$name" ]; then
+        cat "build/fuzz/fuzz_$name.log"
+        failed=1
+    else
+        tail -n 1 "build/fuzz/fuzz_$name.log"
+    fi
+done
+[ "$failed" = 0 ] || { echo "fuzz: a target found a failure (its log is above)" >&2; exit 1; }
 echo "fuzz: ${targets[*]} ran ${fuzz_seconds} s each without a finding"
 
 cmake -S . -B build/debug -DCMAKE_BUILD_TYPE=Debug -DCHESSLENS_GPU=OFF
