@@ -149,36 +149,6 @@ static size_t display_width(const char *s, size_t n) {
     return w;
 }
 
-/* Length of the valid UTF-8 sequence at p[0..n) (1..4), or 0 when it is not one: overlong
- * forms, surrogates and code points above U+10FFFF are invalid. */
-static size_t utf8_sequence(const unsigned char *p, size_t n) {
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF; /* bounds of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        lo = c == 0xE0 ? 0xA0 : 0x80;
-        hi = c == 0xED ? 0x9F : 0xBF;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        lo = c == 0xF0 ? 0x90 : 0x80;
-        hi = c == 0xF4 ? 0x8F : 0xBF;
-    } else {
-        return 0;
-    }
-    if (n < len || p[1] < lo || p[1] > hi) {
-        return 0;
-    }
-    for (size_t i = 2; i < len; i++) {
-        if (p[i] < 0x80 || p[i] > 0xBF) {
-            return 0;
-        }
-    }
-    return len;
-}
-
 /* A JSON string: quotes, backslashes and control characters escaped, valid UTF-8 kept as it
  * is, and each byte of an invalid sequence replaced by U+FFFD (JSON text must be Unicode). */
 static void json_put_string(FILE *out, const unsigned char *p, size_t n) {
@@ -203,7 +173,7 @@ static void json_put_string(FILE *out, const unsigned char *p, size_t n) {
             i++;
             continue;
         }
-        size_t len = utf8_sequence(p + i, n - i);
+        size_t len = common_utf8_sequence(p + i, n - i, NULL);
         if (len == 0) {
             fputs("\\ufffd", out);
             i++;

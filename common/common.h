@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #define COMMON_ERR_LEN 256
@@ -70,5 +71,10 @@ bool common_same_file(const char *a, const char *b);
 
 /* Monotonic clock in seconds, for progress and benchmarks. */
 double common_now_s(void);
+
+/* The length (2..4) of the valid multi-byte UTF-8 sequence at p[0..n), or 0 when p does not
+ * start one (a byte below 0x80 is not one either): overlong forms, surrogates, code points above
+ * U+10FFFF and truncated sequences are invalid. *cp (NULL allowed) receives its code point. */
+size_t common_utf8_sequence(const unsigned char *p, size_t n, uint32_t *cp);
 
 #endif

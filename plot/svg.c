@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/common.h"
 #include "plot/plot.h"
 
 struct plot_svg {
@@ -58,35 +59,8 @@ static void puts_(plot_svg *s, const char *text) {
 
 /* Length of the valid UTF-8 sequence at p[0..n) (2..4) holding a character XML allows, or 0. */
 static size_t utf8_xml_char(const unsigned char *p, size_t n) {
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF; /* bounds of the second byte */
-    unsigned long cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1Fu;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0Fu;
-        lo = c == 0xE0 ? 0xA0 : 0x80;
-        hi = c == 0xED ? 0x9F : 0xBF; /* no surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07u;
-        lo = c == 0xF0 ? 0x90 : 0x80;
-        hi = c == 0xF4 ? 0x8F : 0xBF;
-    } else {
-        return 0;
-    }
-    if (n < len || p[1] < lo || p[1] > hi) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if (i > 1 && (p[i] < 0x80 || p[i] > 0xBF)) {
-            return 0;
-        }
-        cp = (cp << 6) | (p[i] & 0x3Fu);
-    }
+    uint32_t cp = 0;
+    size_t len = common_utf8_sequence(p, n, &cp);
     return cp == 0xFFFE || cp == 0xFFFF ? 0 : len;
 }
 

@@ -58,9 +58,47 @@ static void test_read_file_roundtrip_and_missing(void **state) {
     assert_non_null(strstr(err, "/nonexistent/chesslens.txt"));
 }
 
+/* Valid sequences of 2, 3 and 4 bytes with their code points; ASCII, continuation bytes,
+ * overlong forms, surrogates, code points past U+10FFFF and truncated sequences are not. */
+static void test_utf8_sequence(void **state) {
+    (void)state;
+    const struct {
+        const char *bytes;
+        size_t len;
+        uint32_t cp;
+    } ok[] = {{"\xc3\xa9", 2, 0xE9},
+              {"\xe2\x99\x9e", 3, 0x265E},
+              {"\xef\xbf\xbf", 3, 0xFFFF},
+              {"\xf0\x9f\x98\x80", 4, 0x1F600},
+              {"\xf4\x8f\xbf\xbf", 4, 0x10FFFF}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        uint32_t cp = 0;
+        const unsigned char *p = (const unsigned char *)ok[i].bytes;
+        assert_int_equal(common_utf8_sequence(p, strlen(ok[i].bytes), &cp), ok[i].len);
+        assert_int_equal(cp, ok[i].cp);
+        assert_int_equal(common_utf8_sequence(p, ok[i].len - 1, NULL), 0); /* truncated */
+    }
+    const char *const bad[] = {"A",
+                               "\x80",
+                               "\xc0\xaf",
+                               "\xc1\xbf",
+                               "\xe0\x80\xaf",
+                               "\xed\xa0\x80",
+                               "\xf0\x80\x80\xaf",
+                               "\xf4\x90\x80\x80",
+                               "\xf5\x80\x80\x80",
+                               "\xe2\x28\xa1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(common_utf8_sequence((const unsigned char *)bad[i], strlen(bad[i]), NULL),
+                         0);
+    }
+    assert_int_equal(common_utf8_sequence((const unsigned char *)"", 0, NULL), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fail_formats_message_and_returns_code),
+        cmocka_unit_test(test_utf8_sequence),
         cmocka_unit_test(test_fail_truncates_long_messages),
         cmocka_unit_test(test_read_file_roundtrip_and_missing),
     };
