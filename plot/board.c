@@ -15,7 +15,7 @@
 
 #include "plot/plot_int.h"
 
-#define MARGIN 16.0
+#define MARGIN PLOT_MARGIN
 #define SQUARE 56.0
 #define MARK_COLOR "#e6550d"
 
@@ -127,28 +127,14 @@ int plot_board_svg(const plot_board *b, bool standalone, char **out, size_t *len
     double bar_x = bx + side + 28;
     double fig_w =
         bar_x + plot_colorbar_width(PLOT_SCALE_SEQUENTIAL, lo, hi, b->value_label) + MARGIN;
-    fig_w = fmax(fig_w, 2 * MARGIN + plot_text_width(b->title, PLOT_FONT_TITLE));
-    if (b->subtitle != NULL) {
-        fig_w = fmax(fig_w, 2 * MARGIN + plot_text_width(b->subtitle, PLOT_FONT_SUBTITLE));
-    }
     double fig_h = legend_y + 16 + MARGIN;
 
     plot_svg *s = NULL;
-    int rc = plot_svg_new(&s, ceil(fig_w), ceil(fig_h), standalone, err);
+    int rc = plot_figure_open(&s, fig_w, fig_h, standalone, "chesslens-board", b->title,
+                              b->subtitle, err);
     if (rc != 0) {
         return rc;
     }
-    plot_svg_attr(s, "class", "chesslens-board");
-    plot_svg_rect(s, 0, 0, ceil(fig_w), ceil(fig_h), "#ffffff");
-    plot_svg_begin(s, "g");
-    plot_svg_attr(s, "fill", PLOT_TEXT_COLOR);
-    plot_svg_label(s, MARGIN, MARGIN + PLOT_FONT_TITLE - 2, PLOT_FONT_TITLE, "start", 0,
-                   "font-weight:bold", b->title);
-    if (b->subtitle != NULL) {
-        plot_svg_label(s, MARGIN, MARGIN + PLOT_FONT_TITLE + PLOT_FONT_SUBTITLE + 4,
-                       PLOT_FONT_SUBTITLE, "start", 0, NULL, b->subtitle);
-    }
-    plot_svg_end(s, "g");
 
     /* squares, rank 8 at the top */
     char color[8], title[256], num[32];

@@ -16,7 +16,7 @@
 
 #include "plot/plot_int.h"
 
-#define MARGIN 16.0
+#define MARGIN PLOT_MARGIN
 #define PANEL_GAP 28.0     /* between panels side by side */
 #define PANEL_ROW_GAP 18.0 /* between rows of panels */
 #define GRID_W 880.0       /* the width a row of panels' cells aims at */
@@ -284,28 +284,14 @@ int plot_heatmap_svg(const plot_heatmap *h, bool standalone, char **out, size_t 
     double bar_x = width + 24,
            bar_y = top + (h->panels[0].title != NULL ? PLOT_FONT_PANEL + 10 : 0);
     double fig_w = bar_x + plot_colorbar_width(h->scale, lo, hi, h->value_label) + MARGIN;
-    fig_w = fmax(fig_w, 2 * MARGIN + plot_text_width(h->title, PLOT_FONT_TITLE));
-    if (h->subtitle != NULL) {
-        fig_w = fmax(fig_w, 2 * MARGIN + plot_text_width(h->subtitle, PLOT_FONT_SUBTITLE));
-    }
     double fig_h = fmax(y - PANEL_ROW_GAP + MARGIN, bar_y + bar_h + 2 * MARGIN);
 
     plot_svg *s = NULL;
-    if ((rc = plot_svg_new(&s, ceil(fig_w), ceil(fig_h), standalone, err)) != 0) {
+    if ((rc = plot_figure_open(&s, fig_w, fig_h, standalone, "chesslens-heatmap", h->title,
+                               h->subtitle, err)) != 0) {
         free(ls);
         return rc;
     }
-    plot_svg_attr(s, "class", "chesslens-heatmap");
-    plot_svg_rect(s, 0, 0, ceil(fig_w), ceil(fig_h), "#ffffff");
-    plot_svg_begin(s, "g");
-    plot_svg_attr(s, "fill", PLOT_TEXT_COLOR);
-    plot_svg_label(s, MARGIN, MARGIN + PLOT_FONT_TITLE - 2, PLOT_FONT_TITLE, "start", 0,
-                   "font-weight:bold", h->title);
-    if (h->subtitle != NULL) {
-        plot_svg_label(s, MARGIN, MARGIN + PLOT_FONT_TITLE + PLOT_FONT_SUBTITLE + 4,
-                       PLOT_FONT_SUBTITLE, "start", 0, NULL, h->subtitle);
-    }
-    plot_svg_end(s, "g");
     for (size_t i = 0; i < h->n_panels; i++) {
         draw_panel(s, h, &h->panels[i], &ls[i], cw, ch, lo, hi);
     }

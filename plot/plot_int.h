@@ -1,6 +1,7 @@
 /*
- * plot_int.h: what the heatmap and the board share inside plot/ (private to it): the width a
- * label takes, the ticks of a colour scale and the colour bar drawn from them.
+ * plot_int.h: what the heatmap and the board share inside plot/ (private to it): the frame of
+ * a figure, the width a label takes, the ticks of a colour scale and the colour bar drawn from
+ * them.
  */
 #ifndef CHESSLENS_PLOT_INT_H
 #define CHESSLENS_PLOT_INT_H
@@ -15,6 +16,15 @@
 #define PLOT_FONT_AXIS 11.0
 #define PLOT_TEXT_COLOR "#222222"
 #define PLOT_MUTED_COLOR "#555555"
+
+/* The margin (px) around every figure. */
+#define PLOT_MARGIN 16.0
+
+/* Opens a figure of at least w x h px (widened to fit its title and subtitle), class cls,
+ * on a white background with its title (bold) and subtitle (NULL: none) at the top left:
+ * what the heatmap and the board begin with. *out is set on success. */
+int plot_figure_open(plot_svg **out, double w, double h, bool standalone, const char *cls,
+                     const char *title, const char *subtitle, char *err);
 
 /* The width (px) text of the given font size takes, estimated per character (no font metrics
  * are at hand; DejaVu Sans averages about 0.62 em, which errs on the wide side). */
