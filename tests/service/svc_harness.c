@@ -520,6 +520,17 @@ void svc_reference_run(svc_env *e, const char *spec_path, const char *ref_db) {
     svc_cli_free(&r);
 }
 
+int64_t svc_scenario(svc_env *e, const char *tag, char spec[SVC_PATH], char ref[SVC_PATH]) {
+    char file[256];
+    svc_env_init(e, tag);
+    snprintf(file, sizeof file, "%s.json", tag);
+    svc_path(e, file, spec, SVC_PATH);
+    svc_path(e, "ref.db", ref, SVC_PATH);
+    svc_write_spec(spec, tag);
+    svc_reference_run(e, spec, ref);
+    return svc_query_int(ref, "SELECT count(*) FROM task");
+}
+
 /* ---- the database ---- */
 
 sqlite3 *svc_db_open(const char *db) {

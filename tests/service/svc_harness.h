@@ -131,6 +131,10 @@ void svc_write_spec(const char *path, const char *sweep_name);
 void svc_make_dataset(svc_env *e, const char *db);
 /* A fault-free reference: the dataset and `chesslens run SPEC` in ref_db (created afresh). */
 void svc_reference_run(svc_env *e, const char *spec_path, const char *ref_db);
+/* What every fault scenario starts with: svc_env_init(e, tag), the spec of sweep TAG written
+ * to spec (TAG.json in the scratch directory) and its fault-free reference run into ref
+ * (ref.db). Returns the tasks the reference planned. */
+int64_t svc_scenario(svc_env *e, const char *tag, char spec[SVC_PATH], char ref[SVC_PATH]);
 
 /* ---- the database ---- */
 

@@ -25,13 +25,8 @@
 
 static void test_sweep_matches_run(void **state) {
     svc_env *e = *state;
-    svc_env_init(e, "e2e");
     char spec[SVC_PATH], ref[SVC_PATH], name[256];
-    svc_path(e, "e2e.json", spec, sizeof spec);
-    svc_path(e, "ref.db", ref, sizeof ref);
-    svc_write_spec(spec, "e2e");
-    svc_reference_run(e, spec, ref);
-    int64_t planned = svc_query_int(ref, "SELECT count(*) FROM task");
+    int64_t planned = svc_scenario(e, "e2e", spec, ref);
     assert_true(planned >= 10);
 
     svc_make_dataset(e, e->db);

@@ -126,6 +126,16 @@ static void versioned_status(frames *l, int kind) {
     add_written(l, &w);
 }
 
+/* The keys every hostile message below starts with: version 1, its type, request id 5. */
+static void message_head(proto_writer *w, const char *type) {
+    proto_w_str(w, "v");
+    proto_w_uint(w, 1);
+    proto_w_str(w, "t");
+    proto_w_str(w, type);
+    proto_w_str(w, "req");
+    proto_w_uint(w, 5);
+}
+
 /* The hostile MessagePack battery: each one a single frame that must be refused. */
 static void hostile_frames(frames *l) {
     static const uint8_t array_100m[] = {0xdd, 0x05, 0xf5, 0xe1, 0x00};
@@ -169,64 +179,34 @@ static void hostile_frames(frames *l) {
     proto_writer w;
     proto_writer_init(&w);
     proto_w_map(&w, 5);
-    proto_w_str(&w, "v");
-    proto_w_uint(&w, 1);
-    proto_w_str(&w, "t");
-    proto_w_str(&w, "status");
-    proto_w_str(&w, "req");
-    proto_w_uint(&w, 5);
+    message_head(&w, "status");
     proto_w_str(&w, "sweep");
     proto_w_str(&w, "");
     proto_w_str(&w, "req");
     proto_w_uint(&w, 6);
     add_written(l, &w);
     proto_w_map(&w, 4);
-    proto_w_str(&w, "v");
-    proto_w_uint(&w, 1);
-    proto_w_str(&w, "t");
-    proto_w_str(&w, "status");
-    proto_w_str(&w, "req");
-    proto_w_uint(&w, 5);
+    message_head(&w, "status");
     proto_w_str(&w, "sweep");
     proto_w_int(&w, 5);
     add_written(l, &w);
     proto_w_map(&w, 4);
-    proto_w_str(&w, "v");
-    proto_w_uint(&w, 1);
-    proto_w_str(&w, "t");
-    proto_w_str(&w, "status");
-    proto_w_str(&w, "req");
-    proto_w_uint(&w, 5);
+    message_head(&w, "status");
     proto_w_str(&w, "sweep");
     proto_w_strn(&w, "a\0b", 3);
     add_written(l, &w);
     proto_w_map(&w, 5);
-    proto_w_str(&w, "v");
-    proto_w_uint(&w, 1);
-    proto_w_str(&w, "t");
-    proto_w_str(&w, "status");
-    proto_w_str(&w, "req");
-    proto_w_uint(&w, 5);
+    message_head(&w, "status");
     proto_w_str(&w, "sweep");
     proto_w_str(&w, "");
     proto_w_str(&w, "extra");
     proto_w_uint(&w, 1);
     add_written(l, &w);
     proto_w_map(&w, 3);
-    proto_w_str(&w, "v");
-    proto_w_uint(&w, 1);
-    proto_w_str(&w, "t");
-    proto_w_str(&w, "status");
-    proto_w_str(&w, "req");
-    proto_w_uint(&w, 5);
+    message_head(&w, "status");
     add_written(l, &w);
     proto_w_map(&w, 3);
-    proto_w_str(&w, "v");
-    proto_w_uint(&w, 1);
-    proto_w_str(&w, "t");
-    proto_w_str(&w, "launch");
-    proto_w_str(&w, "req");
-    proto_w_uint(&w, 5);
+    message_head(&w, "launch");
     add_written(l, &w);
     /* messages only a coordinator sends */
     proto_msg welcome = {.type = PROTO_WELCOME, .heartbeat_ms = 100, .lease_ms = 1000};

@@ -36,13 +36,8 @@ static int run_wait(svc_env *e, const char *name) {
 
 static void test_poison_task_dies_and_retries(void **state) {
     svc_env *e = *state;
-    svc_env_init(e, "poison");
     char spec[SVC_PATH], ref[SVC_PATH], name[256], faults[64], key[128], attempts[16];
-    svc_path(e, "poison.json", spec, sizeof spec);
-    svc_path(e, "ref.db", ref, sizeof ref);
-    svc_write_spec(spec, "poison");
-    svc_reference_run(e, spec, ref);
-    int64_t planned = svc_query_int(ref, "SELECT count(*) FROM task");
+    int64_t planned = svc_scenario(e, "poison", spec, ref);
 
     svc_make_dataset(e, e->db);
     const char *const opts[] = {"--lease-ms", LEASE_MS, "--max-attempts", "3", NULL};

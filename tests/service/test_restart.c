@@ -22,13 +22,8 @@
 
 static void test_kill9_coordinator_and_restart(void **state) {
     svc_env *e = *state;
-    svc_env_init(e, "restart");
     char spec[SVC_PATH], ref[SVC_PATH], name[256], log[SVC_PATH];
-    svc_path(e, "restart.json", spec, sizeof spec);
-    svc_path(e, "ref.db", ref, sizeof ref);
-    svc_write_spec(spec, "restart");
-    svc_reference_run(e, spec, ref);
-    int64_t planned = svc_query_int(ref, "SELECT count(*) FROM task");
+    int64_t planned = svc_scenario(e, "restart", spec, ref);
 
     svc_make_dataset(e, e->db);
     const char *const opts[] = {"--lease-ms", "3000", "--heartbeat-ms", "200", NULL};

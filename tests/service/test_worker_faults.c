@@ -57,13 +57,8 @@ static void wait_ok(svc_env *e, const char *name) {
 
 static void test_kill9_worker_mid_task(void **state) {
     svc_env *e = *state;
-    svc_env_init(e, "kill9");
     char spec[SVC_PATH], ref[SVC_PATH], name[256];
-    svc_path(e, "kill9.json", spec, sizeof spec);
-    svc_path(e, "ref.db", ref, sizeof ref);
-    svc_write_spec(spec, "kill9");
-    svc_reference_run(e, spec, ref);
-    int64_t planned = svc_query_int(ref, "SELECT count(*) FROM task");
+    int64_t planned = svc_scenario(e, "kill9", spec, ref);
 
     svc_make_dataset(e, e->db);
     const char *const opts[] = {"--lease-ms", "1500", "--heartbeat-ms", "250", NULL};
@@ -154,13 +149,8 @@ static bool worker_connected(const svc_env *e, const char *id, int timeout_ms) {
 
 static void test_sigstop_worker_is_fenced(void **state) {
     svc_env *e = *state;
-    svc_env_init(e, "sigstop");
     char spec[SVC_PATH], ref[SVC_PATH], name[256], w1_log[SVC_PATH];
-    svc_path(e, "sigstop.json", spec, sizeof spec);
-    svc_path(e, "ref.db", ref, sizeof ref);
-    svc_write_spec(spec, "sigstop");
-    svc_reference_run(e, spec, ref);
-    int64_t planned = svc_query_int(ref, "SELECT count(*) FROM task");
+    int64_t planned = svc_scenario(e, "sigstop", spec, ref);
 
     svc_make_dataset(e, e->db);
     const char *const opts[] = {"--lease-ms", "1500", "--heartbeat-ms", "250", NULL};
@@ -310,13 +300,8 @@ static void send_empty_result(svc_client *c, int64_t task, uint64_t epoch) {
 
 static void test_late_reports_are_fenced(void **state) {
     svc_env *e = *state;
-    svc_env_init(e, "late");
     char spec[SVC_PATH], ref[SVC_PATH], name[256];
-    svc_path(e, "late.json", spec, sizeof spec);
-    svc_path(e, "ref.db", ref, sizeof ref);
-    svc_write_spec(spec, "late");
-    svc_reference_run(e, spec, ref);
-    int64_t planned = svc_query_int(ref, "SELECT count(*) FROM task");
+    int64_t planned = svc_scenario(e, "late", spec, ref);
     svc_make_dataset(e, e->db);
     const char *const opts[] = {"--lease-ms", "1500", "--heartbeat-ms", "250", NULL};
     svc_start_coordinator(e, opts);
