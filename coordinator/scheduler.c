@@ -885,9 +885,13 @@ static int named_sweep(coordinator_sched *s, const uint8_t *peer, size_t peer_le
 }
 
 /* The sweeps with their progress (s->counts), counted again unless the last count may be reused
- * (STATUS_REUSE). */
-static int sweep_counts(coordinator_sched *s, int64_t now, char *err) {
-    if (s->counts != NULL && s->counts_cost_ns >= (int64_t)s->o.status_fresh_ns &&
+ * (STATUS_REUSE) and holds sweep `want` (0: any). */
+static int sweep_counts(coordinator_sched *s, int64_t now, int64_t want, char *err) {
+    bool has = want == 0;
+    for (size_t i = 0; !has && s->counts != NULL && i < s->n_counts; i++) {
+        has = s->counts[i].id == want;
+    }
+    if (has && s->counts != NULL && s->counts_cost_ns >= (int64_t)s->o.status_fresh_ns &&
         now >= s->counts_at && now - s->counts_at < STATUS_REUSE * s->counts_cost_ns) {
         return 0;
     }
@@ -921,7 +925,7 @@ static int on_status(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
     coordinator_dead_task *dead = NULL;
     proto_sweep_info *sweeps = NULL;
     proto_dead_task *dead_out = NULL;
-    if ((rc = sweep_counts(s, now, err)) != 0) {
+    if ((rc = sweep_counts(s, now, id, err)) != 0) {
         return rc;
     }
     /* the sweep asked for, or all of them */
@@ -1100,10 +1104,13 @@ int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t pee
     case PROTO_FAIL:
     case PROTO_RETURN:
         /* each sends exactly one ACK */
-        rc = m->type == PROTO_RESULT ? on_result(s, peer, peer_len, m, now, err)
-             : m->type == PROTO_FAIL
-                 ? fail_task(s, peer, peer_len, m->task, m->epoch, m->error, now, false, err)
-                 : return_task(s, peer, peer_len, m->task, m->epoch, err);
+        if (m->type == PROTO_RESULT) {
+            rc = on_result(s, peer, peer_len, m, now, err);
+        } else if (m->type == PROTO_FAIL) {
+            rc = fail_task(s, peer, peer_len, m->task, m->epoch, m->error, now, false, err);
+        } else {
+            rc = return_task(s, peer, peer_len, m->task, m->epoch, err);
+        }
         if (rc == 0) {
             rc = report_answered(s, w, peer, peer_len, m->type, err);
         }
