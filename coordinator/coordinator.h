@@ -432,6 +432,19 @@ int coordinator_task_complete(coordinator_store *s, int64_t task_id, uint64_t ep
 int coordinator_store_batch_begin(coordinator_store *s, char *err);
 int coordinator_store_batch_commit(coordinator_store *s, char *err);
 void coordinator_store_batch_rollback(coordinator_store *s);
+/* Asks that the open batch's commit survive a power loss: batch_commit then also fsyncs the
+ * write-ahead log (which makes every earlier commit durable too) before it returns. Without
+ * it, under synchronous NORMAL, a commit is written to the WAL but not synced: it survives a
+ * crash of the process, not necessarily of the machine. INVALID outside a batch. */
+int coordinator_store_batch_mark_durable(coordinator_store *s, char *err);
+
+/* How much a commit costs and what a power loss can take back (PRAGMA synchronous): NORMAL
+ * (the default of coordinator_store_open) syncs the WAL only at checkpoints and in batches
+ * marked durable, so a power loss may undo the last unmarked commits but never leaves the
+ * database inconsistent; FULL syncs the WAL at every commit, so no commit is ever undone.
+ * Outside a batch only (INVALID otherwise). */
+typedef enum coordinator_sync { COORDINATOR_SYNC_NORMAL, COORDINATOR_SYNC_FULL } coordinator_sync;
+int coordinator_store_set_sync(coordinator_store *s, coordinator_sync level, char *err);
 
 /* ---- sweep control: what the service's clients ask for ---- */
 

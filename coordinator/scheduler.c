@@ -192,6 +192,16 @@ static int send_reply(coordinator_sched *s, const uint8_t *peer, size_t peer_len
     return rc;
 }
 
+/* The reply to a request that changed what clients see (a sweep submitted, cancelled, retried):
+ * the batch that sends it is synced before it commits, so that no power loss takes back what
+ * a client was told (other batches' commits may be: their work is done again, see
+ * coordinator_sched_opts.sync_full). */
+static int send_durable_reply(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
+                              uint64_t req, const proto_reply *r, char *err) {
+    int rc = coordinator_store_batch_mark_durable(s->store, err);
+    return rc != 0 ? rc : send_reply(s, peer, peer_len, req, r, err);
+}
+
 static proto_ack_status ack_of(coordinator_fence f) {
     return f == COORDINATOR_STORED           ? PROTO_ACK_STORED
            : f == COORDINATOR_ALREADY_STORED ? PROTO_ACK_DUPLICATE
@@ -465,6 +475,12 @@ int coordinator_sched_new(coordinator_sched **out, coordinator_store *store,
     s->created_ns = now_ns;
     s->next_wake = now_ns;
     s->expire_from = INT64_MIN;
+    int rc = coordinator_store_set_sync(
+        store, o->sync_full ? COORDINATOR_SYNC_FULL : COORDINATOR_SYNC_NORMAL, err);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
     *out = s;
     return 0;
 }
@@ -853,7 +869,7 @@ static int on_submit(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
                      .sweep = spec->name,
                      .existed = existed,
                      .n_tasks = n_tasks};
-    rc = send_reply(s, peer, peer_len, m->req, &r, err);
+    rc = send_durable_reply(s, peer, peer_len, m->req, &r, err);
     coordinator_spec_destroy(&spec);
     s->next_wake = 0; /* new tasks: dispatch at the next tick */
     return rc;
@@ -1042,7 +1058,7 @@ static int on_cancel(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
         return rc;
     }
     proto_reply r = {.request = PROTO_CANCEL, .sweep = m->sweep, .n_changed = n};
-    return send_reply(s, peer, peer_len, m->req, &r, err);
+    return send_durable_reply(s, peer, peer_len, m->req, &r, err);
 }
 
 static int on_retry_dead(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
@@ -1060,7 +1076,7 @@ static int on_retry_dead(coordinator_sched *s, const uint8_t *peer, size_t peer_
     }
     s->next_wake = 0;
     proto_reply r = {.request = PROTO_RETRY_DEAD, .sweep = m->sweep, .n_changed = n};
-    return send_reply(s, peer, peer_len, m->req, &r, err);
+    return send_durable_reply(s, peer, peer_len, m->req, &r, err);
 }
 
 int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t peer_len,

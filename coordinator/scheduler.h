@@ -51,6 +51,13 @@ typedef struct coordinator_sched_opts {
      * is younger than 10 times its cost (0: 1,000,000 ns, so stores of up to a few thousand
      * tasks are always counted afresh) */
     uint32_t status_fresh_ns;
+    /* Power loss (a crash of the process costs nothing: every commit is in the WAL before a
+     * frame of its batch leaves). Off: only batches that answer SUBMIT, CANCEL or RETRY_DEAD
+     * are fsynced, so a power loss never takes back what a client was told but may take back
+     * the last results acknowledged to workers (those tasks are then leased and run again).
+     * On: every batch is (SQLite synchronous FULL): nothing acknowledged is ever taken back,
+     * at the cost of an fsync per batch. */
+    bool sync_full;
     coordinator_plan_opts plan; /* task sizes of submitted sweeps */
     uint64_t seed;              /* backoff jitter (0: from the clock) */
 } coordinator_sched_opts;

@@ -41,6 +41,8 @@ struct coordinator_store {
     sqlite3 *db;
     bool readonly;
     bool batch; /* inside coordinator_store_batch_begin: transactions below nest as savepoints */
+    bool batch_durable;    /* the open batch's commit also syncs the WAL */
+    coordinator_sync sync; /* PRAGMA synchronous in force */
     /* The service runs a few dozen distinct statements tens of thousands of times a second;
      * preparing one costs more than running it, so each is prepared once (store_stmt). */
     store_cached *cache; /* [n_cache] */
