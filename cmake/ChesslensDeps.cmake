@@ -29,6 +29,7 @@ find_library(MATH_LIBRARY m REQUIRED)
 
 # CUDA is optional: the GPU backend is built when nvcc is found (also at /usr/local/cuda).
 set(CHESSLENS_HAVE_CUDA OFF)
+set(CHESSLENS_HAVE_NCCL OFF)
 if(CHESSLENS_GPU)
     if(NOT DEFINED CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
         set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
@@ -45,6 +46,23 @@ if(CHESSLENS_GPU)
         find_package(CUDAToolkit REQUIRED)
         set(CHESSLENS_HAVE_CUDA ON)
         message(STATUS "GPU backend: on (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
+        # NCCL, for several GPUs in one worker: beside the toolkit (CUDA's own packages put it
+        # there), under NCCL_HOME, or in the system's paths. Without it such a worker still runs,
+        # with weights and partial sums going through host memory (gpu/gpu.h).
+        find_path(NCCL_INCLUDE_DIR nccl.h
+            HINTS ${CUDAToolkit_INCLUDE_DIRS} $ENV{NCCL_HOME}/include)
+        find_library(NCCL_LIBRARY nccl
+            HINTS ${CUDAToolkit_LIBRARY_DIR} $ENV{NCCL_HOME}/lib $ENV{NCCL_HOME}/lib64)
+        if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+            set(CHESSLENS_HAVE_NCCL ON)
+            add_library(chesslens_nccl INTERFACE IMPORTED GLOBAL)
+            target_include_directories(chesslens_nccl INTERFACE ${NCCL_INCLUDE_DIR})
+            target_link_libraries(chesslens_nccl INTERFACE ${NCCL_LIBRARY})
+            message(STATUS "NCCL: on (${NCCL_LIBRARY}): several GPUs per worker broadcast and reduce device to device")
+        else()
+            set(CHESSLENS_HAVE_NCCL OFF)
+            message(STATUS "NCCL: off (nccl.h or libnccl not found; set NCCL_HOME): a worker with several GPUs moves weights and partial sums through host memory")
+        endif()
     else()
         message(STATUS "GPU backend: off (nvcc not found; install the CUDA Toolkit to build gpu/)")
     endif()

@@ -18,6 +18,12 @@
  * agree to rounding: LayerNorm centres, takes the biased variance of the centred values with eps
  * inside the square root and divides; softmax subtracts the row maximum and maps a row with no
  * finite score to zeros; gelu_new is x / (1 + exp(-2u)). Sums are accumulated in double.
+ *
+ * Two optional operations of model.h are here too: fused attention (one warp per head and
+ * query, online softmax, no score rows in memory), used by the forward when no hook needs the
+ * scores or pattern, and CUDA graphs (stream capture, instantiate, launch) for launch sequences
+ * that repeat on the same buffers. While capturing, what cannot be recorded (host transfers,
+ * waits, allocations) is refused and fails the capture.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -30,6 +36,7 @@
 extern "C" {
 #include "common/common.h"
 #include "gpu/gpu.h"
+#include "gpu/gpu_int.h"
 #include "model/model.h"
 }
 
@@ -49,7 +56,21 @@ typedef struct cuda_impl {
     size_t in_use, peak;
     char name[32];
     char failed[COMMON_ERR_LEN]; /* the first CUDA error; "" while none */
+    bool sticky;     /* failed with a CUDA error that may have corrupted the context (not OOM) */
+    void *d_blas_ws; /* cuBLAS workspace, fixed so that captured products allocate nothing */
+    bool capturing;  /* between graph_begin and graph_end */
+    char capture_err[COMMON_ERR_LEN]; /* the first refused operation while capturing; "" if none */
+    float **deferred_free; /* [n_deferred] buffers freed while capturing, freed at graph_end */
+    size_t n_deferred;
 } cuda_impl;
+
+/* A captured and instantiated launch sequence. */
+struct model_graph {
+    cudaGraphExec_t exec;
+};
+
+/* cuBLAS' workspace: 32 MiB, what its documentation advises for Hopper. */
+#define BLAS_WORKSPACE ((size_t)32 << 20)
 
 static cuda_impl *impl_of(const model_backend *be) {
     return (cuda_impl *)be->impl;
@@ -63,6 +84,9 @@ static float *at(model_ref r) {
 
 /* Records a CUDA error as the backend's failure and returns BACKEND (NOMEM for memory). */
 static int cuda_fail(cuda_impl *im, cudaError_t e, const char *op, char *err) {
+    if (e != cudaErrorMemoryAllocation) {
+        im->sticky = true;
+    }
     if (im->failed[0] == '\0') {
         snprintf(im->failed, sizeof im->failed, "%s: %s (%s)", op, cudaGetErrorString(e),
                  cudaGetErrorName(e));
@@ -78,12 +102,28 @@ static int blas_fail(cuda_impl *im, cublasStatus_t s, const char *op, char *err)
     return common_fail(err, COMMON_ERR_BACKEND, "%s %s", im->name, im->failed);
 }
 
-/* BACKEND with the kept error once the backend has failed. */
+/* BACKEND with the kept error once the backend has failed. Every operation starts here, and
+ * binds the calling thread to the backend's device first: a worker with several devices runs
+ * each on a thread of its own per task, and a kernel launched on another device's current
+ * context would fail. (cudaSetDevice to the current device costs no driver call.) */
 static int check_alive(cuda_impl *im, char *err) {
     if (im->failed[0] != '\0') {
         return common_fail(err, COMMON_ERR_BACKEND, "%s failed earlier: %s", im->name, im->failed);
     }
-    return 0;
+    cudaError_t e = cudaSetDevice(im->device);
+    return e == cudaSuccess ? 0 : cuda_fail(im, e, "cudaSetDevice", err);
+}
+
+/* Refuses an operation that cannot be recorded (host transfers, waits, allocations) while the
+ * stream captures; the refusal is kept and fails graph_end too (model.h). */
+static int refuse_capture(cuda_impl *im, const char *op, char *err) {
+    if (!im->capturing) {
+        return 0;
+    }
+    if (im->capture_err[0] == '\0') {
+        snprintf(im->capture_err, sizeof im->capture_err, "%s while recording a graph", op);
+    }
+    return common_fail(err, COMMON_ERR_INVALID, "%s %s", im->name, im->capture_err);
 }
 
 /* After a kernel launch: a launch error, and any asynchronous error already reported. */
@@ -135,6 +175,9 @@ static int drain(cuda_impl *im, const char *op, char *err) {
 static int cu_alloc(model_backend *be, size_t n, model_buf **out, char *err) {
     cuda_impl *im = impl_of(be);
     int rc = check_alive(im, err);
+    if (rc == 0) {
+        rc = refuse_capture(im, "alloc", err);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -168,6 +211,18 @@ static void cu_free(model_backend *be, model_buf *b) {
     }
     cuda_impl *im = impl_of(be);
     im->in_use -= b->n * sizeof(float);
+    if (im->capturing) {
+        /* a free queued now would become part of the graph: refuse it, and free at graph_end */
+        refuse_capture(im, "free", NULL);
+        float **d = (float **)realloc(im->deferred_free, (im->n_deferred + 1) * sizeof *d);
+        if (d != NULL) {
+            im->deferred_free = d;
+            d[im->n_deferred++] = b->p;
+        }
+        free(b);
+        return;
+    }
+    (void)cudaSetDevice(im->device);
     cudaError_t e = cudaFreeAsync(b->p, im->stream);
     if (e != cudaSuccess) {
         cuda_fail(im, e, "cudaFreeAsync", NULL);
@@ -193,6 +248,9 @@ static int cu_upload(model_backend *be, model_ref dst, const void *host, size_t 
     cuda_impl *im = impl_of(be);
     int rc = check_alive(im, err);
     if (rc == 0) {
+        rc = refuse_capture(im, "upload", err);
+    }
+    if (rc == 0) {
         rc = check_range(im, dst, n, "upload", err);
     }
     if (rc != 0 || n == 0) {
@@ -207,6 +265,9 @@ static int cu_upload(model_backend *be, model_ref dst, const void *host, size_t 
 static int cu_download(model_backend *be, void *host, model_ref src, size_t n, char *err) {
     cuda_impl *im = impl_of(be);
     int rc = check_alive(im, err);
+    if (rc == 0) {
+        rc = refuse_capture(im, "download", err);
+    }
     if (rc == 0) {
         rc = check_range(im, src, n, "download", err);
     }
@@ -633,10 +694,267 @@ static int cu_gelu_new(model_backend *be, model_ref dst, model_ref src, size_t n
     return launched(im, "gelu_new", err);
 }
 
+/* ---- reductions ---- */
+
+/* One thread per (group, column), adding the column's chosen rows in increasing order in
+ * double: the additions, and so the roundings, of the CPU backend's loop (model.h), while
+ * neighbouring threads read neighbouring columns of each row. */
+__global__ void sum_rows_kernel(double *acc, size_t acc_ld, const float *x, size_t x_ld,
+                                const int32_t *mask, size_t rows, size_t cols, size_t n_groups) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i < n_groups * cols; i += (size_t)gridDim.x * blockDim.x) {
+        size_t g = i / cols, c = i % cols;
+        uint32_t bit = 1u << g;
+        double s = acc[g * acc_ld + c];
+        for (size_t r = 0; r < rows; r++) {
+            if ((uint32_t)mask[r] & bit) {
+                s += (double)x[r * x_ld + c];
+            }
+        }
+        acc[g * acc_ld + c] = s;
+    }
+}
+
+static int cu_sum_rows(model_backend *be, model_ref acc, size_t acc_ld, model_ref x, size_t x_ld,
+                       model_ref mask, size_t rows, size_t cols, size_t n_groups, char *err) {
+    cuda_impl *im = impl_of(be);
+    int rc = check_alive(im, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (n_groups > MODEL_SUM_ROWS_MAX_GROUPS || acc.off % 2 != 0) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "%s sum_rows: %zu groups (at most %d) or an odd accumulator offset %zu",
+                           im->name, n_groups, MODEL_SUM_ROWS_MAX_GROUPS, acc.off);
+    }
+    if (rows == 0 || cols == 0 || n_groups == 0) {
+        return 0;
+    }
+    if (check_range(im, acc, 2 * ((n_groups - 1) * acc_ld + cols), "sum_rows acc", err) ||
+        check_range(im, x, (rows - 1) * x_ld + cols, "sum_rows x", err) ||
+        check_range(im, mask, rows, "sum_rows mask", err)) {
+        return COMMON_ERR_INVALID;
+    }
+    sum_rows_kernel<<<blocks_for(n_groups * cols, 128), 128, 0, im->stream>>>(
+        (double *)(void *)at(acc), acc_ld, at(x), x_ld, (const int32_t *)(const void *)at(mask),
+        rows, cols, n_groups);
+    return launched(im, "sum_rows", err);
+}
+
 static int cu_sync(model_backend *be, char *err) {
     cuda_impl *im = impl_of(be);
     int rc = check_alive(im, err);
+    if (rc == 0) {
+        rc = refuse_capture(im, "sync", err);
+    }
     return rc != 0 ? rc : drain(im, "sync", err);
+}
+
+/* ---- fused attention ---- */
+
+#define ATTN_WARPS 4
+
+/* One warp per (head, query): the lanes split the head's d_head columns; keys are visited in
+ * order with an online softmax (running maximum m, running sum l, z rescaled when m grows), so
+ * no score row is stored. The maximum skips NaN scores and a NaN score makes the row NaN, and
+ * a row whose scores are all -inf gives z = 0, as attn_mask + softmax do. z accumulates in
+ * place (each lane owns its columns), so any d_head works. */
+__global__ void attn_fused_kernel(float *z, size_t z_ld, const float *q, size_t q_ld,
+                                  const float *k, const float *v, size_t kv_ld, size_t n_heads,
+                                  size_t d_head, size_t q_begin, size_t nq, float attn_scale) {
+    size_t row = (size_t)blockIdx.x * ATTN_WARPS + (threadIdx.x >> 5);
+    unsigned lane = threadIdx.x & 31;
+    if (row >= n_heads * nq) {
+        return; /* whole warps leave together: row is the same for all lanes of a warp */
+    }
+    size_t h = row / nq, i = row % nq, pos = q_begin + i;
+    const float *qr = q + i * q_ld + h * d_head;
+    float *zr = z + i * z_ld + h * d_head;
+    for (size_t d = lane; d < d_head; d += 32) {
+        zr[d] = 0.0f;
+    }
+    float m = -INFINITY;
+    double l = 0.0;
+    for (size_t j = 0; j <= pos; j++) {
+        const float *kr = k + j * kv_ld + h * d_head;
+        float dot = 0.0f;
+        for (size_t d = lane; d < d_head; d += 32) {
+            dot += qr[d] * kr[d];
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        }
+        float sc = dot / attn_scale;
+        float mn = sc > m ? sc : m;
+        if (mn == -INFINITY) {
+            continue; /* no finite score yet: this key weighs 0 */
+        }
+        float corr = expf(m - mn), p = expf(sc - mn);
+        l = l * (double)corr + (double)p;
+        const float *vr = v + j * kv_ld + h * d_head;
+        for (size_t d = lane; d < d_head; d += 32) {
+            zr[d] = zr[d] * corr + p * vr[d];
+        }
+        m = mn;
+    }
+    if (m == -INFINITY) {
+        return; /* every key masked: TL's NaN -> 0, z stays 0 */
+    }
+    float inv = (float)(1.0 / l);
+    for (size_t d = lane; d < d_head; d += 32) {
+        zr[d] *= inv;
+    }
+}
+
+static int cu_attn_fused(model_backend *be, const model_attn *a, char *err) {
+    cuda_impl *im = impl_of(be);
+    int rc = check_alive(im, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (a->q_end <= a->q_begin || a->n_heads == 0 || a->d_head == 0) {
+        return 0;
+    }
+    size_t nq = a->q_end - a->q_begin, w = a->n_heads * a->d_head;
+    if (a->n_keys < a->q_end) {
+        return common_fail(err, COMMON_ERR_INVALID, "%s attn_fused: %zu keys for queries up to %zu",
+                           im->name, a->n_keys, a->q_end);
+    }
+    if (check_range(im, a->q, (nq - 1) * a->q_ld + w, "attn_fused q", err) ||
+        check_range(im, a->z, (nq - 1) * a->z_ld + w, "attn_fused z", err) ||
+        check_range(im, a->k, (a->q_end - 1) * a->kv_ld + w, "attn_fused k", err) ||
+        check_range(im, a->v, (a->q_end - 1) * a->kv_ld + w, "attn_fused v", err)) {
+        return COMMON_ERR_INVALID;
+    }
+    size_t rows = a->n_heads * nq;
+    attn_fused_kernel<<<blocks_for(rows, ATTN_WARPS), ATTN_WARPS * 32, 0, im->stream>>>(
+        at(a->z), a->z_ld, at(a->q), a->q_ld, at(a->k), at(a->v), a->kv_ld, a->n_heads, a->d_head,
+        a->q_begin, nq, a->attn_scale);
+    return launched(im, "attn_fused", err);
+}
+
+/* ---- graphs ---- */
+
+static int cu_graph_begin(model_backend *be, char *err) {
+    cuda_impl *im = impl_of(be);
+    int rc = check_alive(im, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (im->capturing) {
+        return common_fail(err, COMMON_ERR_INVALID, "%s graph_begin: already recording", im->name);
+    }
+    /* thread-local: another thread's unrelated CUDA calls do not break this capture */
+    cudaError_t e = cudaStreamBeginCapture(im->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        return cuda_fail(im, e, "cudaStreamBeginCapture", err);
+    }
+    im->capturing = true;
+    im->capture_err[0] = '\0';
+    return 0;
+}
+
+static int cu_graph_end(model_backend *be, model_graph **out, char *err) {
+    cuda_impl *im = impl_of(be);
+    if (!im->capturing) {
+        return common_fail(err, COMMON_ERR_INVALID, "%s graph_end: not recording", im->name);
+    }
+    (void)cudaSetDevice(im->device);
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(im->stream, &graph);
+    im->capturing = false;
+    for (size_t i = 0; i < im->n_deferred; i++) {
+        (void)cudaFreeAsync(im->deferred_free[i], im->stream);
+    }
+    free(im->deferred_free);
+    im->deferred_free = NULL;
+    im->n_deferred = 0;
+    int rc = 0;
+    if (e != cudaSuccess) {
+        rc = cuda_fail(im, e, "cudaStreamEndCapture", err);
+    } else if (im->capture_err[0] != '\0') {
+        rc = common_fail(err, COMMON_ERR_INVALID, "%s graph_end: %s", im->name, im->capture_err);
+    } else if (im->failed[0] != '\0') {
+        rc = common_fail(err, COMMON_ERR_BACKEND, "%s failed while recording: %s", im->name,
+                         im->failed);
+    }
+    model_graph *g = NULL;
+    if (rc == 0) {
+        g = (model_graph *)calloc(1, sizeof *g);
+        if (g == NULL) {
+            rc = common_fail(err, COMMON_ERR_NOMEM, "%s graph_end: out of host memory", im->name);
+        }
+    }
+    if (rc == 0) {
+        e = cudaGraphInstantiate(&g->exec, graph, 0);
+        if (e != cudaSuccess) {
+            free(g);
+            g = NULL;
+            rc = cuda_fail(im, e, "cudaGraphInstantiate", err);
+        }
+    }
+    if (graph != NULL) {
+        (void)cudaGraphDestroy(graph); /* the executable graph keeps what it needs */
+    }
+    if (rc == 0) {
+        *out = g;
+    }
+    return rc;
+}
+
+static int cu_graph_launch(model_backend *be, model_graph *g, char *err) {
+    cuda_impl *im = impl_of(be);
+    int rc = check_alive(im, err);
+    if (rc == 0) {
+        rc = refuse_capture(im, "graph_launch", err);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    cudaError_t e = cudaGraphLaunch(g->exec, im->stream);
+    return e == cudaSuccess ? 0 : cuda_fail(im, e, "cudaGraphLaunch", err);
+}
+
+static void cu_graph_destroy(model_backend *be, model_graph *g) {
+    if (g == NULL) {
+        return;
+    }
+    (void)cudaSetDevice(impl_of(be)->device);
+    (void)cudaGraphExecDestroy(g->exec);
+    free(g);
+}
+
+/* ---- for gpu/ (gpu_int.h) ---- */
+
+static void cu_destroy(model_backend *be);
+
+extern "C" bool gpu_backend_is_cuda(const model_backend *be) {
+    return be != NULL && be->destroy == cu_destroy;
+}
+
+extern "C" int gpu_backend_device(const model_backend *be) {
+    return impl_of(be)->device;
+}
+
+extern "C" void *gpu_backend_stream(const model_backend *be) {
+    return (void *)impl_of(be)->stream;
+}
+
+extern "C" void *gpu_ref_ptr(model_ref r) {
+    return (void *)at(r);
+}
+
+extern "C" int gpu_backend_fail(model_backend *be, const char *what, char *err) {
+    cuda_impl *im = impl_of(be);
+    im->sticky = true;
+    if (im->failed[0] == '\0') {
+        snprintf(im->failed, sizeof im->failed, "%s", what);
+    }
+    return common_fail(err, COMMON_ERR_BACKEND, "%s %s", im->name, im->failed);
+}
+
+extern "C" int gpu_backend_check(model_backend *be, char *err) {
+    return check_alive(impl_of(be), err);
 }
 
 /* ---- lifetime ---- */
@@ -651,10 +969,27 @@ static void cu_destroy(model_backend *be) {
         if (im->blas != NULL) {
             cublasDestroy(im->blas);
         }
+        if (im->capturing) {
+            cudaGraph_t graph = NULL;
+            if (cudaStreamEndCapture(im->stream, &graph) == cudaSuccess && graph != NULL) {
+                cudaGraphDestroy(graph);
+            }
+        }
+        for (size_t i = 0; i < im->n_deferred; i++) {
+            cudaFree(im->deferred_free[i]);
+        }
+        free(im->deferred_free);
+        cudaFree(im->d_blas_ws);
         cudaFree(im->d_flag);
         cudaFreeHost(im->h_flag);
         if (im->stream != NULL) {
             cudaStreamDestroy(im->stream);
+        }
+        /* An illegal address or a lost device leaves the device's context unusable for the
+         * whole process: reset it, so that the next backend on this device starts on a fresh
+         * one (gpu.h). Out of memory leaves it usable and is not a reason. */
+        if (im->sticky) {
+            (void)cudaDeviceReset();
         }
         (void)cudaGetLastError();
         free(im);
@@ -727,6 +1062,12 @@ extern "C" int gpu_backend_new(model_backend **out, int device, const gpu_backen
         s = cublasSetStream(im->blas, im->stream);
     }
     if (s == CUBLAS_STATUS_SUCCESS) {
+        /* a workspace of our own: cuBLAS would otherwise allocate one inside a graph capture */
+        cudaError_t we = cudaMalloc(&im->d_blas_ws, BLAS_WORKSPACE);
+        s = we == cudaSuccess ? cublasSetWorkspace(im->blas, im->d_blas_ws, BLAS_WORKSPACE)
+                              : CUBLAS_STATUS_ALLOC_FAILED;
+    }
+    if (s == CUBLAS_STATUS_SUCCESS) {
         /* float32 products stay float32 unless TF32 is asked for (gpu.h states its error) */
         s = cublasSetMathMode(im->blas, o != NULL && o->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                              : CUBLAS_DEFAULT_MATH);
@@ -754,6 +1095,12 @@ extern "C" int gpu_backend_new(model_backend **out, int device, const gpu_backen
     be->softmax = cu_softmax;
     be->gelu_new = cu_gelu_new;
     be->sync = cu_sync;
+    be->sum_rows = cu_sum_rows;
+    be->attn_fused = cu_attn_fused;
+    be->graph_begin = cu_graph_begin;
+    be->graph_end = cu_graph_end;
+    be->graph_launch = cu_graph_launch;
+    be->graph_destroy = cu_graph_destroy;
     *out = be;
     return 0;
 }

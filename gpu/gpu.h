@@ -34,11 +34,29 @@ typedef struct gpu_backend_opts {
 
 /* A backend on CUDA device `device` (an index among the visible devices) with its own stream
  * and cuBLAS handle. opts NULL: the defaults (float32). NOT_FOUND for a device that is not
- * there. The backend serves one host thread at a time (as the CPU backend), which should not
- * switch devices under it. Its operations are queued and return at once, except download and
- * sync, which wait and report any error of what was queued. After a CUDA error other than an
- * allocation's out-of-memory (an illegal address, a lost device) every operation fails with
- * that error's text: destroy the backend (and its sessions) and make a new one. */
+ * there. The backend serves one host thread at a time (as the CPU backend); every operation
+ * binds the calling thread to the backend's device first (cudaSetDevice), so that the thread
+ * may change from one task to the next and one thread may drive backends on several devices.
+ * Its operations are queued and return at once, except download and sync, which wait and
+ * report any error of what was queued. After a CUDA error other than an allocation's
+ * out-of-memory (an illegal address, a lost device) every operation fails with that error's
+ * text (BACKEND): destroy the backend (and its sessions first) and make a new one. Destroying
+ * a backend that failed so resets its device's primary context (cudaDeviceReset), since the
+ * error has made it unusable for the whole process: any other backend on that device must be
+ * destroyed too (it has failed as well). */
 int gpu_backend_new(model_backend **out, int device, const gpu_backend_opts *opts, char *err);
+
+/* True when this build has NCCL (cmake/ChesslensDeps.cmake found nccl.h and libnccl). */
+bool gpu_have_nccl(void);
+
+/* The NCCL collective (model.h, model_collective) over n CUDA backends on n distinct devices,
+ * one process driving them all (ncclCommInitAll): broadcast and reduce_sum_f64 run as grouped
+ * NCCL calls queued on each backend's own stream, device to device, with no host copy. A
+ * failed NCCL call fails the collective (BACKEND, with NCCL's text) and every backend it ran
+ * on (as a CUDA error would: destroy them and the collective). bes [n] are borrowed and must
+ * outlive it. UNSUPPORTED in a build without NCCL (gpu_have_nccl: use
+ * model_collective_host_new); INVALID for a backend that is not a CUDA one, or two on one
+ * device. */
+int gpu_collective_new(model_collective **out, model_backend *const *bes, size_t n, char *err);
 
 #endif

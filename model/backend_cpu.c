@@ -617,6 +617,62 @@ static int cpu_gelu_new(model_backend *be, model_ref dst, model_ref src, size_t 
     return 0;
 }
 
+/* ---- reductions ---- */
+
+typedef struct sum_rows_ctx {
+    double *acc;
+    const float *x;
+    const int32_t *mask;
+    size_t acc_ld, x_ld, rows, n_groups;
+} sum_rows_ctx;
+
+/* Columns [b, e): every thread owns whole columns, so each sum is still added row after row. */
+static void sum_rows_cols(void *p, size_t b, size_t e) {
+    const sum_rows_ctx *c = p;
+    for (size_t r = 0; r < c->rows; r++) {
+        uint32_t bits = (uint32_t)c->mask[r];
+        if (bits == 0) {
+            continue;
+        }
+        const float *xr = c->x + r * c->x_ld;
+        for (size_t g = 0; g < c->n_groups; g++) {
+            if (bits & (1u << g)) {
+                double *a = c->acc + g * c->acc_ld;
+                for (size_t j = b; j < e; j++) {
+                    a[j] += (double)xr[j];
+                }
+            }
+        }
+    }
+}
+
+static int cpu_sum_rows(model_backend *be, model_ref acc, size_t acc_ld, model_ref x, size_t x_ld,
+                        model_ref mask, size_t rows, size_t cols, size_t n_groups, char *err) {
+    if (n_groups > MODEL_SUM_ROWS_MAX_GROUPS || acc.off % 2 != 0) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "cpu backend sum_rows: %zu groups (at most %d) or an odd accumulator "
+                           "offset %zu",
+                           n_groups, MODEL_SUM_ROWS_MAX_GROUPS, acc.off);
+    }
+    if (rows == 0 || cols == 0 || n_groups == 0) {
+        return 0;
+    }
+    if (check_range(acc, 2 * ((n_groups - 1) * acc_ld + cols), "sum_rows acc", err) ||
+        check_range(x, (rows - 1) * x_ld + cols, "sum_rows x", err) ||
+        check_range(mask, rows, "sum_rows mask", err)) {
+        return COMMON_ERR_INVALID;
+    }
+    sum_rows_ctx c = {(double *)(void *)at(acc),
+                      at(x),
+                      (const int32_t *)(const void *)at(mask),
+                      acc_ld,
+                      x_ld,
+                      rows,
+                      n_groups};
+    parallel_for(impl_of(be), cols, rows * n_groups, sum_rows_cols, &c);
+    return 0;
+}
+
 static int cpu_sync(model_backend *be, char *err) {
     (void)be;
     (void)err;
@@ -677,6 +733,7 @@ int model_backend_cpu_new(model_backend **out, int n_threads, char *err) {
     be->softmax = cpu_softmax;
     be->gelu_new = cpu_gelu_new;
     be->sync = cpu_sync;
+    be->sum_rows = cpu_sum_rows;
     im->n_threads = (size_t)n_threads;
     cpu_pool *pool = &im->pool;
     pthread_mutex_init(&pool->mu, NULL);

@@ -11,7 +11,9 @@
  * scattered into the cache afterwards. Keys and values are assembled per layer in [B,T,D]
  * layout (prefix positions from the base cache, computed positions scattered in) because every
  * query attends to all earlier keys; the attention scores and pattern are always in TL's
- * [B,H,T,T] layout.
+ * [B,H,T,T] layout. A backend with fused attention (model.h, attn_fused) computes z without
+ * them for every layer whose scores and pattern no hook caches or patches; the CPU backend has
+ * none, so its numbers are those of the unfused composition.
  *
  * Numerics follow TL (docs/TL-SEMANTICS.md section 2): LN divides by sqrt(var + eps); scores are
  * divided by attn_scale and masked with -inf; softmax then NaN -> 0; gelu_new; attn_out is
@@ -525,6 +527,36 @@ static int keys_values(run *R, int l, model_hook_kind k, model_ref x, model_ref 
     return 0;
 }
 
+/* From z [N, H*Dh] packed (computed, not yet emitted) to attn_out: hook_z, hook_result when
+ * cached, and z @ W_O + b_O. */
+static int attention_out(run *R, int l, model_ref z, model_ref *attn_out) {
+    const dev_layer *d = &R->s->layers[l];
+    model_backend *be = R->be;
+    size_t D = R->D, H = R->H, Dh = R->Dh;
+    int rc;
+    if ((rc = emit(R, MODEL_HOOK_Z, l, z))) {
+        return rc;
+    }
+    if (R->want[hidx(R, MODEL_HOOK_RESULT, l)]) {
+        model_ref res; /* [N, H, D] packed */
+        if ((rc = home(R, MODEL_HOOK_RESULT, l, WS_RESULT, H * D, &res))) {
+            return rc;
+        }
+        /* result[:, h, :] = z[:, h, :] @ W_O[h] (no b_O) */
+        model_gemm g = {false, false, R->N, D,      Dh,  1.0f,  0.0f, z, D,
+                        Dh,    d->Wo, D,    Dh * D, res, H * D, D,    H};
+        if ((rc = be->gemm(be, &g, R->err)) || (rc = emit(R, MODEL_HOOK_RESULT, l, res))) {
+            return rc;
+        }
+    }
+    if ((rc = home(R, MODEL_HOOK_ATTN_OUT, l, WS_ATTN_OUT, D, attn_out)) ||
+        (rc = linear(R, *attn_out, z, d->Wo, d->bo, D, D)) ||
+        (rc = emit(R, MODEL_HOOK_ATTN_OUT, l, *attn_out))) {
+        return rc;
+    }
+    return 0;
+}
+
 static int attention(run *R, int l, model_ref y, model_ref *attn_out) {
     const dev_layer *d = &R->s->layers[l];
     model_backend *be = R->be;
@@ -539,6 +571,34 @@ static int attention(run *R, int l, model_ref y, model_ref *attn_out) {
         (rc = keys_values(R, l, MODEL_HOOK_K, y, d->Wk, d->bk, &kf)) ||
         (rc = keys_values(R, l, MODEL_HOOK_V, y, d->Wv, d->bv, &vf))) {
         return rc;
+    }
+    if (be->attn_fused && !needs_home(R, MODEL_HOOK_ATTN_SCORES, l) &&
+        !needs_home(R, MODEL_HOOK_PATTERN, l)) {
+        /* Nobody reads or replaces this layer's scores or pattern: the backend's fused
+         * attention computes z without the [B,H,T,T] tensors (model.h, attn_fused). */
+        if ((rc = home(R, MODEL_HOOK_Z, l, WS_Z, D, &z))) {
+            return rc;
+        }
+        for (size_t r = 0; r < R->B && rc == 0; r++) {
+            if (R->len[r] == R->p[r]) {
+                continue;
+            }
+            model_attn a = {H,
+                            Dh,
+                            R->p[r],
+                            R->len[r],
+                            T,
+                            ref_at(q.buf, q.off + R->start[r] * D),
+                            D,
+                            ref_at(kf.buf, kf.off + r * T * D),
+                            ref_at(vf.buf, vf.off + r * T * D),
+                            D,
+                            ref_at(z.buf, z.off + R->start[r] * D),
+                            D,
+                            R->cfg->attn_scale};
+            rc = be->attn_fused(be, &a, R->err);
+        }
+        return rc ? rc : attention_out(R, l, z, attn_out);
     }
     size_t si = hidx(R, MODEL_HOOK_ATTN_SCORES, l), pi = hidx(R, MODEL_HOOK_PATTERN, l);
     if (R->want[si]) {
@@ -625,27 +685,7 @@ static int attention(run *R, int l, model_ref y, model_ref *attn_out) {
             return rc;
         }
     }
-    if ((rc = emit(R, MODEL_HOOK_Z, l, z))) {
-        return rc;
-    }
-    if (R->want[hidx(R, MODEL_HOOK_RESULT, l)]) {
-        model_ref res; /* [N, H, D] packed */
-        if ((rc = home(R, MODEL_HOOK_RESULT, l, WS_RESULT, H * D, &res))) {
-            return rc;
-        }
-        /* result[:, h, :] = z[:, h, :] @ W_O[h] (no b_O) */
-        model_gemm g = {false, false, R->N, D,      Dh,  1.0f,  0.0f, z, D,
-                        Dh,    d->Wo, D,    Dh * D, res, H * D, D,    H};
-        if ((rc = be->gemm(be, &g, R->err)) || (rc = emit(R, MODEL_HOOK_RESULT, l, res))) {
-            return rc;
-        }
-    }
-    if ((rc = home(R, MODEL_HOOK_ATTN_OUT, l, WS_ATTN_OUT, D, attn_out)) ||
-        (rc = linear(R, *attn_out, z, d->Wo, d->bo, D, D)) ||
-        (rc = emit(R, MODEL_HOOK_ATTN_OUT, l, *attn_out))) {
-        return rc;
-    }
-    return 0;
+    return attention_out(R, l, z, attn_out);
 }
 
 static int block(run *R, int l, model_ref *x) {

@@ -50,6 +50,7 @@ struct model_session {
     const model *m;
     model_backend *be;
     model_buf *weights; /* every parameter, one allocation */
+    size_t weights_n;   /* its elements */
     bool has_ln;
     model_ref W_E;   /* [V,D] */
     model_ref W_pos; /* [n_ctx,D] */

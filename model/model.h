@@ -356,6 +356,35 @@ typedef struct model_attn_rows {
     size_t n_keys;
 } model_attn_rows;
 
+/* Causal attention of one sequence without its scores or pattern in memory, for the optional
+ * op attn_fused. For every head h < n_heads and query position q in [q_begin, q_end):
+ *   z[q, h, :] = sum over keys j <= q of pattern[h, q, j] * v[j, h, :],
+ * where pattern[h, q, :] is what the unfused composition gives: scores s_j = (q[q, h, :] .
+ * k[j, h, :]) / attn_scale for j <= q, -inf for the rest of a row of n_keys keys (TL's mask),
+ * then softmax with NaN -> 0 (a row without a finite score gives z = 0; a NaN score gives a NaN
+ * row, as softmax does). Rows are position-major with heads side by side, as hook_q/k/v/z are:
+ * query q's row starts at q.off + (q - q_begin) * q_ld (so does z's), key / value j's at
+ * k.off + j * kv_ld (v.off + j * kv_ld); head h occupies columns [h * d_head, (h+1) * d_head).
+ * Keys j >= q_end are never read. n_keys (>= q_end) is the width of the score rows of the
+ * unfused composition (the sequence's T) and changes nothing mathematically; it is there so that
+ * an implementation by that composition can reproduce the unfused forward bit for bit. z must
+ * not overlap q, k or v. */
+typedef struct model_attn {
+    size_t n_heads, d_head;
+    size_t q_begin, q_end;
+    size_t n_keys;
+    model_ref q;
+    size_t q_ld;
+    model_ref k, v;
+    size_t kv_ld;
+    model_ref z;
+    size_t z_ld;
+    float attn_scale;
+} model_attn;
+
+/* A captured launch sequence of a backend (graph_end), replayed by graph_launch. Opaque. */
+typedef struct model_graph model_graph;
+
 typedef struct model_backend model_backend;
 
 /* The operations the forward pass needs. Every op may be asynchronous with respect to the
@@ -403,7 +432,47 @@ struct model_backend {
     int (*gelu_new)(model_backend *be, model_ref dst, model_ref src, size_t n, char *err);
     /* Waits until all queued work is done. */
     int (*sync)(model_backend *be, char *err);
+    /* Column sums of chosen rows, accumulated in double, so that statistics over many games
+     * reduce where the activations are and only the sums come back: for g < n_groups and
+     * c < cols, acc[g * acc_ld + c] += x[r * x_ld + c] for every r < rows, in increasing r,
+     * whose int32 mask[r] has bit g set. Each addition is one double addition of a float32
+     * value, in the order a host loop over the rows makes them, so the sums equal that loop's
+     * bit for bit on every backend. acc holds doubles, two elements each: acc.off must be even
+     * and acc_ld counts doubles ([n_groups, acc_ld] doubles from acc.off); x is float32
+     * [rows, x_ld]; n_groups <= 31. INVALID for a range outside a buffer or an odd acc.off. */
+    int (*sum_rows)(model_backend *be, model_ref acc, size_t acc_ld, model_ref x, size_t x_ld,
+                    model_ref mask, size_t rows, size_t cols, size_t n_groups, char *err);
+
+    /* Optional operations: NULL where a backend does not have them (the CPU backend has none),
+     * and every caller has a path without them. */
+
+    /* Fused causal attention (model_attn above): z from q, k, v in one operation, with no
+     * [H, T, T] tensor in memory. The forward uses it for a layer only when no hook of that
+     * layer's scores or pattern is cached or patched; the unfused composition (gemm, attn_mask,
+     * softmax, gemm) stays the reference it must agree with (float32: relative 1e-5). INVALID
+     * for a range outside a buffer or n_keys < q_end. */
+    int (*attn_fused)(model_backend *be, const model_attn *a, char *err);
+
+    /* Capture and replay of a launch sequence (CUDA graphs), for work that repeats with the
+     * same operations on the same buffers, where launching costs more than computing.
+     * graph_begin starts recording: the operations queued until graph_end are recorded, not
+     * run, and must be device work only (copy2d, fill, gemm, add, layer_norm, affine,
+     * gather_rows, attn_mask, softmax, gelu_new, sum_rows, attn_fused; an upload, download,
+     * sync, alloc or free while recording fails, and so fails graph_end). graph_end stops
+     * recording and sets *out (caller owns; graph_destroy) to the sequence; after a failure
+     * while recording it returns that failure, sets nothing and leaves the backend ready for
+     * ordinary work. graph_launch queues the whole sequence once, as if its operations were
+     * queued again with the arguments they were recorded with: the same buffers and offsets,
+     * whatever those buffers hold now. Buffers a graph uses must outlive it. graph_destroy
+     * accepts NULL. */
+    int (*graph_begin)(model_backend *be, char *err);
+    int (*graph_end)(model_backend *be, model_graph **out, char *err);
+    int (*graph_launch)(model_backend *be, model_graph *g, char *err);
+    void (*graph_destroy)(model_backend *be, model_graph *g);
 };
+
+/* Largest n_groups of sum_rows (the bits of a non-negative int32). */
+#define MODEL_SUM_ROWS_MAX_GROUPS 31
 
 /* The CPU backend: OpenBLAS sgemm and vectorised loops on n_threads threads (n_threads <= 0
  * means all online CPUs). A backend serves one thread at a time. OpenBLAS' thread count is
@@ -411,6 +480,41 @@ struct model_backend {
 int model_backend_cpu_new(model_backend **out, int n_threads, char *err);
 /* Calls be->destroy; accepts NULL and NULL *be. */
 void model_backend_destroy(model_backend **be);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Collectives: operations over the buffers of several backends (ranks) at once                */
+
+/* A fixed group of n_ranks backends (rank r is bes[r] of its constructor) that copy and sum
+ * buffers between them: a worker with several devices broadcasts the weights and reduces the
+ * partial statistics of a split task with it. Every operation takes one buffer per rank,
+ * bufs[r] on rank r's backend, and is called by one thread for all ranks together (that is
+ * what NCCL's grouped calls need). Operations are queued on the ranks' backends in their
+ * order like any backend operation: a later download on a rank sees the result. The backends
+ * are borrowed and must outlive the collective. Errors name the collective and the rank. */
+typedef struct model_collective model_collective;
+struct model_collective {
+    const char *name; /* "host", "nccl" */
+    size_t n_ranks;
+    void *impl;
+    void (*destroy)(model_collective *c);
+    /* bufs[r] = bufs[root] (n elements of 4 bytes) for every rank r != root. */
+    int (*broadcast)(model_collective *c, const model_ref *bufs, size_t n, size_t root, char *err);
+    /* bufs[root] = the sum over every rank r of bufs[r], n doubles (2 n elements from an even
+     * offset, as sum_rows' accumulators); the other ranks' buffers are left unspecified. The
+     * order of the additions is the implementation's: the result is the one-rank sum to double
+     * rounding (a relative 1e-15 per addition), not bit for bit. */
+    int (*reduce_sum_f64)(model_collective *c, const model_ref *bufs, size_t n, size_t root,
+                          char *err);
+};
+
+/* The collective of any backends through host memory: a broadcast downloads root's buffer once
+ * and uploads it to each other rank; a reduction downloads every rank's doubles and adds them
+ * in rank order (rank 0 first) on the host, then uploads the sum to root. It serves the CPU
+ * backend, tests, and GPU builds without NCCL. n 0 is INVALID; bes [n] borrowed. */
+int model_collective_host_new(model_collective **out, model_backend *const *bes, size_t n,
+                              char *err);
+/* Calls c->destroy; accepts NULL and NULL *c. */
+void model_collective_destroy(model_collective **c);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Caches: the outputs of a run, in device buffers                                             */
@@ -450,6 +554,13 @@ size_t model_cache_bytes(const model_cache *c);
  * workspace of its runs for the next one. */
 int model_session_new(model_session **out, const model *m, model_backend *be, char *err);
 void model_session_destroy(model_session **s);
+/* Sessions of m on n backends, out[r] on bes[r]: the processed weights are uploaded from the
+ * host once, to bes[0], and copied from there to the other ranks with c->broadcast (c NULL:
+ * uploaded to each rank from the host copy, which is read from disk only once either way).
+ * c, when given, must be a collective over exactly bes. Each out[r] is an ordinary session
+ * (model_session_destroy); on an error none is set. */
+int model_session_new_group(model_session **out, const model *m, model_backend *const *bes,
+                            size_t n, model_collective *c, char *err);
 /* Frees the workspace the session keeps between runs (it is reallocated when needed). */
 void model_session_release_workspace(model_session *s);
 const model *model_session_model(const model_session *s);

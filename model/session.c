@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-int model_session_new(model_session **out, const model *m, model_backend *be, char *err) {
+/* Lays the session's weights out in one buffer on be and, when upload is set, uploads them from
+ * m (a session of a group that receives them by broadcast is laid out only). */
+static int session_build(model_session **out, const model *m, model_backend *be, bool upload,
+                         char *err) {
     const model_config *c = &m->cfg;
     size_t L = (size_t)c->n_layers, D = (size_t)c->d_model, M = (size_t)c->d_mlp,
            V = (size_t)c->d_vocab, H = (size_t)c->n_heads, Dh = (size_t)c->d_head;
@@ -32,6 +35,7 @@ int model_session_new(model_session **out, const model *m, model_backend *be, ch
     if ((rc = be->alloc(be, total, &s->weights, err))) {
         goto fail;
     }
+    s->weights_n = total;
     stage = malloc(D * D * sizeof *stage);
     if (!stage) {
         rc = common_fail(err, COMMON_ERR_NOMEM, "session: out of memory");
@@ -42,7 +46,7 @@ int model_session_new(model_session **out, const model *m, model_backend *be, ch
     do {                                                                                           \
         (ref).buf = s->weights;                                                                    \
         (ref).off = off;                                                                           \
-        if ((rc = be->upload(be, (ref), (host), (n), err))) {                                      \
+        if (upload && (rc = be->upload(be, (ref), (host), (n), err))) {                            \
             goto fail;                                                                             \
         }                                                                                          \
         off += (n);                                                                                \
@@ -92,6 +96,45 @@ int model_session_new(model_session **out, const model *m, model_backend *be, ch
 fail:
     free(stage);
     model_session_destroy(&s);
+    return rc;
+}
+
+int model_session_new(model_session **out, const model *m, model_backend *be, char *err) {
+    return session_build(out, m, be, true, err);
+}
+
+int model_session_new_group(model_session **out, const model *m, model_backend *const *bes,
+                            size_t n, model_collective *c, char *err) {
+    if (n == 0 || (c != NULL && c->n_ranks != n)) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "session group: %zu backends, a collective of %zu ranks", n,
+                           c != NULL ? c->n_ranks : n);
+    }
+    model_session **s = calloc(n, sizeof *s);
+    model_ref *refs = calloc(n, sizeof *refs);
+    int rc = 0;
+    if (s == NULL || refs == NULL) {
+        rc = common_fail(err, COMMON_ERR_NOMEM, "session group: out of memory");
+    }
+    for (size_t r = 0; r < n && rc == 0; r++) {
+        /* with a collective only rank 0 reads the host copy; the others are filled from it */
+        rc = session_build(&s[r], m, bes[r], c == NULL || r == 0, err);
+        if (rc == 0) {
+            refs[r] = (model_ref){s[r]->weights, 0};
+        }
+    }
+    if (rc == 0 && c != NULL && n > 1) {
+        rc = c->broadcast(c, refs, s[0]->weights_n, 0, err);
+    }
+    for (size_t r = 0; r < n && s != NULL; r++) {
+        if (rc == 0) {
+            out[r] = s[r];
+        } else {
+            model_session_destroy(&s[r]);
+        }
+    }
+    free(s);
+    free(refs);
     return rc;
 }
 

@@ -5,10 +5,23 @@
  * trimmed back to its length (worker_run_games), so every game counts as if it ran alone. The
  * statistics are the task's mergeable partials, which the store merges across tasks exactly.
  * Progress is reported after each batch.
+ *
+ * Neuron statistics never bring activations back: each batch's hook_post stays on the device
+ * and sum_rows adds its positions into the group sums there (a mask bit per group: all, the
+ * slice, the position's phase), in the order interp_neuron_stats_add adds them on the host, so
+ * the sums are the same doubles; the host counts positions. Only the sums come back, once per
+ * task (worker_neurons_finish), or they are reduced across devices first (group.c).
+ *
+ * Legal-move statistics stay on the host: each game's residual decomposition (with ln_final's
+ * cached scale), its projection to logits and the masked minima, maxima and means are interp
+ * code over host copies of the activations (interp_acts). Moving them would take the
+ * decomposition onto the backend and a masked row reduction plus a per-cell accumulation op,
+ * not one reduction op as the neuron sums did.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "chess/chess.h"
 #include "worker/worker_int.h"
 
 /* Adds one game's prediction rows (ranks 1..k at every position) to the output's columns from
@@ -104,6 +117,94 @@ static int add_game(worker_executor *e, const coordinator_analysis *a,
     return rc;
 }
 
+/* Python's clamp of a slice bound against length T (as interp's neuron statistics). */
+static size_t slice_bound(long b, size_t T) {
+    if (b < 0) {
+        b += (long)T;
+        return b < 0 ? 0 : (size_t)b;
+    }
+    return (size_t)b > T ? T : (size_t)b;
+}
+
+/* One batch of nb games (tokens [nb, T], right-padded) into the device sums: a forward caching
+ * hook_post of every layer, the group bits of each position counted on the host and uploaded
+ * as the mask [nb, T] (0 for padding), then one sum_rows per layer. */
+static int neuron_batch(model_session *s, interp_neuron_stats *ns, model_buf *acc,
+                        model_buf *mask_buf, const coordinator_work_game *games,
+                        const int32_t *tokens, const size_t *lengths, size_t nb, size_t T,
+                        const model_hook *hooks, int32_t *mask, char *err) {
+    model_backend *be = model_session_backend(s);
+    size_t L = ns->L, M = ns->M;
+    for (size_t b = 0; b < nb; b++) {
+        size_t n = lengths[b], lo = slice_bound(ns->slice_begin, n),
+               hi = slice_bound(ns->slice_end, n);
+        const uint8_t *ph = games[b].phases;
+        for (size_t t = 0; t < T; t++) {
+            uint32_t bits = 0;
+            if (t < n) {
+                bits |= 1u << INTERP_NEURON_ALL;
+                bits |= t >= lo && t < hi ? 1u << INTERP_NEURON_SLICE : 0;
+                if (ph != NULL && ph[t] >= CHESS_PHASE_WHITE_FROM &&
+                    ph[t] <= CHESS_PHASE_BLACK_TO) {
+                    bits |= 1u << (INTERP_NEURON_WHITE_FROM + (ph[t] - CHESS_PHASE_WHITE_FROM));
+                }
+            }
+            for (int g = 0; g < INTERP_NEURON_N_GROUPS; g++) {
+                ns->count[g] += (bits >> g) & 1u;
+            }
+            mask[b * T + t] = (int32_t)bits;
+        }
+    }
+    model_request req;
+    model_request_init(&req, s, tokens, nb, T);
+    req.lengths = lengths;
+    req.hooks = hooks;
+    req.n_hooks = L;
+    req.want_logits = false;
+    model_cache *c = NULL;
+    int rc = model_run(s, &req, &c, err);
+    if (rc == 0) {
+        rc = be->upload(be, (model_ref){mask_buf, 0}, mask, nb * T, err);
+    }
+    for (size_t l = 0; l < L && rc == 0; l++) {
+        model_ref x = model_cache_ref(c, hooks[l]); /* [nb, T, M] */
+        rc = be->sum_rows(be, (model_ref){acc, 2 * l * M}, L * M, x, M, (model_ref){mask_buf, 0},
+                          nb * T, M, INTERP_NEURON_N_GROUPS, err);
+    }
+    model_cache_destroy(&c);
+    return rc;
+}
+
+int worker_neurons_finish(worker_output *o, char *err) {
+    struct worker_output_mem *mem = o->mem;
+    if (mem->neuron_acc == NULL) {
+        return 0;
+    }
+    interp_neuron_stats *ns = mem->neurons;
+    size_t n = INTERP_NEURON_N_GROUPS * ns->L * ns->M; /* doubles */
+    int rc = mem->neuron_be->download(mem->neuron_be, ns->sum, (model_ref){mem->neuron_acc, 0},
+                                      2 * n, err);
+    mem->neuron_be->free(mem->neuron_be, mem->neuron_acc);
+    mem->neuron_acc = NULL;
+    return rc;
+}
+
+size_t worker_legal_rows(const interp_legal_stats *ls) {
+    size_t rows = 0;
+    for (size_t c = 0; ls != NULL && c < ls->n_comp * ls->T; c++) {
+        rows += ls->count[c] > 0 ? 4 : 0; /* min/max legal/illegal, as stored */
+    }
+    return rows;
+}
+
+size_t worker_neuron_rows(const interp_neuron_stats *ns) {
+    size_t rows = 0;
+    for (int gr = 0; gr < INTERP_NEURON_N_GROUPS; gr++) {
+        rows += ns->count[gr] > 0 ? ns->L * ns->M : 0;
+    }
+    return rows;
+}
+
 int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
                          const coordinator_work *w, worker_output *o, char *err) {
     const model_config *cfg = model_get_config(e->m);
@@ -114,6 +215,7 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
         T_max = w->games[g].n_tokens > T_max ? w->games[g].n_tokens : T_max;
         positions += w->games[g].n_tokens;
     }
+    T_max = e->legal_T > 0 ? e->legal_T : T_max; /* a share: the whole task's positions */
     model_hook *hooks = NULL;
     size_t n_hooks = 0;
     bool want_logits = a->kind == COORDINATOR_ANALYSIS_PREDICTIONS;
@@ -127,6 +229,10 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
     const int32_t **rows = malloc(B * sizeof *rows);
     size_t *lengths = malloc(B * sizeof *lengths);
     interp_acts **acts = calloc(B, sizeof *acts);
+    int32_t *padded = NULL, *mask = NULL; /* neuron_stats: [B, n_ctx] tokens and group bits */
+    model_buf *mask_buf = NULL;
+    model_backend *be = model_session_backend(e->s);
+    bool neurons = a->kind == COORDINATOR_ANALYSIS_NEURON_STATS;
     int rc = 0;
     if (hooks == NULL || ids == NULL || rows == NULL || lengths == NULL || acts == NULL) {
         rc = common_fail(err, COMMON_ERR_NOMEM, "executor: out of memory for %zu games", B);
@@ -140,6 +246,17 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
         }
         rc = interp_neuron_stats_new(&mem->neurons, cfg, a->neuron.slice_begin, a->neuron.slice_end,
                                      err);
+        padded = malloc(B * n_ctx * sizeof *padded);
+        mask = malloc(B * n_ctx * sizeof *mask);
+        if (rc == 0 && (padded == NULL || mask == NULL)) {
+            rc = common_fail(err, COMMON_ERR_NOMEM, "executor: out of memory for %zu games", B);
+        }
+        /* the sums on the device: [INTERP_NEURON_N_GROUPS, L, M] doubles, from zero bits */
+        size_t n_acc = 2 * INTERP_NEURON_N_GROUPS * L * (size_t)cfg->d_mlp;
+        if (rc == 0 && (rc = be->alloc(be, n_acc, &mem->neuron_acc, err)) == 0) {
+            mem->neuron_be = be;
+            rc = be->fill(be, (model_ref){mem->neuron_acc, 0}, n_acc, 0.0f, err);
+        }
     } else {
         rc = alloc_predictions(mem, positions * a->predictions.top_k, V, err);
     }
@@ -151,6 +268,30 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
             rc = worker_ids_from_texts(e->m, g->tokens, g->n_tokens, ids + b * n_ctx, err);
             rows[b] = ids + b * n_ctx;
             lengths[b] = g->n_tokens;
+        }
+        if (rc == 0 && neurons) {
+            size_t T = 0;
+            for (size_t b = 0; b < nb; b++) {
+                T = lengths[b] > T ? lengths[b] : T;
+            }
+            int32_t pad = model_tokenizer_pad(model_get_tokenizer(e->m));
+            for (size_t b = 0; b < nb; b++) {
+                memcpy(padded + b * T, rows[b], lengths[b] * sizeof *padded);
+                for (size_t t = lengths[b]; t < T; t++) {
+                    padded[b * T + t] = pad;
+                }
+            }
+            if (mask_buf == NULL) {
+                rc = be->alloc(be, B * n_ctx, &mask_buf, err); /* room for any batch */
+            }
+            if (rc == 0) {
+                rc = neuron_batch(e->s, mem->neurons, mem->neuron_acc, mask_buf, &w->games[g0],
+                                  padded, lengths, nb, T, hooks, mask, err);
+            }
+            if (rc == 0) {
+                worker_report_progress(e, (double)(g0 + nb) / (double)n);
+            }
+            continue;
         }
         if (rc == 0) {
             rc = worker_run_games(e->s, rows, lengths, nb, hooks, n_hooks, want_logits, acts, err);
@@ -169,15 +310,11 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
         goto done;
     }
     if (a->kind == COORDINATOR_ANALYSIS_LEGAL_STATS && mem->legal != NULL) {
-        const interp_legal_stats *ls = mem->legal;
-        for (size_t c = 0; c < ls->n_comp * ls->T; c++) {
-            o->n_rows += ls->count[c] > 0 ? 4 : 0; /* min/max legal/illegal, as stored */
-        }
-        o->results.legal = ls;
+        o->n_rows = worker_legal_rows(mem->legal);
+        o->results.legal = mem->legal;
     } else if (a->kind == COORDINATOR_ANALYSIS_NEURON_STATS) {
-        for (int gr = 0; gr < INTERP_NEURON_N_GROUPS; gr++) {
-            o->n_rows += mem->neurons->count[gr] > 0 ? L * (size_t)cfg->d_mlp : 0;
-        }
+        /* the sums are still on the device: worker_neurons_finish or a reduction brings them */
+        o->n_rows = worker_neuron_rows(mem->neurons);
         o->results.neurons = mem->neurons;
     } else if (a->kind == COORDINATOR_ANALYSIS_PREDICTIONS) {
         mem->pred = (coordinator_prediction_batch){
@@ -197,6 +334,11 @@ done:
         interp_acts_destroy(&acts[b]);
     }
     free(acts);
+    if (mask_buf != NULL) {
+        be->free(be, mask_buf);
+    }
+    free(padded);
+    free(mask);
     free(hooks);
     free(ids);
     free(rows);

@@ -12,8 +12,9 @@
  * always share one.
  *
  * A task that fails with a backend error (a CUDA error: an illegal address, a lost device)
- * takes its executor with it: the model is loaded again, on a new backend, for the next task,
- * rather than computing on a context that may hold wrong numbers.
+ * makes its executor recreate that device's backend and session (worker_execute), so the next
+ * task never computes on a context that may hold wrong numbers; an executor that could not do
+ * so (worker_executor_broken) is dropped, and the model is loaded again for the next task.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -40,7 +41,7 @@ typedef struct cached_spec {
 } cached_spec;
 
 typedef struct exec_compute {
-    char backend[24]; /* "cpu", "cuda", "cuda:N" (worker_backend_new) */
+    char backend[PROTO_MAX_DEVICES * 6 + 8]; /* "cpu", "cuda:N", "cuda:0,1,..." */
     int threads;
     size_t max_models;
     cached_model *models; /* [max_models]; e NULL when the entry is free */
@@ -187,7 +188,7 @@ static int exec_run(void *self, const worker_task_in *t, worker_progress_fn prog
         worker_executor_set_progress(e, progress, pctx);
         rc = worker_execute(e, w->params, w, &o, err);
         worker_executor_set_progress(e, NULL, NULL);
-        if (rc == COMMON_ERR_BACKEND) {
+        if (rc == COMMON_ERR_BACKEND && worker_executor_broken(e)) {
             drop_executor(x, e);
         }
     }
@@ -204,11 +205,18 @@ static int exec_run(void *self, const worker_task_in *t, worker_progress_fn prog
 
 int worker_compute_executor(worker_compute *out, const char *backend, int threads,
                             size_t max_models, char *err) {
-    /* the backend is made (and its name checked) once here, so that a worker with a bad
-     * --backend or an absent device fails at its start rather than at every task */
-    model_backend *probe = NULL;
-    int rc = worker_backend_new(&probe, backend, threads, err);
-    model_backend_destroy(&probe);
+    /* each device's backend is made (and the name checked) once here, so that a worker with a
+     * bad --backend or an absent device fails at its start rather than at every task */
+    char kind[8], name[24];
+    int ids[PROTO_MAX_DEVICES];
+    size_t n_ids = 0;
+    int rc = worker_backend_spec_parse(backend, kind, ids, PROTO_MAX_DEVICES, &n_ids, err);
+    for (size_t i = 0; i < n_ids && rc == 0; i++) {
+        model_backend *probe = NULL;
+        snprintf(name, sizeof name, "%s:%d", kind, ids[i]);
+        rc = worker_backend_new(&probe, strcmp(kind, "cpu") == 0 ? "cpu" : name, threads, err);
+        model_backend_destroy(&probe);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -234,9 +242,11 @@ int worker_compute_executor(worker_compute *out, const char *backend, int thread
         .memory = host_memory(),
         .models = exec_models,
     };
-    if (cuda) { /* "cuda" is device 0, "cuda:N" device N */
-        out->n_devices = 1;
-        out->devices[0] = backend[4] == ':' ? (int32_t)atoi(backend + 5) : 0;
+    if (cuda) { /* "cuda" is device 0, "cuda:N" device N, "cuda:0,1,..." each of them */
+        out->n_devices = n_ids;
+        for (size_t i = 0; i < n_ids; i++) {
+            out->devices[i] = (int32_t)ids[i];
+        }
     }
     return 0;
 }

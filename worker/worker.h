@@ -42,18 +42,55 @@ typedef struct worker_executor worker_executor;
  * visible. */
 int worker_backend_new(model_backend **out, const char *backend, int threads, char *err);
 
+/* The most devices (ranks) one executor runs on. */
+#define WORKER_MAX_RANKS 64
+
+/* Parses an executor's backend spec: "cpu", "cuda" (device 0), "cuda:N", or a list of devices
+ * "cuda:0,1,2,3" (one rank per device, each id at most once) and "cpu:0,1" (one CPU backend per
+ * id, for tests and for checking a split on a machine without GPUs). kind receives "cpu" or
+ * "cuda", devices[*n] the ids (cpu alone: one rank, id 0). UNSUPPORTED for another kind,
+ * INVALID for a malformed or repeated id or more than cap. */
+int worker_backend_spec_parse(const char *backend, char kind[8], int *devices, size_t cap,
+                              size_t *n, char *err);
+
+/* Makes the backend of rank `rank` (named "cpu" or "cuda:N" for device N) instead of
+ * worker_backend_new: tests wrap backends with it to fail on command. Called again for a rank
+ * that is recreated after a backend error. */
+typedef int (*worker_backend_fn)(void *ctx, size_t rank, const char *name, int threads,
+                                 model_backend **out, char *err);
+
+typedef struct worker_executor_opts {
+    int threads;                    /* BLAS and elementwise threads per rank (<= 0: all CPUs) */
+    worker_backend_fn make_backend; /* NULL: worker_backend_new */
+    void *make_backend_ctx;
+} worker_executor_opts;
+
 /* Loads the model in model_dir once (TL's default processing: fold_ln, center_writing_weights,
  * center_unembed, fold_value_biases) on the backend named `backend` with `threads` BLAS and
  * elementwise threads (<= 0: all online CPUs), and creates the session every task runs on.
- * Backends (worker_backend_new): "cpu", "cuda" (device 0) or "cuda:N". Errors of model_load and
- * model_session_new are passed on. */
+ * Backends (worker_backend_spec_parse): "cpu", "cuda" (device 0), "cuda:N", or several devices
+ * "cuda:0,1,2,3" / "cpu:0,1". With several, the executor keeps one backend (its own stream)
+ * and one session per device; the weights are read from disk once into host memory, uploaded
+ * to the first device and broadcast to the others through a collective: NCCL for CUDA devices
+ * when the build has it (gpu_have_nccl), else the host collective (one upload per device from
+ * the host copy). Errors of model_load and model_session_new are passed on. */
 int worker_executor_new(worker_executor **out, const char *model_dir, const char *backend,
                         int threads, char *err);
-/* Frees the session, backend and model; NULL is fine; *e is NULL afterwards. */
+/* The same with options (o NULL: defaults, threads 0). */
+int worker_executor_new_opts(worker_executor **out, const char *model_dir, const char *backend,
+                             const worker_executor_opts *o, char *err);
+/* Frees the sessions, backends, collective and model; NULL is fine; *e is NULL afterwards. */
 void worker_executor_destroy(worker_executor **e);
-/* The loaded model and the session (owned by the executor; the same for its whole life). */
+/* The loaded model and the first device's session (owned by the executor; the same for its
+ * whole life unless a backend error made it recreate that device's backend and session). */
 const model *worker_executor_model(const worker_executor *e);
 model_session *worker_executor_session(worker_executor *e);
+/* Devices (ranks) the executor runs on, and the collective between them (NULL with one). */
+size_t worker_executor_ranks(const worker_executor *e);
+const char *worker_executor_collective(const worker_executor *e);
+/* True when a backend error could not be recovered from (a device's backend or session could
+ * not be made again): the executor fails every task and should be destroyed. */
+bool worker_executor_broken(const worker_executor *e);
 /* Games per batched forward of aggregate tasks (0: WORKER_GAMES_PER_RUN). Larger batches are
  * fewer, larger GEMMs; memory grows with the batch times the longest game. */
 void worker_executor_set_games_per_run(worker_executor *e, size_t n);
@@ -90,6 +127,22 @@ typedef struct worker_output {
 /* Runs one task: a is the task's analysis (w->params, or the same analysis of the same spec)
  * and w its work (coordinator_work_load). The analysis' parameters are checked against the
  * model first (cut-off <= n_ctx, top_k <= d_vocab: INVALID).
+ *
+ * With several devices the task is split into one contiguous share per device, each run on
+ * its own thread: a patch task by whole pairs, an aggregate task by whole batches of games
+ * (the executor's games per run), so that every forward is the batch the one-device run makes
+ * and every row comes out the same. The shares' outputs are put together in order: patch and
+ * prediction rows concatenated, neuron sums (which stay on the devices) reduced with the
+ * collective's reduce_sum_f64 onto the first device and downloaded once, legal-statistics
+ * partials merged on the host (interp_legal_stats_merge; their per-game work is host code).
+ * Sums therefore equal the one-device ones to double rounding (relative 1e-12 at most in
+ * practice), everything else exactly. A failed share fails the task with the first failing
+ * device's error.
+ *
+ * A backend error (BACKEND: a CUDA error such as an illegal address or a lost device) fails
+ * the task with its text, and the executor then drops that device's session and backend and
+ * makes them again (the weights uploaded from the host copy), so that the next task never runs
+ * on a context that may hold wrong numbers; should that fail, worker_executor_broken is true.
  *
  * - patch: each pair's token texts become ids through the model's tokenizer (NOT_FOUND for a
  *   text outside the vocabulary). When the metric reads clean_top / corrupt_top or normalises,

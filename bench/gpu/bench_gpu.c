@@ -184,6 +184,63 @@ static int bench_forward(model_session *s, const int32_t *game, size_t B, size_t
     return rc;
 }
 
+/* Launch overhead: n_ops small additions queued one by one, then the same sequence recorded
+ * once as a graph and replayed (graph ops of model.h): seconds per sequence, median of repeat.
+ * *graph_s stays 0 where the backend has no graphs. */
+static int bench_launches(model_backend *be, size_t n_ops, long repeat, double *direct_s,
+                          double *graph_s, char *err) {
+    enum { N = 4096 };
+    model_buf *x = NULL;
+    model_graph *g = NULL;
+    double *t = calloc((size_t)repeat, sizeof *t);
+    int rc =
+        t == NULL ? common_fail(err, COMMON_ERR_NOMEM, "out of memory") : be->alloc(be, N, &x, err);
+    model_ref r = {x, 0};
+    if (rc == 0) {
+        rc = be->fill(be, r, N, 0.5f, err);
+    }
+    for (int mode = 0; mode < 2 && rc == 0; mode++) {
+        if (mode == 1 && be->graph_begin == NULL) {
+            break;
+        }
+        if (mode == 1) {
+            rc = be->graph_begin(be, err);
+            for (size_t k = 0; k < n_ops && rc == 0; k++) {
+                rc = be->add(be, r, r, r, N, err);
+            }
+            int rc2 = be->graph_end(be, &g, err); /* ends the recording whatever happened */
+            rc = rc != 0 ? rc : rc2;
+        }
+        for (long i = -1; rc == 0 && i < repeat; i++) {
+            double t0 = common_now_s();
+            if (mode == 0) {
+                for (size_t k = 0; k < n_ops && rc == 0; k++) {
+                    rc = be->add(be, r, r, r, N, err);
+                }
+            } else {
+                rc = be->graph_launch(be, g, err);
+            }
+            if (rc == 0) {
+                rc = be->sync(be, err);
+            }
+            if (rc == 0 && i >= 0) {
+                t[i] = common_now_s() - t0;
+            }
+        }
+        if (rc == 0) {
+            *(mode == 0 ? direct_s : graph_s) = median(t, (size_t)repeat);
+        }
+    }
+    if (g != NULL) {
+        be->graph_destroy(be, g);
+    }
+    if (x != NULL) {
+        be->free(be, x);
+    }
+    free(t);
+    return rc;
+}
+
 /* 3. block_every on one game with the token at pos replaced: seconds (median of repeat). */
 static int bench_block_every(model_session *s, const int32_t *clean, size_t T, size_t pos,
                              bool plain, long repeat, double *secs, char *err) {
@@ -339,10 +396,24 @@ int main(int argc, char **argv) {
            desc, a.tf32 ? ", TF32 products" : ", float32", a.layers, a.d_model, a.heads);
     const size_t T = 127, B = 64;
     int32_t *game = NULL;
-    double gemm_s = 0, fwd_s = 0, last_s = 0, mid_s = 0, plain_s = 0, sweep_s = 0;
-    if (game_of_length(m, T, 1, &game, err) != 0 ||
-        bench_gemm(be, B * T, (size_t)a.d_model, a.repeat, &gemm_s, err) != 0 ||
+    double gemm_s = 0, fwd_s = 0, unfused_s = 0, last_s = 0, mid_s = 0, plain_s = 0, sweep_s = 0;
+    double direct_s = 0, graph_s = 0;
+    /* the forward once more with the fused attention op hidden: the unfused composition */
+    int (*fused)(model_backend *, const model_attn *, char *) = be->attn_fused;
+    if (game_of_length(m, T, 1, &game, err) != 0) {
+        return die("game", err);
+    }
+    if (fused != NULL) {
+        be->attn_fused = NULL;
+        int rc = bench_forward(s, game, B, T, a.repeat, &unfused_s, err);
+        be->attn_fused = fused;
+        if (rc != 0) {
+            return die("unfused forward", err);
+        }
+    }
+    if (bench_gemm(be, B * T, (size_t)a.d_model, a.repeat, &gemm_s, err) != 0 ||
         bench_forward(s, game, B, T, a.repeat, &fwd_s, err) != 0 ||
+        bench_launches(be, 200, a.repeat, &direct_s, &graph_s, err) != 0 ||
         bench_block_every(s, game, T, T - 1, false, a.repeat, &last_s, err) != 0 ||
         bench_block_every(s, game, T, T / 2, false, a.repeat, &mid_s, err) != 0 ||
         (a.plain && bench_block_every(s, game, T, T / 2, true, 1, &plain_s, err) != 0) ||
@@ -356,6 +427,20 @@ int main(int argc, char **argv) {
     printf("  forward, batch %zu x %zu tokens         %10.3f ms  %8.2f TFLOP/s  %5.1f%% of the gemm"
            " rate\n",
            B, T, fwd_s * 1e3, fwd_rate, 100.0 * fwd_rate / gemm_rate);
+    printf("  attention: %s\n", fused != NULL ? "fused (no hook asks for the pattern)"
+                                              : "unfused (the backend has no fused op)");
+    if (fused != NULL) {
+        printf("  forward, unfused attention            %10.3f ms  fused/unfused: %.2fx faster\n",
+               unfused_s * 1e3, unfused_s / fwd_s);
+    }
+    if (be->graph_begin != NULL) {
+        printf("  200 small launches: queued one by one %8.3f ms, one graph replay %8.3f ms\n",
+               direct_s * 1e3, graph_s * 1e3);
+        printf("  CUDA graphs: available; not used by the forward or patching (README)\n");
+    } else {
+        printf("  200 small launches: queued one by one %8.3f ms; graphs: not available\n",
+               direct_s * 1e3);
+    }
     printf("  block_every, last token corrupted    %10.3f ms\n", last_s * 1e3);
     printf("  block_every, middle token corrupted  %10.3f ms\n", mid_s * 1e3);
     if (a.plain) {

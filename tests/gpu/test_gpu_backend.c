@@ -4,9 +4,11 @@
  * documents), then whole runs on a random model: every hook and the logits of a batched
  * forward with padding, an incremental run from a base cache, and every activation patching
  * kind through interp (fast with and without the identical-prefix shortcut, plain, batched
- * pairs). Tolerance, float32 on both sides: an element may differ by 1e-5 of the largest
- * magnitude of its tensor (the two backends sum in different orders), and a whole tensor by a
- * relative L2 error of 1e-5.
+ * pairs), and sum_rows, which must equal the CPU's bit for bit; the optional ops too: fused
+ * attention against the unfused composition (op and whole forwards without pattern hooks) and
+ * graph capture and replay. Tolerance, float32 on both sides:
+ * an element may differ by 1e-5 of the largest magnitude of its tensor (the two backends sum in
+ * different orders), and a whole tensor by a relative L2 error of 1e-5.
  *
  * Without a visible CUDA device the test prints why and exits 77, which ctest reports as
  * skipped. CHESSLENS_GPU_TEST_SELF_CHECK=1 runs the same comparisons with a second CPU backend
@@ -26,6 +28,7 @@
 
 #include "gpu/gpu.h"
 #include "interp/interp.h"
+#include "tests/model/attn_compose.h"
 
 #define TOL 1e-5
 
@@ -293,6 +296,120 @@ static void test_attention(void **state) {
     free(hs_);
 }
 
+/* attn_fused against the unfused composition on the CPU: padded row strides, queries from 2,
+ * a d_head wider than a warp, a key count above the queries, and scores large enough that the
+ * online softmax rescales often. */
+static void test_attn_fused(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    if (dev->attn_fused == NULL) {
+        fprintf(stderr, "test_attn_fused: the backend has no fused attention\n");
+        return;
+    }
+    size_t H = 3, Dh = 37, T = 29, nk = 33, ld = H * Dh + 5, q0 = 2;
+    float *hq = random_floats(T * ld, 2.0f, 0.0f), *hk = random_floats(T * ld, 2.0f, 0.0f);
+    float *hv = random_floats(T * ld, 1.0f, 0.5f);
+    twin q = twin_new(hq, T * ld), k = twin_new(hk, T * ld), v = twin_new(hv, T * ld);
+    twin z = twin_new(NULL, T * ld);
+    model_attn a = {H,          Dh,         q0, T,          nk, rc_(&q, 0),      ld,
+                    rc_(&k, 0), rc_(&v, 0), ld, rc_(&z, 0), ld, sqrtf((float)Dh)};
+    assert_int_equal(test_attn_compose(cpu, &a, err), 0);
+    a.q = rd_(&q, 0);
+    a.k = rd_(&k, 0);
+    a.v = rd_(&v, 0);
+    a.z = rd_(&z, 0);
+    if (dev->attn_fused(dev, &a, err) != 0) {
+        fail_msg("%s", err);
+    }
+    expect_twin("attn_fused", &z);
+    /* a scale that makes the scores large: the running maximum moves by far */
+    a.attn_scale = 0.05f;
+    assert_int_equal(dev->attn_fused(dev, &a, err), 0);
+    a.q = rc_(&q, 0);
+    a.k = rc_(&k, 0);
+    a.v = rc_(&v, 0);
+    a.z = rc_(&z, 0);
+    assert_int_equal(test_attn_compose(cpu, &a, err), 0);
+    expect_twin("attn_fused, large scores", &z);
+    /* refusals */
+    a.q = rd_(&q, 0);
+    a.k = rd_(&k, 0);
+    a.v = rd_(&v, 0);
+    a.z = rd_(&z, 0);
+    a.n_keys = T - 1;
+    assert_int_equal(dev->attn_fused(dev, &a, err), COMMON_ERR_INVALID);
+    a.n_keys = nk;
+    a.kv_ld = ld + 1;
+    assert_int_equal(dev->attn_fused(dev, &a, err), COMMON_ERR_INVALID);
+    twin_free(&q);
+    twin_free(&k);
+    twin_free(&v);
+    twin_free(&z);
+    free(hq);
+    free(hk);
+    free(hv);
+}
+
+/* A recorded sequence replays on whatever its buffers hold at launch; what cannot be recorded
+ * fails the recording and leaves the backend usable. */
+static void test_graphs(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    if (dev->graph_begin == NULL) {
+        fprintf(stderr, "test_graphs: the backend has no graphs\n");
+        return;
+    }
+    size_t m = 7, n = 9, kk = 5;
+    float *ha = random_floats(m * kk, 1.0f, 0.0f), *hb = random_floats(kk * n, 1.0f, 0.0f);
+    twin a = twin_new(ha, m * kk), b = twin_new(hb, kk * n), c = twin_new(NULL, m * n);
+    model_graph *g = NULL;
+    model_gemm gd = {false, false,      m, n, kk,         1.0f, 0.0f, rd_(&a, 0), kk,
+                     0,     rd_(&b, 0), n, 0, rd_(&c, 0), n,    0,    1};
+    model_gemm gc = gd;
+    gc.a = rc_(&a, 0);
+    gc.b = rc_(&b, 0);
+    gc.c = rc_(&c, 0);
+    assert_int_equal(dev->graph_begin(dev, err), 0);
+    assert_int_equal(dev->gemm(dev, &gd, err), 0);
+    assert_int_equal(dev->gelu_new(dev, rd_(&c, 0), rd_(&c, 0), m * n, err), 0);
+    assert_int_equal(dev->add(dev, rd_(&c, 0), rd_(&c, 0), rd_(&c, 0), m * n, err), 0);
+    if (dev->graph_end(dev, &g, err) != 0) {
+        fail_msg("%s", err);
+    }
+    for (int round = 0; round < 3; round++) {
+        /* new inputs, then one launch: the graph reads the buffers as they are now */
+        float *na = random_floats(m * kk, 1.0f, (float)round);
+        assert_int_equal(cpu->upload(cpu, rc_(&a, 0), na, m * kk, err), 0);
+        assert_int_equal(dev->upload(dev, rd_(&a, 0), na, m * kk, err), 0);
+        assert_int_equal(cpu->gemm(cpu, &gc, err), 0);
+        assert_int_equal(cpu->gelu_new(cpu, rc_(&c, 0), rc_(&c, 0), m * n, err), 0);
+        assert_int_equal(cpu->add(cpu, rc_(&c, 0), rc_(&c, 0), rc_(&c, 0), m * n, err), 0);
+        assert_int_equal(dev->graph_launch(dev, g, err), 0);
+        expect_twin("graph replay", &c);
+        free(na);
+    }
+    dev->graph_destroy(dev, g);
+    dev->graph_destroy(dev, NULL);
+    /* an upload while recording is refused and fails the recording */
+    g = NULL;
+    assert_int_equal(dev->graph_begin(dev, err), 0);
+    assert_int_not_equal(dev->graph_begin(dev, err), 0);
+    assert_int_equal(dev->upload(dev, rd_(&a, 0), ha, m * kk, err), COMMON_ERR_INVALID);
+    assert_int_not_equal(dev->graph_end(dev, &g, err), 0);
+    assert_null(g);
+    assert_int_not_equal(dev->graph_end(dev, &g, err), 0); /* not recording any more */
+    assert_int_equal(dev->upload(dev, rd_(&a, 0), ha, m * kk, err), 0);
+    assert_int_equal(cpu->upload(cpu, rc_(&a, 0), ha, m * kk, err), 0);
+    assert_int_equal(dev->gemm(dev, &gd, err), 0);
+    assert_int_equal(cpu->gemm(cpu, &gc, err), 0);
+    expect_twin("gemm after a failed recording", &c);
+    twin_free(&a);
+    twin_free(&b);
+    twin_free(&c);
+    free(ha);
+    free(hb);
+}
+
 static void test_gather_rows(void **state) {
     (void)state;
     char err[COMMON_ERR_LEN];
@@ -323,6 +440,51 @@ static void test_gather_rows(void **state) {
     twin_free(&ix);
     twin_free(&out);
     free(ht);
+}
+
+/* sum_rows: the same double additions in the same order on both sides, so the sums must be
+ * equal bit for bit, not merely close (model.h). */
+static void test_sum_rows(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    size_t rows = 3 * 127, cols = 3072, groups = 6, n_acc = groups * cols;
+    float *hx = random_floats(rows * cols, 4.0f, 0.5f);
+    int32_t *mask = malloc(rows * sizeof *mask);
+    assert_non_null(mask);
+    for (size_t r = 0; r < rows; r++) {
+        mask[r] = (int32_t)((r * 2654435761u >> 7) & 63u);
+    }
+    twin x = twin_new(hx, rows * cols), m = twin_new(mask, rows);
+    twin acc = twin_new(NULL, 2 * n_acc + 2); /* doubles from element 2 on: zeros */
+    for (int k = 0; k < 2; k++) {             /* and accumulating on what is there */
+        assert_int_equal(cpu->sum_rows(cpu, rc_(&acc, 2), cols, rc_(&x, 0), cols, rc_(&m, 0), rows,
+                                       cols, groups, err),
+                         0);
+        assert_int_equal(dev->sum_rows(dev, rd_(&acc, 2), cols, rd_(&x, 0), cols, rd_(&m, 0), rows,
+                                       cols, groups, err),
+                         0);
+    }
+    double *a = malloc((n_acc + 1) * sizeof *a), *b = malloc((n_acc + 1) * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(dev->download(dev, a, rd_(&acc, 0), 2 * n_acc + 2, err), 0);
+    assert_int_equal(cpu->download(cpu, b, rc_(&acc, 0), 2 * n_acc + 2, err), 0);
+    for (size_t i = 0; i < n_acc + 1; i++) {
+        if (memcmp(&a[i], &b[i], sizeof a[i]) != 0) {
+            fail_msg("sum_rows: double %zu is %.17g on the device, %.17g on the CPU", i, a[i],
+                     b[i]);
+        }
+    }
+    assert_int_equal(dev->sum_rows(dev, rd_(&acc, 1), cols, rd_(&x, 0), cols, rd_(&m, 0), rows,
+                                   cols, groups, err),
+                     COMMON_ERR_INVALID);
+    twin_free(&x);
+    twin_free(&m);
+    twin_free(&acc);
+    free(hx);
+    free(mask);
+    free(a);
+    free(b);
 }
 
 static void test_range_errors(void **state) {
@@ -469,6 +631,33 @@ static void test_forward(void **state) {
     expect_caches("incremental run", &t, id, ic, B, T);
     model_cache_destroy(&ic);
     model_cache_destroy(&id);
+
+    /* the fused attention path (no scores or pattern hooked): logits only, then a few hooks
+     * with layer 1's pattern, which keeps only that layer unfused */
+    model_request plain;
+    model_request_init(&plain, t.sc, tokens, B, T);
+    plain.lengths = lengths;
+    const char *lists[2] = {NULL, "blocks.0.attn.hook_z,blocks.1.attn.hook_pattern,"
+                                  "blocks.2.hook_resid_post"};
+    for (int i = 0; i < 2; i++) {
+        model_hook *some = NULL;
+        size_t n_some = 0;
+        if (lists[i] != NULL) {
+            assert_int_equal(model_hook_list_parse(lists[i], cfg, &some, &n_some, err), 0);
+        }
+        plain.hooks = some;
+        plain.n_hooks = n_some;
+        assert_int_equal(model_run(t.sc, &plain, &ic, err), 0);
+        if (model_run(t.sd, &plain, &id, err) != 0) {
+            fail_msg("%s", err);
+        }
+        expect_caches(i == 0 ? "forward, fused attention, logits only"
+                             : "forward, fused attention but in layer 1",
+                      &t, id, ic, B, T);
+        model_cache_destroy(&ic);
+        model_cache_destroy(&id);
+        free(some);
+    }
     model_cache_destroy(&cc);
     model_cache_destroy(&cd);
     free(hooks);
@@ -556,6 +745,9 @@ int main(void) {
             fprintf(stderr, "%s\n", err);
             return 1;
         }
+        /* the reference composition as the stand-in's fused op, so that those comparisons
+         * and the forward's fused path run too (it has no graphs: those cases say so) */
+        dev->attn_fused = test_attn_compose;
     } else {
         int count = 0;
         if (gpu_device_count(&count, err) != 0) {
@@ -583,6 +775,8 @@ int main(void) {
         cmocka_unit_test(test_layer_norm),  cmocka_unit_test(test_attention),
         cmocka_unit_test(test_gather_rows), cmocka_unit_test(test_range_errors),
         cmocka_unit_test(test_forward),     cmocka_unit_test(test_patching),
+        cmocka_unit_test(test_sum_rows),    cmocka_unit_test(test_attn_fused),
+        cmocka_unit_test(test_graphs),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     model_backend_destroy(&dev);
