@@ -27,6 +27,13 @@
  * its own line. */
 #define TABLE_SAMPLE_ROWS 1000
 #define TABLE_SAMPLE_BYTES (16u << 20)
+/* A table cell shows at most this many bytes of its value, then "..." (csv and json give
+ * values whole): one long value would otherwise widen its column for every row. */
+#define TABLE_CELL_MAX 256
+/* The longest string or blob a query may make (SQLITE_LIMIT_LENGTH): nothing the store holds
+ * comes near it, and it bounds what a value costs outside SQLite's heap limit (its hex form,
+ * a held table row), which zeroblob(1e9) would otherwise make gigabytes of. */
+#define QUERY_MAX_VALUE (16 << 20)
 /* How often (SQLite virtual machine instructions) the time limit is checked. */
 #define PROGRESS_STEPS 1000
 #define DEFAULT_DB "chesslens.db"
@@ -94,10 +101,27 @@ static int put_blob_hex(buf *b, const unsigned char *p, size_t n) {
     return rc != 0 ? rc : buf_str(b, "'");
 }
 
-/* Column c of the current row as text for the table (control characters escaped, so that a
- * cell stays on its line) or for csv (bytes as stored). NULL is "NULL" in the table and an
- * empty field in csv. */
+static int render_value(buf *b, sqlite3_stmt *st, int c, out_format f);
+
+/* Column c of the current row appended to b as text for the table (control characters
+ * escaped, so that a cell stays on its line; cut after TABLE_CELL_MAX bytes, at a character
+ * boundary) or for csv (bytes as stored). NULL is "NULL" in the table and an empty field in
+ * csv. */
 static int render_cell(buf *b, sqlite3_stmt *st, int c, out_format f) {
+    size_t start = b->n;
+    int rc = render_value(b, st, c, f);
+    if (rc != 0 || f != FORMAT_TABLE || b->n - start <= TABLE_CELL_MAX) {
+        return rc;
+    }
+    size_t cut = start + TABLE_CELL_MAX;
+    while (cut > start && ((unsigned char)b->p[cut] & 0xC0) == 0x80) {
+        cut--; /* not inside a UTF-8 sequence */
+    }
+    b->n = cut;
+    return buf_str(b, "...");
+}
+
+static int render_value(buf *b, sqlite3_stmt *st, int c, out_format f) {
     char num[64];
     switch (sqlite3_column_type(st, c)) {
     case SQLITE_NULL:
@@ -460,22 +484,87 @@ static bool pragma_reads_argument(const char *name) {
 /* The authorizer: refuses what would change the connection rather than the file (the read-only
  * open already stops writes to the file): attaching a database, and a PRAGMA that sets a value
  * (query_only = OFF, journal_mode = ...). */
+/* What a statement that the authorizer refuses would have done, for the message. */
+static const char *write_action_name(int action) {
+    switch (action) {
+    case SQLITE_INSERT:
+        return "INSERT";
+    case SQLITE_UPDATE:
+        return "UPDATE";
+    case SQLITE_DELETE:
+        return "DELETE";
+    case SQLITE_ALTER_TABLE:
+        return "ALTER TABLE";
+    case SQLITE_REINDEX:
+        return "REINDEX";
+    case SQLITE_ANALYZE:
+        return "ANALYZE";
+    case SQLITE_TRANSACTION:
+    case SQLITE_SAVEPOINT:
+        return "a transaction";
+    case SQLITE_CREATE_INDEX:
+    case SQLITE_CREATE_TABLE:
+    case SQLITE_CREATE_TEMP_INDEX:
+    case SQLITE_CREATE_TEMP_TABLE:
+    case SQLITE_CREATE_TEMP_TRIGGER:
+    case SQLITE_CREATE_TEMP_VIEW:
+    case SQLITE_CREATE_TRIGGER:
+    case SQLITE_CREATE_VIEW:
+    case SQLITE_CREATE_VTABLE:
+        return "CREATE";
+    case SQLITE_DROP_INDEX:
+    case SQLITE_DROP_TABLE:
+    case SQLITE_DROP_TEMP_INDEX:
+    case SQLITE_DROP_TEMP_TABLE:
+    case SQLITE_DROP_TEMP_TRIGGER:
+    case SQLITE_DROP_TEMP_VIEW:
+    case SQLITE_DROP_TRIGGER:
+    case SQLITE_DROP_VIEW:
+    case SQLITE_DROP_VTABLE:
+        return "DROP";
+    default:
+        return "this statement";
+    }
+}
+
+/* Reads only: SELECT, reading tables and views, recursive CTEs, functions but
+ * load_extension, and pragmas that only report (or name what to report). Everything else is
+ * refused while the statement is prepared, naming what it is. */
 static int authorize(void *ctx, int action, const char *a1, const char *a2, const char *db,
                      const char *trigger) {
     (void)db;
     (void)trigger;
     guard *g = ctx;
-    if (action == SQLITE_ATTACH || action == SQLITE_DETACH) {
+    switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_READ:
+    case SQLITE_RECURSIVE:
+        return SQLITE_OK;
+    case SQLITE_FUNCTION:
+        if (a2 != NULL && strcmp(a2, "load_extension") == 0) {
+            snprintf(g->reason, sizeof g->reason,
+                     "load_extension is refused: query loads no extensions");
+            return SQLITE_DENY;
+        }
+        return SQLITE_OK;
+    case SQLITE_PRAGMA:
+        if (a2 != NULL && !pragma_reads_argument(a1)) {
+            snprintf(g->reason, sizeof g->reason,
+                     "PRAGMA %.64s = %.64s is refused: query cannot change settings", a1, a2);
+            return SQLITE_DENY;
+        }
+        return SQLITE_OK;
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
         snprintf(g->reason, sizeof g->reason, "%s is refused: query reads the one database",
                  action == SQLITE_ATTACH ? "ATTACH" : "DETACH");
         return SQLITE_DENY;
-    }
-    if (action == SQLITE_PRAGMA && a2 != NULL && !pragma_reads_argument(a1)) {
+    default:
         snprintf(g->reason, sizeof g->reason,
-                 "PRAGMA %.64s = %.64s is refused: query cannot change settings", a1, a2);
+                 "%s is refused: query only reads (the database is opened read-only)",
+                 write_action_name(action));
         return SQLITE_DENY;
     }
-    return SQLITE_OK;
 }
 
 /* The time limit, checked by the progress handler. */
@@ -520,8 +609,8 @@ int cli_query(int argc, char **argv) {
          .value = &format,
          .meta = "F",
          .choices = formats,
-         .help = "table: aligned columns; csv: RFC 4180 with a header row; json: an array of\n"
-                 "objects (default table)"},
+         .help = "table: aligned columns, cells cut after 256 bytes; csv: RFC 4180 with a\n"
+                 "header row; json: an array of objects (default table)"},
         {.name = "--timeout",
          .kind = CLI_LONG,
          .value = &timeout_s,
@@ -569,6 +658,7 @@ int cli_query(int argc, char **argv) {
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, (int *)NULL);
     sqlite3_hard_heap_limit64((sqlite3_int64)memory_mb << 20);
     sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, QUERY_MAX_VALUE);
     sqlite3_set_authorizer(db, authorize, &g);
 
     int code = 1;
@@ -611,6 +701,11 @@ int cli_query(int argc, char **argv) {
                     "chesslens query: out of memory: the query needs more than its memory "
                     "limit of %ld MB (--memory-mb)\n",
                     memory_mb);
+        } else if (rc == SQLITE_TOOBIG) {
+            fprintf(stderr,
+                    "chesslens query: refused: the query makes a string or blob longer than "
+                    "%d MiB, the most a value may hold\n",
+                    QUERY_MAX_VALUE >> 20);
         } else {
             fprintf(stderr, "chesslens query: %s\n", sqlite3_errmsg(db));
         }

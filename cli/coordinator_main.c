@@ -2,7 +2,9 @@
  * chesslens-coordinator: the sweep service's coordinator (coordinator/service.h) on tcp
  * endpoints. It owns the database; workers (chesslens-worker) and clients (chesslens submit,
  * status, wait, ...) connect to it. SIGINT or SIGTERM stops it after the batch in progress;
- * started again on the same database, it resumes every unfinished sweep.
+ * started again on the same database, it resumes every unfinished sweep. A store error (a full
+ * disk, an I/O error) does not stop it: the batch is rolled back, and it serves again from the
+ * database after a wait (coordinator/service.h).
  *
  * With --curve-key and --clients every connection is CurveZMQ, and only the workers and clients
  * whose public keys are in the clients directory get in (proto/PROTOCOL.md, "Authentication";
@@ -25,8 +27,12 @@ static void on_signal(int sig) {
 
 int main(int argc, char **argv) {
     const char *db = NULL, *bind = "tcp://127.0.0.1:5555", *curve_key = NULL, *clients = NULL;
+    const char *faults = NULL;
     long lease_ms = 30000, heartbeat_ms = 0, max_attempts = 3, pairs = 0, games = 0;
+    long backoff_base_ms = 1000, backoff_cap_ms = 60000;
     bool quiet = false, insecure_listen = false;
+    static const char *const sync_levels[] = {"normal", "full", NULL};
+    int sync_level = 0;
     const cli_opt opts[] = {
         {.name = "--db",
          .kind = CLI_STRING,
@@ -61,6 +67,22 @@ int main(int argc, char **argv) {
          .lo = 1,
          .hi = 1000,
          .help = "a task that failed or lost its lease N times is dead, with its last error"},
+        {.name = "--backoff-base-ms",
+         .kind = CLI_LONG,
+         .value = &backoff_base_ms,
+         .meta = "MS",
+         .lo = 1,
+         .hi = 86400000,
+         .help =
+             "a failed or expired attempt n waits a random time in [0, min(cap, base 2^(n-1)))\n"
+             "before it is dispatched again (default 1000)"},
+        {.name = "--backoff-cap-ms",
+         .kind = CLI_LONG,
+         .value = &backoff_cap_ms,
+         .meta = "MS",
+         .lo = 1,
+         .hi = 86400000,
+         .help = "the cap of that wait (default 60000)"},
         {.name = "--pairs-per-task",
          .kind = CLI_LONG,
          .value = &pairs,
@@ -75,6 +97,15 @@ int main(int argc, char **argv) {
          .lo = 0,
          .hi = 1L << 20,
          .help = "games per aggregate task of submitted sweeps (0 = 64)"},
+        {.name = "--sync",
+         .kind = CLI_CHOICE,
+         .value = &sync_level,
+         .meta = "normal|full",
+         .choices = sync_levels,
+         .help = "what a power loss may take back (a crash of the process takes nothing):\n"
+                 "normal (default): the last results acknowledged to workers, whose tasks then\n"
+                 "run again (submits, cancels and retries are always fsynced); full: nothing,\n"
+                 "at the cost of an fsync per batch"},
         {.name = "--curve-key",
          .kind = CLI_STRING,
          .value = &curve_key,
@@ -92,6 +123,12 @@ int main(int argc, char **argv) {
          .value = &insecure_listen,
          .help = "allow plain tcp (no CURVE: anyone who reaches the port is served) on\n"
                  "addresses other than loopback"},
+        {.name = "--faults",
+         .kind = CLI_STRING,
+         .value = &faults,
+         .meta = "LIST",
+         .help = "fault drill, for tests and drills only (coordinator/service.h):\n"
+                 "drop_result_acks=N: the ACKs of the first N stored results are not sent"},
         {.name = "--quiet", .kind = CLI_FLAG, .value = &quiet, .help = "no log lines"},
     };
     const cli_spec spec = {
@@ -129,12 +166,18 @@ int main(int argc, char **argv) {
                                   .sched = {.lease_ms = (uint32_t)lease_ms,
                                             .heartbeat_ms = (uint32_t)heartbeat_ms,
                                             .max_attempts = (uint32_t)max_attempts,
+                                            .backoff_base_ms = (uint32_t)backoff_base_ms,
+                                            .backoff_cap_ms = (uint32_t)backoff_cap_ms,
+                                            .sync_full = sync_level == 1,
                                             .plan = {(size_t)pairs, (size_t)games}},
                                   .stop = &stop,
                                   .log = quiet ? NULL : stderr,
                                   .curve_key = curve_key,
                                   .clients_dir = clients,
-                                  .insecure_listen = insecure_listen};
+                                  .insecure_listen = insecure_listen,
+                                  /* a full disk or an I/O error is waited out, not fatal */
+                                  .retry_store_errors = true,
+                                  .faults = faults};
     char err[COMMON_ERR_LEN] = "";
     if (coordinator_service_run(&o, err) != 0) {
         fprintf(stderr, "chesslens-coordinator: %s\n", err);

@@ -77,4 +77,13 @@ double common_now_s(void);
  * U+10FFFF and truncated sequences are invalid. *cp (NULL allowed) receives its code point. */
 size_t common_utf8_sequence(const unsigned char *p, size_t n, uint32_t *cp);
 
+/* Options given as one "key=value,key=value" text (fault drills: chesslens-worker and
+ * chesslens-coordinator --faults). Reads the next entry of *p into key[klen] and value[vlen]
+ * (views into the text) and moves *p past it: 1 when an entry was read, 0 at the end. An
+ * entry without '=' or a trailing ',' is INVALID, naming `what`. */
+int common_kv_next(const char **p, const char **key, size_t *klen, const char **value, size_t *vlen,
+                   const char *what, char *err);
+/* A decimal integer in [lo, hi] spelled by s[0..n) exactly (no sign, no blank). */
+bool common_parse_i64(const char *s, size_t n, int64_t lo, int64_t hi, int64_t *v);
+
 #endif

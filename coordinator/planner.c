@@ -11,7 +11,6 @@
  * games gives the same pairs. docs/SWEEP.md ("Tasks") is the prose form of these rules.
  */
 #include <assert.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -480,75 +479,140 @@ typedef struct task_body {
     size_t cutoff, pairs; /* patch only */
 } task_body;
 
-static int body_uint(json_t *o, const char *key, uint64_t max, uint64_t *out, char *err) {
-    json_t *v = json_object_get(o, key);
-    if (v == NULL) {
-        return common_fail(err, COMMON_ERR_PARSE, "task body: '%s' missing", key);
+/* A task body is the small JSON object the planner writes (plan_patch_tasks, plan_game_tasks):
+ * "analysis", "games" ([from, to)), "kind" and, for a patch task, "cutoff" and "pairs". It is
+ * read on every dispatch, so it is scanned here for exactly that shape (any key order,
+ * whitespace between tokens) instead of being built into a general JSON tree: unsigned
+ * integers without sign, fraction or exponent, the kind as a plain string, nothing else. */
+typedef struct body_scan {
+    const char *p, *end;
+} body_scan;
+
+static void skip_space(body_scan *sc) {
+    while (sc->p < sc->end &&
+           (*sc->p == ' ' || *sc->p == '\t' || *sc->p == '\n' || *sc->p == '\r')) {
+        sc->p++;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max) {
-        return common_fail(err, COMMON_ERR_PARSE, "task body: '%s' must be an integer 0..%llu", key,
-                           (unsigned long long)max);
+}
+
+static bool eat(body_scan *sc, char c) {
+    skip_space(sc);
+    if (sc->p < sc->end && *sc->p == c) {
+        sc->p++;
+        return true;
     }
-    *out = (uint64_t)json_integer_value(v);
-    return 0;
+    return false;
+}
+
+/* A string of at most cap - 1 plain characters (no escapes), NUL-terminated into out. */
+static bool scan_string(body_scan *sc, char *out, size_t cap) {
+    if (!eat(sc, '"')) {
+        return false;
+    }
+    size_t n = 0;
+    while (sc->p < sc->end && *sc->p != '"') {
+        unsigned char c = (unsigned char)*sc->p++;
+        if (c == '\\' || c < 0x20 || n + 1 >= cap) {
+            return false;
+        }
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return sc->p++ < sc->end;
+}
+
+/* An unsigned integer of at most max: digits, no leading zero unless it is 0. */
+static bool scan_uint(body_scan *sc, uint64_t max, uint64_t *out) {
+    skip_space(sc);
+    const char *start = sc->p;
+    uint64_t v = 0;
+    while (sc->p < sc->end && *sc->p >= '0' && *sc->p <= '9') {
+        uint64_t d = (uint64_t)(*sc->p++ - '0');
+        if (v > (max - d) / 10) {
+            return false;
+        }
+        v = v * 10 + d;
+    }
+    size_t n = (size_t)(sc->p - start);
+    if (n == 0 || (n > 1 && *start == '0') ||
+        (sc->p < sc->end && (*sc->p == '.' || *sc->p == 'e' || *sc->p == 'E'))) {
+        return false;
+    }
+    *out = v;
+    return true;
 }
 
 static int parse_body(const void *body, size_t len, task_body *b, char *err) {
-    json_error_t je;
-    json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    int rc = 0;
-    if (o == NULL || !json_is_object(o)) {
-        rc = common_fail(err, COMMON_ERR_PARSE, "task body: %s",
-                         o == NULL ? je.text : "not a JSON object");
-        goto done;
+    enum { K_ANALYSIS, K_CUTOFF, K_GAMES, K_KIND, K_PAIRS, N_KEYS };
+    static const char *const keys[N_KEYS] = {"analysis", "cutoff", "games", "kind", "pairs"};
+    static const uint64_t max[N_KEYS] = {COORDINATOR_MAX_ANALYSES, COORDINATOR_MAX_CUTOFF, 0, 0,
+                                         SIZE_MAX / 2};
+    body_scan sc = {body, (const char *)body + len};
+    bool seen[N_KEYS] = {false};
+    uint64_t v[N_KEYS] = {0};
+    char kind[32] = "";
+    if (!eat(&sc, '{')) {
+        return common_fail(err, COMMON_ERR_PARSE, "task body: not a JSON object");
     }
-    json_t *kind = json_object_get(o, "kind");
-    const char *k = json_is_string(kind) ? json_string_value(kind) : "";
+    do {
+        char key[16];
+        size_t k = 0;
+        if (!scan_string(&sc, key, sizeof key) || !eat(&sc, ':')) {
+            return common_fail(err, COMMON_ERR_PARSE, "task body: malformed at byte %zu",
+                               (size_t)(sc.p - (const char *)body));
+        }
+        while (k < N_KEYS && strcmp(keys[k], key) != 0) {
+            k++;
+        }
+        if (k == N_KEYS || seen[k]) {
+            return common_fail(err, COMMON_ERR_PARSE, "task body: key '%s' %s", key,
+                               k == N_KEYS ? "unknown" : "given twice");
+        }
+        seen[k] = true;
+        bool ok;
+        if (k == K_GAMES) {
+            ok = eat(&sc, '[') && scan_uint(&sc, UINT64_MAX, &b->from) && eat(&sc, ',') &&
+                 scan_uint(&sc, UINT64_MAX, &b->to) && eat(&sc, ']') && b->from < b->to;
+        } else if (k == K_KIND) {
+            ok = scan_string(&sc, kind, sizeof kind);
+        } else {
+            ok = scan_uint(&sc, max[k], &v[k]);
+        }
+        if (!ok) {
+            return common_fail(err, COMMON_ERR_PARSE,
+                               k == K_GAMES  ? "task body: 'games' must be [from, to), from < to"
+                               : k == K_KIND ? "task body: 'kind' must be an analysis kind"
+                                             : "task body: '%s' must be an integer 0..%llu",
+                               keys[k], (unsigned long long)max[k]);
+        }
+    } while (eat(&sc, ','));
+    if (!eat(&sc, '}') || (skip_space(&sc), sc.p != sc.end)) {
+        return common_fail(err, COMMON_ERR_PARSE, "task body: malformed at byte %zu",
+                           (size_t)(sc.p - (const char *)body));
+    }
     static const coordinator_analysis_kind kinds[] = {
         COORDINATOR_ANALYSIS_PATCH, COORDINATOR_ANALYSIS_LEGAL_STATS,
         COORDINATOR_ANALYSIS_NEURON_STATS, COORDINATOR_ANALYSIS_PREDICTIONS};
     size_t i = 0;
-    while (i < 4 && strcmp(coordinator_analysis_kind_name(kinds[i]), k) != 0) {
+    while (i < 4 && strcmp(coordinator_analysis_kind_name(kinds[i]), kind) != 0) {
         i++;
     }
     if (i == 4) {
-        rc = common_fail(err, COMMON_ERR_PARSE, "task body: 'kind' must be an analysis kind");
-        goto done;
+        return common_fail(err, COMMON_ERR_PARSE, "task body: 'kind' must be an analysis kind");
     }
     b->kind = kinds[i];
     bool patch = b->kind == COORDINATOR_ANALYSIS_PATCH;
-    size_t n_keys = patch ? 5 : 3;
-    uint64_t analysis = 0, cutoff = 0, pairs = 0;
-    json_t *games = json_object_get(o, "games");
-    if (json_object_size(o) != n_keys) {
-        rc = common_fail(err, COMMON_ERR_PARSE, "task body: %zu keys, a %s task has %zu",
-                         json_object_size(o), k, n_keys);
-        goto done;
+    for (size_t k = 0; k < N_KEYS; k++) {
+        bool wanted = patch || (k != K_CUTOFF && k != K_PAIRS);
+        if (seen[k] != wanted) {
+            return common_fail(err, COMMON_ERR_PARSE, "task body: '%s' %s for a %s task", keys[k],
+                               wanted ? "missing" : "not allowed", kind);
+        }
     }
-    if (!json_is_array(games) || json_array_size(games) != 2 ||
-        !json_is_integer(json_array_get(games, 0)) || !json_is_integer(json_array_get(games, 1)) ||
-        json_integer_value(json_array_get(games, 0)) < 0 ||
-        json_integer_value(json_array_get(games, 1)) <=
-            json_integer_value(json_array_get(games, 0))) {
-        rc = common_fail(err, COMMON_ERR_PARSE, "task body: 'games' must be [from, to), from < to");
-        goto done;
-    }
-    b->from = (uint64_t)json_integer_value(json_array_get(games, 0));
-    b->to = (uint64_t)json_integer_value(json_array_get(games, 1));
-    if ((rc = body_uint(o, "analysis", COORDINATOR_MAX_ANALYSES, &analysis, err)) != 0) {
-        goto done;
-    }
-    if (patch && ((rc = body_uint(o, "cutoff", COORDINATOR_MAX_CUTOFF, &cutoff, err)) != 0 ||
-                  (rc = body_uint(o, "pairs", SIZE_MAX / 2, &pairs, err)) != 0)) {
-        goto done;
-    }
-    b->analysis = (size_t)analysis;
-    b->cutoff = (size_t)cutoff;
-    b->pairs = (size_t)pairs;
-
-done:
-    json_decref(o);
-    return rc;
+    b->analysis = (size_t)v[K_ANALYSIS];
+    b->cutoff = (size_t)v[K_CUTOFF];
+    b->pairs = (size_t)v[K_PAIRS];
+    return 0;
 }
 
 /* The job's analysis index and its sweep's dataset, checking that spec is that sweep's. */

@@ -541,6 +541,94 @@ int coordinator_sched_begin(coordinator_sched *s, char *err) {
     return 0;
 }
 
+/* Queues one frame for peer of the messages out[idx[0..n)] (each freed): as it is when n is 1,
+ * else a bundle. */
+static int push_bundle(coordinator_sched *s, const uint8_t *peer, size_t peer_len,
+                       const size_t *idx, size_t n, char *err) {
+    if (n == 1) {
+        coordinator_send *f = &s->out[idx[0]];
+        uint8_t *data = f->data;
+        f->data = NULL;
+        return push_frame(s, peer, peer_len, data, f->len, err);
+    }
+    const uint8_t **msgs = calloc(n, sizeof *msgs);
+    size_t *lens = calloc(n, sizeof *lens);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    char e[COMMON_ERR_LEN] = "out of memory";
+    int rc = COMMON_ERR_NOMEM;
+    if (msgs != NULL && lens != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            msgs[i] = s->out[idx[i]].data;
+            lens[i] = s->out[idx[i]].len;
+        }
+        rc = proto_bundle(msgs, lens, n, &data, &len, e);
+    }
+    free(msgs);
+    free(lens);
+    for (size_t i = 0; i < n; i++) {
+        free(s->out[idx[i]].data);
+        s->out[idx[i]].data = NULL;
+    }
+    if (rc != 0) {
+        return common_fail(err, rc, "scheduler: bundle: %s", e);
+    }
+    return push_frame(s, peer, peer_len, data, len, err);
+}
+
+/* Joins what this batch sends to each worker into bundles (proto.h, "Bundles"), in the order
+ * it was queued: a worker whose slots turned over together gets their ACKs and its next TASKs
+ * in one frame. Clients, which send one request at a time, get one frame per answer. The
+ * frames of the bundles take the place of their messages at the end of out. */
+static int bundle_out(coordinator_sched *s, char *err) {
+    size_t n = s->n_out;
+    if (n < 2 || s->workers == NULL) {
+        return 0;
+    }
+    size_t *idx = malloc(n * sizeof *idx);
+    if (idx == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "scheduler: out of memory");
+    }
+    int rc = 0;
+    bool bundled = false;
+    for (sched_worker *w = s->workers; w != NULL && rc == 0; w = w->next) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (s->out[i].data != NULL && s->out[i].peer_len == w->peer_len &&
+                memcmp(s->out[i].peer, w->peer, w->peer_len) == 0) {
+                idx[k++] = i;
+            }
+        }
+        if (k < 2) {
+            continue;
+        }
+        bundled = true;
+        /* as many messages a frame as a bundle and PROTO_MAX_MESSAGE allow */
+        size_t from = 0, bytes = 5;
+        for (size_t i = 0; i <= k && rc == 0; i++) {
+            size_t add = i < k ? s->out[idx[i]].len + proto_bundle_overhead(s->out[idx[i]].len) : 0;
+            if (i == k || i - from == PROTO_MAX_BUNDLE ||
+                (i > from && bytes + add > PROTO_MAX_MESSAGE)) {
+                rc = push_bundle(s, w->peer, w->peer_len, idx + from, i - from, err);
+                from = i;
+                bytes = 5;
+            }
+            bytes += add;
+        }
+    }
+    free(idx);
+    if (bundled) { /* drop the messages that went into frames of their own */
+        size_t kept = 0;
+        for (size_t i = 0; i < s->n_out; i++) {
+            if (s->out[i].data != NULL || i >= n) {
+                s->out[kept++] = s->out[i];
+            }
+        }
+        s->n_out = kept;
+    }
+    return rc;
+}
+
 int coordinator_sched_commit(coordinator_sched *s, const coordinator_send **out, size_t *n,
                              char *err) {
     *out = NULL;
@@ -555,6 +643,10 @@ int coordinator_sched_commit(coordinator_sched *s, const coordinator_send **out,
         return rc;
     }
     s->stats.batches++;
+    if ((rc = bundle_out(s, err)) != 0) {
+        clear_out(s);
+        return rc;
+    }
     *out = s->out;
     *n = s->n_out;
     return 0;
@@ -1079,17 +1171,9 @@ static int on_retry_dead(coordinator_sched *s, const uint8_t *peer, size_t peer_
     return send_durable_reply(s, peer, peer_len, m->req, &r, err);
 }
 
-int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t peer_len,
-                            const void *frame, size_t len, int64_t now, char *err) {
-    const uint8_t *peer = peer_v;
-    if (!s->open) {
-        return common_fail(err, COMMON_ERR_INVALID, "scheduler: input outside a batch");
-    }
-    if (peer_len == 0 || peer_len > COORDINATOR_PEER_MAX) {
-        s->stats.frames_bad++;
-        return 0; /* no routing id to answer to */
-    }
-    s->stats.frames_in++;
+/* One message of a frame from peer. */
+static int on_message(coordinator_sched *s, const uint8_t *peer, size_t peer_len, const void *frame,
+                      size_t len, int64_t now, char *err) {
     proto_msg *m = NULL;
     char e[COMMON_ERR_LEN];
     int rc = proto_decode(frame, len, &m, e);
@@ -1155,6 +1239,36 @@ int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t pee
     }
     proto_msg_free(&m);
     return rc;
+}
+
+int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t peer_len,
+                            const void *frame, size_t len, int64_t now, char *err) {
+    const uint8_t *peer = peer_v;
+    if (!s->open) {
+        return common_fail(err, COMMON_ERR_INVALID, "scheduler: input outside a batch");
+    }
+    if (peer_len == 0 || peer_len > COORDINATOR_PEER_MAX) {
+        s->stats.frames_bad++;
+        return 0; /* no routing id to answer to */
+    }
+    s->stats.frames_in++;
+    proto_frame_iter it;
+    char e[COMMON_ERR_LEN];
+    int got = proto_frame_begin(&it, frame, len, e);
+    const void *msg = NULL;
+    size_t msg_len = 0;
+    while (got == 0 && (got = proto_frame_next(&it, &msg, &msg_len, e)) > 0) {
+        int rc = on_message(s, peer, peer_len, msg, msg_len, now, err);
+        if (rc != 0) {
+            return rc;
+        }
+        got = 0;
+    }
+    if (got < 0) { /* a bundle that is malformed (from there on) */
+        s->stats.frames_bad++;
+        return send_error(s, peer, peer_len, 0, e, err);
+    }
+    return 0;
 }
 
 /* ---- the tick: expiry, forgetting, dispatch ---- */

@@ -65,7 +65,9 @@ typedef struct coordinator_sched_opts {
 typedef struct coordinator_sched coordinator_sched;
 
 /* One frame to send: to the peer with this routing id. Owned by the scheduler until the next
- * coordinator_sched_begin. */
+ * coordinator_sched_begin. What a batch sends to one worker is one frame (a bundle when it is
+ * several messages, proto.h), unless it is too large for one; a client gets a frame per
+ * message. */
 typedef struct coordinator_send {
     uint8_t peer[COORDINATOR_PEER_MAX];
     size_t peer_len;
@@ -75,7 +77,8 @@ typedef struct coordinator_send {
 
 /* Counters since creation, for logs, benchmarks and tests. */
 typedef struct coordinator_sched_stats {
-    uint64_t frames_in, frames_bad; /* frames received; of them, refused as malformed */
+    /* frames received (a bundle is one); frames and bundled messages refused as malformed */
+    uint64_t frames_in, frames_bad;
     uint64_t dispatched, stored, duplicates, fenced, failed, expired;
     uint64_t returned; /* tasks handed back unrun by stopping workers */
     uint64_t batches;

@@ -12,6 +12,8 @@
 #              DejaVu has the chess glyphs of the board plot), locales (the plot test's check
 #              that numbers are written the same under a comma locale)
 #   cluster:   slurm-wlm and munge (the test of deploy/slurm starts a one-node Slurm cluster)
+#   faults:    faketime and libfaketime (the test of wall clock jumps under the coordinator and
+#              workers, tests/service/test_checklist_clock.c)
 #   deploy:    systemd, shellcheck and yamllint, and the pinned npm validators of the deployment
 #              files (tests/deploy/install-tools.sh: kustomize, the Kubernetes schemas, two
 #              Dockerfile linters, into /opt/chesslens-tools)
@@ -23,6 +25,7 @@ packages=(
     libzmq3-dev libmsgpack-dev libsqlite3-dev sqlite3 libopenblas-dev libjansson-dev libcmocka-dev
     python3 python3-torch python3-numpy python3-pandas stockfish
     chromium fonts-dejavu-core locales slurm-wlm munge systemd shellcheck yamllint
+    faketime libfaketime
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -2,8 +2,9 @@
  * proto: the messages between the chesslens coordinator, its workers and its clients, and their
  * checked MessagePack codecs (proto/PROTOCOL.md).
  *
- * Every message is one ZeroMQ frame holding one MessagePack map with string keys: "v" (the
- * protocol version, PROTO_VERSION), "t" (the message type's name) and the fields of that type.
+ * Every message is one MessagePack map with string keys: "v" (the protocol version,
+ * PROTO_VERSION), "t" (the message type's name) and the fields of that type. A ZeroMQ frame holds
+ * one message, or a bundle of several (below).
  * proto depends on nothing else of chesslens beyond common/, so the coordinator, the worker and
  * the CLI all decode with the same code.
  *
@@ -35,7 +36,7 @@
 
 #include "common/common.h"
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2 /* 2: frames may be bundles */
 
 /* Caps. ZMQ_MAXMSGSIZE is set to PROTO_MAX_MESSAGE on every socket; a decoder refuses longer
  * input as well (inproc does not apply ZMQ_MAXMSGSIZE). */
@@ -194,5 +195,42 @@ void proto_msg_free(proto_msg **m);
 /* The request id of a message that failed to decode, when one can be read ("req" at the top
  * level of a map), else 0: so that the ERROR answer reaches the right client request. */
 uint64_t proto_peek_req(const void *buf, size_t len);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Bundles                                                                                     */
+
+/* A frame holds one message (the map above) or, between a worker and the coordinator, a bundle
+ * of several: a MessagePack array of 2..PROTO_MAX_BUNDLE bin elements, each the bytes of one
+ * message, to be taken in order (PROTOCOL.md, "Bundles"). A worker's slots turn over together
+ * (the ACK of a result and the next TASK, the results of a turn, their heartbeats), so a bundle
+ * makes a task cost a fraction of a ZeroMQ message and of a wake-up on each side. A bundle's
+ * elements are messages, never bundles. */
+#define PROTO_MAX_BUNDLE 4096
+
+/* The messages of one frame, in order, as views into it (borrowed for the iteration). */
+typedef struct proto_frame_iter {
+    proto_reader r;
+    uint32_t left; /* elements not yet handed out */
+    bool single;   /* the frame is one message, not yet handed out */
+} proto_frame_iter;
+
+/* Starts reading frame[len]. A frame that starts with a MessagePack array is a bundle, whose
+ * header is checked here (2..PROTO_MAX_BUNDLE elements, no more than its bytes can hold:
+ * PARSE or INVALID otherwise, and then nothing of it is taken); any other frame is one
+ * message, handed out whole for proto_decode to judge. */
+int proto_frame_begin(proto_frame_iter *it, const void *frame, size_t len, char *err);
+/* The next message of the frame: 1 with *msg and *len set, 0 after the last. An element that is
+ * not a bin or overruns the frame, and bytes after the last element, are PARSE: the messages
+ * handed out before stand, the rest of the frame is not read. */
+int proto_frame_next(proto_frame_iter *it, const void **msg, size_t *len, char *err);
+
+/* The frame of n >= 1 encoded messages (msgs[i] of lens[i] bytes) in order: a single message
+ * as it is, several as a bundle. INVALID when n is 0 or over PROTO_MAX_BUNDLE, or the frame
+ * would exceed PROTO_MAX_MESSAGE (callers split before). *out: free. */
+int proto_bundle(const uint8_t *const *msgs, const size_t *lens, size_t n, uint8_t **out,
+                 size_t *len, char *err);
+/* Bytes a bundle adds around a message of len bytes (its bin header; the array header is at
+ * most 5 more per bundle), so that callers can split before PROTO_MAX_MESSAGE. */
+size_t proto_bundle_overhead(size_t len);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * A fault-injecting computation (worker_compute_faulty, worker/service.h): it wraps another
  * computation and, for the task ids its spec names, fails, hangs or aborts instead of running
- * it, and can slow every task down. Reliability tests (a poison task, a worker killed
+ * it, fails a task's first attempts only (a transient failure), and can slow every task
+ * down. Reliability tests (a poison task, a worker killed
  * mid-task, a computation that hangs while its socket stays up) run a real chesslens-worker
  * with --faults, so the service code they exercise is the production one.
  */
@@ -17,15 +18,24 @@
 #define MAX_IDS 64           /* task ids per fault kind */
 #define MAX_SLEEP_MS 3600000 /* an hour */
 #define SLEEP_SLICE_MS 10    /* progress is reported this often while sleeping */
+#define MAX_FLAKY_K 1000     /* failed attempts of a flaky task */
 
 typedef struct id_list {
     size_t n;
     int64_t id[MAX_IDS];
 } id_list;
 
+/* flaky=ID:K: the task's attempts up to k fail */
+typedef struct flaky_list {
+    size_t n;
+    int64_t id[MAX_IDS];
+    uint32_t k[MAX_IDS];
+} flaky_list;
+
 typedef struct faulty {
     worker_compute inner;
     id_list fail, hang, abort_;
+    flaky_list flaky;
     uint32_t sleep_ms;
 } faulty;
 
@@ -63,6 +73,13 @@ static int faulty_run(void *self, const worker_task_in *t, worker_progress_fn pr
     if (has_id(&f->fail, t->task)) {
         return common_fail(err, COMMON_ERR_INVALID, "injected failure");
     }
+    for (size_t i = 0; i < f->flaky.n; i++) {
+        if (f->flaky.id[i] == t->task && t->attempt <= f->flaky.k[i]) {
+            return common_fail(err, COMMON_ERR_INVALID,
+                               "injected transient failure (attempt %" PRIu32 " of %" PRIu32 ")",
+                               t->attempt, f->flaky.k[i]);
+        }
+    }
     return f->inner.run(f->inner.self, t, progress, pctx, out, out_len, n_rows, err);
 }
 
@@ -77,50 +94,47 @@ static void faulty_destroy(void *self) {
     free(f);
 }
 
-/* A decimal integer in [lo, hi] filling s[0..n). */
-static bool parse_int(const char *s, size_t n, int64_t lo, int64_t hi, int64_t *v) {
-    char buf[32];
-    if (n == 0 || n >= sizeof buf) {
-        return false;
-    }
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    char *end = NULL;
-    errno = 0;
-    long long x = strtoll(buf, &end, 10);
-    if (errno != 0 || *end != '\0' || buf[0] == '+' || buf[0] == ' ' || x < lo || x > hi) {
-        return false;
-    }
-    *v = x;
-    return true;
-}
-
 static int parse_faults(faulty *f, const char *spec, char *err) {
-    const char *p = spec != NULL ? spec : "";
-    while (*p != '\0') {
-        size_t n = strcspn(p, ",");
-        const char *eq = memchr(p, '=', n);
-        if (eq == NULL) {
-            return common_fail(err, COMMON_ERR_INVALID, "faults: '%.*s': expected key=value",
-                               (int)n, p);
+    const char *p = spec != NULL ? spec : "", *key = NULL, *val = NULL;
+    size_t klen = 0, vlen = 0;
+    int got;
+    while ((got = common_kv_next(&p, &key, &klen, &val, &vlen, "faults", err)) == 1) {
+        int n = (int)(klen + 1 + vlen); /* the entry, for messages */
+        if (klen == 5 && memcmp(key, "flaky", 5) == 0) {
+            const char *colon = memchr(val, ':', vlen);
+            int64_t id = 0, k = 0;
+            if (colon == NULL || !common_parse_i64(val, (size_t)(colon - val), 1, INT64_MAX, &id) ||
+                !common_parse_i64(colon + 1, vlen - (size_t)(colon - val) - 1, 1, MAX_FLAKY_K,
+                                  &k)) {
+                return common_fail(err, COMMON_ERR_INVALID,
+                                   "faults: '%.*s': expected flaky=TASK:K (K in 1..%d)", n, key,
+                                   MAX_FLAKY_K);
+            }
+            if (f->flaky.n == MAX_IDS) {
+                return common_fail(err, COMMON_ERR_INVALID, "faults: more than %d ids for one key",
+                                   MAX_IDS);
+            }
+            f->flaky.id[f->flaky.n] = id;
+            f->flaky.k[f->flaky.n++] = (uint32_t)k;
+            continue;
         }
-        size_t klen = (size_t)(eq - p), vlen = n - klen - 1;
         id_list *l = NULL;
-        if (klen == 9 && memcmp(p, "fail_task", 9) == 0) {
+        if (klen == 9 && memcmp(key, "fail_task", 9) == 0) {
             l = &f->fail;
-        } else if (klen == 9 && memcmp(p, "hang_task", 9) == 0) {
+        } else if (klen == 9 && memcmp(key, "hang_task", 9) == 0) {
             l = &f->hang;
-        } else if (klen == 10 && memcmp(p, "abort_task", 10) == 0) {
+        } else if (klen == 10 && memcmp(key, "abort_task", 10) == 0) {
             l = &f->abort_;
-        } else if (!(klen == 8 && memcmp(p, "sleep_ms", 8) == 0)) {
+        } else if (!(klen == 8 && memcmp(key, "sleep_ms", 8) == 0)) {
             return common_fail(err, COMMON_ERR_INVALID,
                                "faults: unknown key '%.*s' (fail_task, hang_task, abort_task, "
-                               "sleep_ms)",
-                               (int)klen, p);
+                               "flaky, sleep_ms)",
+                               (int)klen, key);
         }
         int64_t v = 0;
-        if (!parse_int(eq + 1, vlen, l != NULL ? 1 : 0, l != NULL ? INT64_MAX : MAX_SLEEP_MS, &v)) {
-            return common_fail(err, COMMON_ERR_INVALID, "faults: '%.*s': bad value", (int)n, p);
+        if (!common_parse_i64(val, vlen, l != NULL ? 1 : 0, l != NULL ? INT64_MAX : MAX_SLEEP_MS,
+                              &v)) {
+            return common_fail(err, COMMON_ERR_INVALID, "faults: '%.*s': bad value", n, key);
         }
         if (l == NULL) {
             f->sleep_ms = (uint32_t)v;
@@ -130,15 +144,8 @@ static int parse_faults(faulty *f, const char *spec, char *err) {
         } else {
             l->id[l->n++] = v;
         }
-        p += n;
-        if (*p == ',') {
-            p++;
-            if (*p == '\0') {
-                return common_fail(err, COMMON_ERR_INVALID, "faults: trailing ','");
-            }
-        }
     }
-    return 0;
+    return got < 0 ? got : 0;
 }
 
 int worker_compute_faulty(worker_compute *out, worker_compute *inner, const char *faults,

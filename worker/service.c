@@ -118,6 +118,14 @@ typedef struct svc {
 
     /* I/O thread only */
     void *sock;
+    /* Messages of this turn, sent as one frame (a bundle when several) when it ends
+     * (flush_out): their order is kept, and a turn that answers many ACKs costs the
+     * coordinator one frame to read. out_ok: the socket could take a frame when the first
+     * was queued. */
+    uint8_t **out_msg;
+    size_t *out_len;
+    size_t n_out, cap_out;
+    bool out_ok;
     conn_state conn;
     uint32_t heartbeat_ms, lease_ms;
     uint32_t slots; /* tasks held at once (worker_service_opts.slots) */
@@ -304,21 +312,80 @@ static void *compute_main(void *arg) {
 
 /* ---- sending (I/O thread) ---- */
 
-/* Sends an encoded frame without blocking; *sent (may be NULL) tells whether it left. A frame
- * that cannot leave now (no peer, a full queue) is lost like one lost on the wire: the silence
- * rule reconnects and whatever needs it is sent again. */
-static void send_frame(svc *s, const uint8_t *buf, size_t len, proto_type type, bool wants_answer,
-                       bool *sent) {
-    int n = zmq_send(s->sock, buf, len, ZMQ_DONTWAIT);
-    if (n < 0 && s->o->verbose > 1) {
-        say(s, "%s not sent: %s", proto_type_name(type), zmq_strerror(zmq_errno()));
+/* Sends the messages queued this turn as one frame (a bundle when several; more frames only
+ * past PROTO_MAX_BUNDLE or PROTO_MAX_MESSAGE), without blocking. A frame that cannot leave (no
+ * peer, a full queue) is lost like one lost on the wire: the silence rule reconnects and
+ * whatever needs it is sent again. */
+static void flush_out(svc *s) {
+    size_t from = 0;
+    while (from < s->n_out) {
+        size_t n = 0, bytes = 5;
+        while (from + n < s->n_out && n < PROTO_MAX_BUNDLE) {
+            size_t add = s->out_len[from + n] + proto_bundle_overhead(s->out_len[from + n]);
+            if (n > 0 && bytes + add > PROTO_MAX_MESSAGE) {
+                break;
+            }
+            bytes += add;
+            n++;
+        }
+        uint8_t *frame = NULL;
+        size_t len = 0;
+        char e[COMMON_ERR_LEN];
+        int rc = n == 1 ? 0
+                        : proto_bundle((const uint8_t *const *)s->out_msg + from, s->out_len + from,
+                                       n, &frame, &len, e);
+        if (rc == 0 && s->sock != NULL &&
+            zmq_send(s->sock, n == 1 ? s->out_msg[from] : frame, n == 1 ? s->out_len[from] : len,
+                     ZMQ_DONTWAIT) < 0 &&
+            s->o->verbose > 1) {
+            say(s, "%zu message%s not sent: %s", n, n == 1 ? "" : "s", zmq_strerror(zmq_errno()));
+        } else if (rc != 0) {
+            say(s, "%zu messages not sent: %s", n, e); /* out of memory */
+        }
+        free(frame);
+        from += n;
+    }
+    for (size_t i = 0; i < s->n_out; i++) {
+        free(s->out_msg[i]);
+    }
+    s->n_out = 0;
+}
+
+/* Queues an encoded message (buf: taken) for this turn's frame; *sent (may be NULL) tells
+ * whether it will leave: whether the socket could take a frame when this turn's first message
+ * was queued. */
+static void send_frame(svc *s, uint8_t *buf, size_t len, bool wants_answer, bool *sent) {
+    if (s->n_out == 0) {
+        int events = 0;
+        size_t size = sizeof events;
+        s->out_ok = s->sock != NULL && zmq_getsockopt(s->sock, ZMQ_EVENTS, &events, &size) == 0 &&
+                    (events & ZMQ_POLLOUT) != 0;
+    }
+    if (s->n_out == s->cap_out) {
+        size_t cap = s->cap_out > 0 ? 2 * s->cap_out : 32;
+        uint8_t **msg = realloc(s->out_msg, cap * sizeof *msg);
+        if (msg != NULL) {
+            s->out_msg = msg;
+        }
+        size_t *lens = msg != NULL ? realloc(s->out_len, cap * sizeof *lens) : NULL;
+        if (lens != NULL) {
+            s->out_len = lens;
+            s->cap_out = cap;
+        }
+    }
+    bool queued = s->out_ok && s->n_out < s->cap_out;
+    if (queued) {
+        s->out_msg[s->n_out] = buf;
+        s->out_len[s->n_out++] = len;
+    } else {
+        free(buf); /* lost, as on the wire */
     }
     if (wants_answer && !s->awaiting) {
         s->awaiting = true;
         s->awaiting_since_ms = now_ms();
     }
     if (sent != NULL) {
-        *sent = n >= 0;
+        *sent = queued;
     }
 }
 
@@ -330,8 +397,7 @@ static int send_msg(svc *s, const proto_msg *m, bool wants_answer, bool *sent, c
     if (rc != 0) {
         return rc;
     }
-    send_frame(s, buf, len, m->type, wants_answer, sent);
-    free(buf);
+    send_frame(s, buf, len, wants_answer, sent);
     return 0;
 }
 
@@ -355,8 +421,7 @@ static int send_hello(svc *s, char *err) {
     if (rc != 0) {
         return rc;
     }
-    zmq_send(s->sock, buf, len, ZMQ_DONTWAIT);
-    free(buf);
+    send_frame(s, buf, len, false, NULL);
     s->conn = C_HELLO;
     s->hello_at_ms = now_ms();
     s->granted = 0; /* a hello starts this worker afresh at the coordinator */
@@ -444,8 +509,7 @@ static int send_outputs(svc *s, char *err) {
         }
         /* Its heartbeats' ACKs (hb_unacked) come before this one's: ACKs keep the order of
          * what they answer. */
-        send_frame(s, buf, len, m.type, true, NULL);
-        free(buf);
+        send_frame(s, buf, len, true, NULL);
         t->state = T_SENT;
         t->sent_ms = now_ms();
         t->credit_gen = s->readied ? s->gen : 0;
@@ -489,6 +553,10 @@ static int send_heartbeats(svc *s, int64_t now, char *err) {
 /* ---- the connection ---- */
 
 static void close_socket(svc *s) {
+    for (size_t i = 0; i < s->n_out; i++) {
+        free(s->out_msg[i]); /* queued for a connection that is gone */
+    }
+    s->n_out = 0;
     if (s->sock != NULL) {
         zmq_close(s->sock);
         s->sock = NULL;
@@ -654,6 +722,18 @@ static int on_ack(svc *s, const proto_msg *m) {
         m->status == PROTO_ACK_STORED      ? "stored"
         : m->status == PROTO_ACK_DUPLICATE ? "duplicate"
                                            : "lease lost");
+    if (s->o->ack_log != NULL) {
+        /* flushed before the output is dropped below: a line in the log is an ACK that
+         * arrived, whatever becomes of this process afterwards */
+        fprintf(s->o->ack_log, "ACK %" PRId64 " %" PRIu64 " %s %s\n", t->task, m->epoch,
+                m->status == PROTO_ACK_STORED      ? "stored"
+                : m->status == PROTO_ACK_DUPLICATE ? "duplicate"
+                                                   : "lease_lost",
+                t->rc == 0    ? "result"
+                : t->returned ? "return"
+                              : "fail");
+        fflush(s->o->ack_log);
+    }
     if (t->credit_gen == s->gen) {
         s->granted++; /* the coordinator took this slot back as free: no READY for it */
     }
@@ -691,11 +771,11 @@ static int on_drop(svc *s, const proto_msg *m) {
     return 0;
 }
 
-static int on_frame(svc *s, const void *buf, size_t len, int64_t now, char *err) {
+static int on_message(svc *s, const void *buf, size_t len, int64_t now, char *err) {
     proto_msg *m = NULL;
     char e[COMMON_ERR_LEN];
     if (proto_decode(buf, len, &m, e) != 0) {
-        say(s, "frame of %zu bytes refused: %s", len, e);
+        say(s, "message of %zu bytes refused: %s", len, e);
         return 0;
     }
     int rc = 0;
@@ -745,6 +825,26 @@ static int on_frame(svc *s, const void *buf, size_t len, int64_t now, char *err)
     return rc;
 }
 
+/* The messages of one frame, in order (a bundle's, proto.h). */
+static int on_frame(svc *s, const void *buf, size_t len, int64_t now, char *err) {
+    proto_frame_iter it;
+    char e[COMMON_ERR_LEN];
+    int got = proto_frame_begin(&it, buf, len, e);
+    const void *msg = NULL;
+    size_t msg_len = 0;
+    while (got == 0 && (got = proto_frame_next(&it, &msg, &msg_len, e)) > 0) {
+        int rc = on_message(s, msg, msg_len, now, err);
+        if (rc != 0) {
+            return rc;
+        }
+        got = 0;
+    }
+    if (got < 0) {
+        say(s, "frame of %zu bytes refused: %s", len, e);
+    }
+    return 0;
+}
+
 /* Reads the frames that are waiting (mu held). A message of several frames is not ours. */
 static int read_frames(svc *s, char *err) {
     for (int i = 0; i < RECV_PER_TURN && s->sock != NULL; i++) {
@@ -786,6 +886,7 @@ static int recv_frames(svc *s, char *err) {
         s->ready_due = false;
         rc = send_ready(s, err);
     }
+    flush_out(s);
     return rc;
 }
 
@@ -891,6 +992,7 @@ static int loop(svc *s, char *err) {
     while (rc == 0 && !done) {
         pthread_mutex_lock(&s->mu);
         rc = turn(s, &done, err);
+        flush_out(s);
         pthread_mutex_unlock(&s->mu);
         if (rc != 0 || done) {
             break;
@@ -926,6 +1028,8 @@ static void svc_cleanup(svc *s) {
         free_task(s, s->tasks);
     }
     close_socket(s);
+    free(s->out_msg);
+    free(s->out_len);
     if (s->own_ctx && s->ctx != NULL) {
         zmq_ctx_term(s->ctx);
     }

@@ -50,6 +50,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/common.h"
 #include "proto/proto.h"
@@ -105,6 +106,9 @@ void worker_compute_noop(worker_compute *out);
  *   hang_task=ID   the task with this id blocks without reporting progress until the process
  *                  exits (its worker stops heartbeating it, so its lease lapses);
  *   abort_task=ID  the task with this id calls abort() (a worker crash mid-task);
+ *   flaky=ID:K     the task with this id fails with the error "injected transient failure"
+ *                  on its attempts 1..K (the TASK's attempt, so the count holds across workers
+ *                  and restarts) and runs normally from attempt K+1 (K in 1..1000);
  *   sleep_ms=MS    before each task, sleep MS milliseconds while reporting progress 0
  *                  (0..3,600,000; the last one given counts).
  * On success inner is moved into *out (inner is zeroed; destroying *out destroys it); INVALID
@@ -133,6 +137,13 @@ typedef struct worker_service_opts {
      * worker_service_run with its code. socket_setup_arg is passed to it (borrowed). */
     int (*socket_setup)(void *sock, const void *arg, char *err);
     const void *socket_setup_arg;
+    /* NULL: none. Otherwise every ACK of a report (RESULT, FAIL, RETURN) this worker accepts
+     * is written to it as one line "ACK TASK EPOCH STATUS KIND" (STATUS stored, duplicate or
+     * lease_lost; KIND result, fail or return) and flushed before the worker acts on it (drops
+     * the output it kept), so that a test can check every acknowledged result against the
+     * database after killing the coordinator (RELIABILITY.md §6, rows 4 and 12). A write
+     * error is ignored: the log is evidence, not state. Borrowed; used by the I/O thread. */
+    FILE *ack_log;
 } worker_service_opts;
 
 /* Runs the worker until *stop is set (0) or an unrecoverable error (a negative code: the

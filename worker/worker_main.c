@@ -52,7 +52,7 @@ static bool parse_devices(const char *s, int32_t *ids, size_t *n) {
 int main(int argc, char **argv) {
     static const char *const backends[] = {"cpu", "cuda", "noop", NULL};
     const char *endpoint = NULL, *devices = NULL, *id = NULL, *faults = NULL, *curve_key = NULL,
-               *server_key = NULL;
+               *server_key = NULL, *ack_log = NULL;
     int backend = 0;
     long threads = 0, max_models = 2, prefetch = 2;
     bool verbose = false, trace = false;
@@ -74,8 +74,9 @@ int main(int argc, char **argv) {
          .kind = CLI_STRING,
          .value = &devices,
          .meta = "LIST",
-         .help = "cuda: the one GPU this worker uses (default 0; run one worker per GPU);\n"
-                 "cpu: device ids announced to the coordinator, e.g. 0,1"},
+         .help = "cuda: the GPUs this worker uses (default 0), e.g. 0,1,2,3: one model copy\n"
+                 "and stream per GPU, each task split across them (NCCL when built with it);\n"
+                 "or one worker per GPU (CUDA_VISIBLE_DEVICES); cpu: ids announced, e.g. 0,1"},
         CLI_OPT_THREADS(&threads),
         {.name = "--id",
          .kind = CLI_STRING,
@@ -103,7 +104,7 @@ int main(int argc, char **argv) {
          .meta = "SPEC",
          .allow_empty = true,
          .help = "inject faults, for tests: fail_task=ID, hang_task=ID, abort_task=ID,\n"
-                 "sleep_ms=MS, comma-separated"},
+                 "flaky=ID:K (attempts 1..K fail), sleep_ms=MS, comma-separated"},
         {.name = "--curve-key",
          .kind = CLI_STRING,
          .value = &curve_key,
@@ -115,6 +116,13 @@ int main(int argc, char **argv) {
          .value = &server_key,
          .meta = "FILE",
          .help = "the coordinator's public key file (its .pub); needs --curve-key"},
+        {.name = "--ack-log",
+         .kind = CLI_STRING,
+         .value = &ack_log,
+         .meta = "FILE",
+         .help = "append a line 'ACK TASK EPOCH STATUS KIND' for every acknowledgement of\n"
+                 "a result, failure or return, flushed before the worker acts on it (for\n"
+                 "checking acknowledged results against the database)"},
         {.name = "--verbose",
          .kind = CLI_FLAG,
          .value = &verbose,
@@ -143,7 +151,7 @@ int main(int argc, char **argv) {
     if ((curve_key == NULL) != (server_key == NULL)) {
         return cli_usage_error(&spec, "--curve-key and --server-key go together");
     }
-    char err[COMMON_ERR_LEN] = "", name[32];
+    char err[COMMON_ERR_LEN] = "", name[PROTO_MAX_DEVICES * 6 + 8];
     /* read before the model loads, so that a bad key file fails at once */
     coordinator_curve_client curve;
     memset(&curve, 0, sizeof curve);
@@ -157,13 +165,11 @@ int main(int argc, char **argv) {
         worker_compute_noop(&c);
     } else {
         snprintf(name, sizeof name, "%s", backends[backend]);
-        if (backends[backend][1] == 'u') {
-            if (n_ids > 1) {
-                return cli_usage_error(&spec,
-                                       "--devices: one GPU per worker process (start one worker "
-                                       "per GPU); several GPUs in one worker are not built yet");
+        if (backends[backend][1] == 'u') { /* "cuda:0,1,2,3": one executor rank per GPU */
+            int at = snprintf(name, sizeof name, "cuda:%d", n_ids > 0 ? (int)ids[0] : 0);
+            for (size_t i = 1; i < n_ids; i++) {
+                at += snprintf(name + at, sizeof name - (size_t)at, ",%d", (int)ids[i]);
             }
-            snprintf(name, sizeof name, "cuda:%d", n_ids == 1 ? (int)ids[0] : 0);
         }
         if (worker_compute_executor(&c, name, (int)threads, (size_t)max_models, err) != 0) {
             fprintf(stderr, "chesslens-worker: %s\n", err);
@@ -182,6 +188,14 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    FILE *acks = NULL;
+    if (ack_log != NULL && (acks = fopen(ack_log, "a")) == NULL) {
+        fprintf(stderr, "chesslens-worker: --ack-log: fopen(%s): %s\n", ack_log, strerror(errno));
+        worker_compute_destroy(&c);
+        coordinator_curve_wipe(&curve.own);
+        return 1;
+    }
+
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -197,10 +211,14 @@ int main(int argc, char **argv) {
                              .socket_setup =
                                  curve_key != NULL ? coordinator_curve_client_setup : NULL,
                              .socket_setup_arg = &curve,
+                             .ack_log = acks,
                              .verbose = trace     ? 2
                                         : verbose ? 1
                                                   : 0};
     int rc = worker_service_run(&o, &c, err);
+    if (acks != NULL) {
+        fclose(acks);
+    }
     worker_compute_destroy(&c);
     coordinator_curve_wipe(&curve.own);
     if (rc != 0) {

@@ -1027,8 +1027,10 @@ int main(int argc, char **argv) {
                journal, sync_name(synchronous), synchronous,
                synchronous >= 2 ? "FULL also fsyncs the WAL at every commit, surviving an OS "
                                   "crash or power loss"
-                                : "an OS crash or power loss may lose the last commits "
-                                  "(FULL would fsync every commit)");
+                                : "an OS crash or power loss may take back the last "
+                                  "results (their tasks run again; the\n  batches that answer "
+                                  "a submit, cancel or retry-dead are fsynced; --sync full "
+                                  "fsyncs every commit)");
         printf("no-op sweep: %ld games x %d cut-offs, 1 pair per task: %" PRIu64
                " tasks (planned in %.2f s)\n",
                games, CUTOFFS_PER_GAME, nr.tasks, nr.plan_s);

@@ -92,13 +92,26 @@ void turn(coordinator_sched *s, int64_t now, frame *in, size_t n_in, sent *out) 
     assert_true(n <= MAX_SENT);
     out->n = 0;
     for (size_t i = 0; i < n; i++) {
-        assert_true(o[i].peer_len < 32);
-        memcpy(out->peer[i], o[i].peer, o[i].peer_len);
-        out->peer[i][o[i].peer_len] = '\0';
-        if (proto_decode(o[i].data, o[i].len, &out->m[i], err) != 0) {
-            fail_msg("the scheduler sent a frame that does not decode: %s", err);
+        proto_frame_iter it;
+        const void *msg = NULL;
+        size_t len = 0;
+        if (proto_frame_begin(&it, o[i].data, o[i].len, err) != 0) {
+            fail_msg("the scheduler sent a frame that is not a message or a bundle: %s", err);
         }
-        out->n++;
+        int got;
+        while ((got = proto_frame_next(&it, &msg, &len, err)) > 0) {
+            assert_true(out->n < MAX_SENT);
+            assert_true(o[i].peer_len < 32);
+            memcpy(out->peer[out->n], o[i].peer, o[i].peer_len);
+            out->peer[out->n][o[i].peer_len] = '\0';
+            if (proto_decode(msg, len, &out->m[out->n], err) != 0) {
+                fail_msg("the scheduler sent a message that does not decode: %s", err);
+            }
+            out->n++;
+        }
+        if (got < 0) {
+            fail_msg("the scheduler sent a malformed bundle: %s", err);
+        }
     }
 }
 

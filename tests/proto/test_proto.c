@@ -683,16 +683,16 @@ static void expect_encoding(const proto_msg *m, const uint8_t *want, size_t n) {
 static void test_encoding_bytes(void **state) {
     (void)state;
     proto_msg m = full_msg(PROTO_READY);
-    /* {"v":1,"t":"ready","credits":3} */
-    expect_encoding(&m, RAW(0x83, 0xa1, 'v', 0x01, 0xa1, 't', 0xa5, 'r', 'e', 'a', 'd', 'y', 0xa7,
+    /* {"v":2,"t":"ready","credits":3} */
+    expect_encoding(&m, RAW(0x83, 0xa1, 'v', 0x02, 0xa1, 't', 0xa5, 'r', 'e', 'a', 'd', 'y', 0xa7,
                             'c', 'r', 'e', 'd', 'i', 't', 's', 0x03));
 
     memset(&m, 0, sizeof m);
     m.type = PROTO_DROP;
     m.task = 300;
     m.epoch = 70000;
-    /* {"v":1,"t":"drop","task":300 (uint16),"epoch":70000 (uint32)} */
-    expect_encoding(&m, RAW(0x84, 0xa1, 'v', 0x01, 0xa1, 't', 0xa4, 'd', 'r', 'o', 'p', 0xa4, 't',
+    /* {"v":2,"t":"drop","task":300 (uint16),"epoch":70000 (uint32)} */
+    expect_encoding(&m, RAW(0x84, 0xa1, 'v', 0x02, 0xa1, 't', 0xa4, 'd', 'r', 'o', 'p', 0xa4, 't',
                             'a', 's', 'k', 0xcd, 0x01, 0x2c, 0xa5, 'e', 'p', 'o', 'c', 'h', 0xce,
                             0x00, 0x01, 0x11, 0x70));
 
@@ -701,8 +701,8 @@ static void test_encoding_bytes(void **state) {
     m.task = 0;
     m.epoch = 255;
     m.progress = 0.5;
-    /* {"v":1,"t":"heartbeat","task":0,"epoch":255 (uint8),"progress":0.5 (float64)} */
-    expect_encoding(&m, RAW(0x85, 0xa1, 'v', 0x01, 0xa1, 't', 0xa9, 'h', 'e', 'a', 'r', 't', 'b',
+    /* {"v":2,"t":"heartbeat","task":0,"epoch":255 (uint8),"progress":0.5 (float64)} */
+    expect_encoding(&m, RAW(0x85, 0xa1, 'v', 0x02, 0xa1, 't', 0xa9, 'h', 'e', 'a', 'r', 't', 'b',
                             'e', 'a', 't', 0xa4, 't', 'a', 's', 'k', 0x00, 0xa5, 'e', 'p', 'o', 'c',
                             'h', 0xcc, 0xff, 0xa8, 'p', 'r', 'o', 'g', 'r', 'e', 's', 's', 0xcb,
                             0x3f, 0xe0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00));
@@ -716,7 +716,7 @@ static void test_encoding_bytes(void **state) {
     m.n_devices = 2;
     m.devices[1] = 200;
     /* devices [0, 200 (uint8)], models [], memory 2^32 (uint64) */
-    expect_encoding(&m, RAW(0x88, 0xa1, 'v', 0x01, 0xa1, 't', 0xa5, 'h', 'e', 'l', 'l', 'o', 0xa6,
+    expect_encoding(&m, RAW(0x88, 0xa1, 'v', 0x02, 0xa1, 't', 0xa5, 'h', 'e', 'l', 'l', 'o', 0xa6,
                             'w', 'o', 'r', 'k', 'e', 'r', 0xa1, 'w', 0xa7, 'b', 'a', 'c', 'k', 'e',
                             'n', 'd', 0xa3, 'c', 'p', 'u', 0xa6, 'm', 'e', 'm', 'o', 'r', 'y', 0xcf,
                             0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0xa7, 't', 'h', 'r',
@@ -728,8 +728,8 @@ static void test_encoding_bytes(void **state) {
     m.req = 5;
     m.body = "\x80";
     m.body_len = 1;
-    /* {"v":1,"t":"reply","req":5,"body":bin8 [0x80]} */
-    expect_encoding(&m, RAW(0x84, 0xa1, 'v', 0x01, 0xa1, 't', 0xa5, 'r', 'e', 'p', 'l', 'y', 0xa3,
+    /* {"v":2,"t":"reply","req":5,"body":bin8 [0x80]} */
+    expect_encoding(&m, RAW(0x84, 0xa1, 'v', 0x02, 0xa1, 't', 0xa5, 'r', 'e', 'p', 'l', 'y', 0xa3,
                             'r', 'e', 'q', 0x05, 0xa4, 'b', 'o', 'd', 'y', 0xc4, 0x01, 0x80));
 
     memset(&m, 0, sizeof m);
@@ -738,7 +738,7 @@ static void test_encoding_bytes(void **state) {
     m.epoch = 2;
     m.status = PROTO_ACK_LEASE_LOST;
     expect_encoding(&m,
-                    RAW(0x85, 0xa1, 'v', 0x01, 0xa1, 't', 0xa3, 'a', 'c', 'k', 0xa4, 't', 'a', 's',
+                    RAW(0x85, 0xa1, 'v', 0x02, 0xa1, 't', 0xa3, 'a', 'c', 'k', 0xa4, 't', 'a', 's',
                         'k', 0x01, 0xa5, 'e', 'p', 'o', 'c', 'h', 0x02, 0xa6, 's', 't', 'a', 't',
                         'u', 's', 0xaa, 'l', 'e', 'a', 's', 'e', '_', 'l', 'o', 's', 't'));
 }
@@ -944,7 +944,7 @@ static void test_key_order_free(void **state) {
     }
     /* "t" first, then a field, then "v" */
     const uint8_t b[] = {0x83, 0xa1, 't', 0xa5, 'r', 'e', 'a',  'd',  'y', 0xa7, 'c',
-                         'r',  'e',  'd', 'i',  't', 's', 0x02, 0xa1, 'v', 0x01};
+                         'r',  'e',  'd', 'i',  't', 's', 0x02, 0xa1, 'v', 0x02};
     proto_msg *d = NULL;
     assert_int_equal(proto_decode(b, sizeof b, &d, NULL), 0);
     assert_int_equal(d->type, PROTO_READY);
@@ -1010,7 +1010,7 @@ static void test_other_encodings_accepted(void **state) {
     assert_int_equal(d->devices[0], 4);
     proto_msg_free(&d);
     /* a map16 header for the message */
-    const uint8_t b[] = {0xde, 0x00, 0x03, 0xa1, 'v',  0x01, 0xa1, 't', 0xa4,
+    const uint8_t b[] = {0xde, 0x00, 0x03, 0xa1, 'v',  0x02, 0xa1, 't', 0xa4,
                          'l',  'i',  's',  't',  0xa3, 'r',  'e',  'q', 0x09};
     assert_int_equal(proto_decode(b, sizeof b, &d, NULL), 0);
     assert_int_equal(d->type, PROTO_LIST);
@@ -1023,8 +1023,10 @@ static void test_other_encodings_accepted(void **state) {
 
 static void test_refuse_version(void **state) {
     (void)state;
-    expect_field_refused(PROTO_READY, "v", RAW(0x02), COMMON_ERR_UNSUPPORTED,
-                         "v: protocol version 2, this build speaks 1");
+    expect_field_refused(PROTO_READY, "v", RAW(0x01), COMMON_ERR_UNSUPPORTED,
+                         "v: protocol version 1, this build speaks 2");
+    expect_field_refused(PROTO_READY, "v", RAW(0x03), COMMON_ERR_UNSUPPORTED,
+                         "v: protocol version 3, this build speaks 2");
     expect_field_refused(PROTO_READY, "v", RAW(0x00), COMMON_ERR_UNSUPPORTED,
                          "v: protocol version 0");
     expect_field_refused(PROTO_READY, "v",
@@ -1958,6 +1960,148 @@ static void test_peek_req(void **state) {
     }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Bundles                                                                                     */
+
+/* The messages of frame[len], decoded in order into out[cap]; returns how many, or the negative
+ * code of the first refusal (of the bundle, or of proto_frame_next), with err filled. */
+static int frame_messages(const uint8_t *frame, size_t len, proto_msg **out, size_t cap,
+                          char *err) {
+    proto_frame_iter it;
+    int rc = proto_frame_begin(&it, frame, len, err);
+    if (rc != 0) {
+        return rc;
+    }
+    const void *msg = NULL;
+    size_t msg_len = 0, n = 0;
+    while ((rc = proto_frame_next(&it, &msg, &msg_len, err)) > 0) {
+        assert_true(n < cap);
+        assert_int_equal(proto_decode(msg, msg_len, &out[n], err), 0);
+        n++;
+    }
+    return rc < 0 ? rc : (int)n;
+}
+
+static void test_bundle_round_trip(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN] = "";
+    proto_msg in[3] = {
+        {.type = PROTO_ACK, .task = 7, .epoch = 1, .status = PROTO_ACK_STORED},
+        {.type = PROTO_READY, .credits = 2},
+        {.type = PROTO_DROP, .task = 9, .epoch = 4},
+    };
+    uint8_t *enc[3];
+    size_t lens[3];
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(proto_encode(&in[i], &enc[i], &lens[i], err), 0);
+    }
+    /* one message: the frame is the message itself */
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    assert_int_equal(proto_bundle((const uint8_t *const *)enc, lens, 1, &frame, &len, err), 0);
+    assert_int_equal(len, lens[0]);
+    assert_memory_equal(frame, enc[0], len);
+    proto_msg *out[4] = {0};
+    assert_int_equal(frame_messages(frame, len, out, 4, err), 1);
+    assert_int_equal(out[0]->type, PROTO_ACK);
+    proto_msg_free(&out[0]);
+    free(frame);
+    /* three: an array of three bins, taken in order */
+    assert_int_equal(proto_bundle((const uint8_t *const *)enc, lens, 3, &frame, &len, err), 0);
+    assert_int_equal(frame[0], 0x93);
+    assert_int_equal(len, 1 + lens[0] + lens[1] + lens[2] + 3 * 2);
+    assert_int_equal(frame_messages(frame, len, out, 4, err), 3);
+    assert_int_equal(out[0]->type, PROTO_ACK);
+    assert_int_equal(out[0]->task, 7);
+    assert_int_equal(out[1]->type, PROTO_READY);
+    assert_int_equal(out[1]->credits, 2);
+    assert_int_equal(out[2]->type, PROTO_DROP);
+    assert_int_equal(out[2]->epoch, 4);
+    for (size_t i = 0; i < 3; i++) {
+        proto_msg_free(&out[i]);
+    }
+    /* a bundle is not a message: proto_decode alone refuses it */
+    proto_msg *d = NULL;
+    assert_int_not_equal(proto_decode(frame, len, &d, err), 0);
+    assert_null(d);
+    /* a bundle inside a bundle is an element that is not a message */
+    const uint8_t *nested[2] = {frame, enc[1]};
+    size_t nested_lens[2] = {len, lens[1]};
+    uint8_t *outer = NULL;
+    size_t outer_len = 0;
+    assert_int_equal(proto_bundle(nested, nested_lens, 2, &outer, &outer_len, err), 0);
+    proto_frame_iter it;
+    assert_int_equal(proto_frame_begin(&it, outer, outer_len, err), 0);
+    const void *msg = NULL;
+    size_t msg_len = 0;
+    assert_int_equal(proto_frame_next(&it, &msg, &msg_len, err), 1);
+    assert_int_not_equal(proto_decode(msg, msg_len, &d, err), 0);
+    free(outer);
+    free(frame);
+    /* no messages, or more than a bundle holds */
+    assert_int_equal(proto_bundle((const uint8_t *const *)enc, lens, 0, &frame, &len, err),
+                     COMMON_ERR_INVALID);
+    assert_int_equal(
+        proto_bundle((const uint8_t *const *)enc, lens, PROTO_MAX_BUNDLE + 1, &frame, &len, err),
+        COMMON_ERR_INVALID);
+    for (size_t i = 0; i < 3; i++) {
+        free(enc[i]);
+    }
+}
+
+/* Reading frame's messages must end in a refusal with code, naming needle. */
+static void expect_bundle_refused(const uint8_t *frame, size_t len, int code, const char *needle) {
+    char err[COMMON_ERR_LEN] = "";
+    proto_frame_iter it;
+    int rc = proto_frame_begin(&it, frame, len, err);
+    const void *msg = NULL;
+    size_t msg_len = 0;
+    while (rc == 0 && (rc = proto_frame_next(&it, &msg, &msg_len, err)) > 0) {
+        rc = 0;
+    }
+    if (rc != code || strstr(err, needle) == NULL) {
+        print_error("expected %d naming \"%s\", got %d: %s\n", code, needle, rc, err);
+    }
+    assert_int_equal(rc, code);
+    assert_non_null(strstr(err, needle));
+}
+
+static void test_bundle_refusals(void **state) {
+    (void)state;
+    /* READY {"v":2,"t":"ready","credits":3} as a bin8 element */
+#define READY_BIN                                                                                  \
+    0xc4, 0x15, 0x83, 0xa1, 'v', 0x02, 0xa1, 't', 0xa5, 'r', 'e', 'a', 'd', 'y', 0xa7, 'c', 'r',   \
+        'e', 'd', 'i', 't', 's', 0x03
+    /* a bundle of one, or of none: a message goes alone */
+    expect_bundle_refused(RAW(0x91, READY_BIN), COMMON_ERR_INVALID, "bundle: 1 messages");
+    expect_bundle_refused(RAW(0x90), COMMON_ERR_INVALID, "bundle: 0 messages");
+    /* a count amplifier: 4 billion elements declared in 5 bytes */
+    expect_bundle_refused(RAW(0xdd, 0xff, 0xff, 0xff, 0xff), COMMON_ERR_PARSE,
+                          "bundle: an array of 4294967295 entries in 0 bytes");
+    /* more than PROTO_MAX_BUNDLE, with the bytes to back the count */
+    size_t n = PROTO_MAX_BUNDLE + 1, len = 3 + 2 * n;
+    uint8_t *big = calloc(len, 1);
+    big[0] = 0xdc;
+    big[1] = (uint8_t)(n >> 8);
+    big[2] = (uint8_t)n;
+    for (size_t i = 0; i < n; i++) {
+        big[3 + 2 * i] = 0xc4; /* empty bins */
+    }
+    expect_bundle_refused(big, len, COMMON_ERR_INVALID, "bundle");
+    free(big);
+    /* more elements declared than the bytes hold */
+    expect_bundle_refused(RAW(0x93, READY_BIN, READY_BIN), COMMON_ERR_PARSE, "bundle element");
+    /* an element that is not a bin */
+    expect_bundle_refused(RAW(0x92, READY_BIN, 0xa1, 'x'), COMMON_ERR_INVALID, "bundle element");
+    /* a bin that overruns the frame */
+    expect_bundle_refused(RAW(0x92, READY_BIN, 0xc4, 0x40, 0x00), COMMON_ERR_PARSE,
+                          "bundle element");
+    /* bytes after the last element */
+    expect_bundle_refused(RAW(0x92, READY_BIN, READY_BIN, 0x00), COMMON_ERR_PARSE,
+                          "bundle: bytes after its last message");
+#undef READY_BIN
+}
+
 static void test_msg_free_null(void **state) {
     (void)state;
     proto_msg_free(NULL);
@@ -2001,6 +2145,8 @@ int main(void) {
         cmocka_unit_test(test_reader_primitives),
         cmocka_unit_test(test_peek_req),
         cmocka_unit_test(test_msg_free_null),
+        cmocka_unit_test(test_bundle_round_trip),
+        cmocka_unit_test(test_bundle_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,7 +139,7 @@ static void test_msgpack_c_written_proto_read(void **state) {
     msgpack_pack_str_with_body(&pk, "t", 1);
     msgpack_pack_str_with_body(&pk, "result", 6);
     msgpack_pack_str_with_body(&pk, "v", 1);
-    msgpack_pack_int8(&pk, 1);
+    msgpack_pack_int8(&pk, PROTO_VERSION);
     proto_msg *m = NULL;
     char err[COMMON_ERR_LEN];
     if (proto_decode(sb.data, sb.size, &m, err) != 0) {
@@ -160,7 +160,7 @@ static void test_msgpack_c_written_proto_read(void **state) {
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 5);
     msgpack_pack_str_with_body(&pk, "v", 1);
-    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, PROTO_VERSION);
     msgpack_pack_str_with_body(&pk, "t", 1);
     msgpack_pack_str_with_body(&pk, "heartbeat", 9);
     msgpack_pack_str_with_body(&pk, "task", 4);
@@ -180,7 +180,7 @@ static void test_msgpack_c_written_proto_read(void **state) {
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 4);
     msgpack_pack_str_with_body(&pk, "v", 1);
-    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, PROTO_VERSION);
     msgpack_pack_str_with_body(&pk, "t", 1);
     msgpack_pack_str_with_body(&pk, "ready", 5);
     msgpack_pack_str_with_body(&pk, "credits", 7);

@@ -237,10 +237,10 @@ static const char *worker_bin(void) {
     return CHESSLENS_BINARY_DIR "/worker/chesslens-worker";
 }
 
-/* The port of the last "listening on tcp://127.0.0.1:PORT" line of log, 0 when none. */
-static int listening_port(const char *log) {
-    char *text = svc_read_text(log);
-    const char *needle = "coordinator: listening on tcp://127.0.0.1:";
+/* The port of the last "listening on tcp://HOST:PORT" line of log, 0 when none. */
+static int listening_port(const char *log, const char *host) {
+    char *text = svc_read_text(log), needle[96];
+    snprintf(needle, sizeof needle, "coordinator: listening on tcp://%s:", host);
     int port = 0;
     for (const char *p = strstr(text, needle); p != NULL; p = strstr(p + 1, needle)) {
         port = atoi(p + strlen(needle));
@@ -255,23 +255,40 @@ pid_t svc_start_coordinator(svc_env *e, const char *const extra[]) {
 
 pid_t svc_start_coordinator_env(svc_env *e, const char *const extra[],
                                 const char *const env_add[]) {
+    return svc_start_coordinator_on(e, "127.0.0.1", extra, env_add);
+}
+
+static bool names_option(const char *const extra[], const char *option) {
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        if (strcmp(extra[i], option) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+pid_t svc_start_coordinator_on(svc_env *e, const char *host, const char *const extra[],
+                               const char *const env_add[]) {
     assert_int_equal(e->coordinator, 0); /* one at a time */
     char bind[64], name[32];
     if (e->port > 0) {
-        snprintf(bind, sizeof bind, "tcp://127.0.0.1:%d", e->port);
+        snprintf(bind, sizeof bind, "tcp://%s:%d", host, e->port);
     } else {
-        snprintf(bind, sizeof bind, "tcp://127.0.0.1:*");
+        snprintf(bind, sizeof bind, "tcp://%s:*", host);
     }
-    const char *argv[32] = {coordinator_bin(),
-                            "--db",
-                            e->db,
-                            "--bind",
-                            bind,
-                            "--pairs-per-task",
-                            SVC_PAIRS_PER_TASK,
-                            "--games-per-task",
-                            SVC_GAMES_PER_TASK};
-    size_t n = 9;
+    const char *argv[40] = {coordinator_bin(), "--db", e->db, "--bind", bind};
+    size_t n = 5;
+    if (strcmp(host, "127.0.0.1") != 0) {
+        argv[n++] = "--insecure-listen";
+    }
+    static const char *const sizes[][2] = {{"--pairs-per-task", SVC_PAIRS_PER_TASK},
+                                           {"--games-per-task", SVC_GAMES_PER_TASK}};
+    for (size_t i = 0; i < 2; i++) {
+        if (!names_option(extra, sizes[i][0])) {
+            argv[n++] = sizes[i][0];
+            argv[n++] = sizes[i][1];
+        }
+    }
     for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
         assert_true(n + 1 < sizeof argv / sizeof argv[0]);
         argv[n++] = extra[i];
@@ -286,7 +303,7 @@ pid_t svc_start_coordinator_env(svc_env *e, const char *const extra[],
         svc_path(e, name, e->coordinator_log, sizeof e->coordinator_log);
         pid_t pid = svc_spawn(e, "coordinator", e->coordinator_log, NULL, argv, env_add);
         for (;;) {
-            int port = listening_port(e->coordinator_log);
+            int port = listening_port(e->coordinator_log, host);
             if (port > 0) {
                 assert_true(e->port == 0 || port == e->port);
                 e->port = port;
@@ -321,18 +338,27 @@ void svc_worker_log(const svc_env *e, const char *id, char *out, size_t cap) {
 }
 
 pid_t svc_start_worker(svc_env *e, const char *id, const char *faults) {
+    return svc_start_worker_env(e, id, faults, NULL, NULL);
+}
+
+pid_t svc_start_worker_env(svc_env *e, const char *id, const char *faults,
+                           const char *const extra[], const char *const env_add[]) {
     assert_true(e->endpoint[0] != '\0');
     char log[SVC_PATH];
     svc_worker_log(e, id, log, sizeof log);
-    const char *argv[16] = {worker_bin(), "--connect", e->endpoint, "--backend", "cpu",
+    const char *argv[32] = {worker_bin(), "--connect", e->endpoint, "--backend", "cpu",
                             "--threads",  "1",         "--id",      id,          "--verbose"};
     size_t n = 10;
     if (faults != NULL) {
         argv[n++] = "--faults";
         argv[n++] = faults;
     }
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        assert_true(n + 1 < sizeof argv / sizeof argv[0]);
+        argv[n++] = extra[i];
+    }
     argv[n] = NULL;
-    return svc_spawn(e, id, log, NULL, argv, NULL);
+    return svc_spawn(e, id, log, NULL, argv, env_add);
 }
 
 /* ---- the chesslens CLI ---- */
@@ -423,6 +449,21 @@ void svc_submit(svc_env *e, const char *spec_path, const char *submission_id, ch
     svc_cli_free(&r);
 }
 
+int svc_wait_sweep(svc_env *e, const char *name, int timeout_s) {
+    char secs[16];
+    snprintf(secs, sizeof secs, "%d", timeout_s);
+    const char *const args[] = {"wait", name, "--coordinator", e->endpoint, "--timeout",
+                                secs,   NULL};
+    svc_cli_result r;
+    svc_cli(e, (timeout_s + 30) * 1000, &r, args);
+    int status = r.status;
+    if (status != 0 && status != 1) {
+        fail_msg("chesslens wait %s: exit %d\nstdout: %s\nstderr: %s", name, status, r.out, r.err);
+    }
+    svc_cli_free(&r);
+    return status;
+}
+
 /* ---- files ---- */
 
 void svc_write_text(const char *path, const char *text) {
@@ -468,11 +509,25 @@ bool svc_wait_text(const char *path, const char *needle, int timeout_ms) {
     }
 }
 
+size_t svc_count_text(const char *path, const char *needle) {
+    char *text = svc_read_text(path);
+    size_t n = 0;
+    for (const char *p = strstr(text, needle); p != NULL; p = strstr(p + strlen(needle), needle)) {
+        n++;
+    }
+    free(text);
+    return n;
+}
+
 void svc_write_spec(const char *path, const char *sweep_name) {
+    svc_write_spec_n(path, sweep_name, 12);
+}
+
+void svc_write_spec_n(const char *path, const char *sweep_name, int n_games) {
     char text[2048];
     snprintf(text, sizeof text,
              "{\"name\": \"%s\", \"model\": \"" CHESSLENS_SOURCE_DIR "/models/chess-tiny\","
-             " \"dataset\": \"g\", \"games\": [0, 12],"
+             " \"dataset\": \"g\", \"games\": [0, %d],"
              " \"analyses\": ["
              "  {\"kind\": \"patch\", \"patch\": \"block_every\", \"cutoffs\": [20, 25],"
              "   \"corrupt\": {\"position\": \"last\", \"with\": \"each_legal_alternative\"},"
@@ -480,12 +535,18 @@ void svc_write_spec(const char *path, const char *sweep_name) {
              " \"corrupt_top\"], \"normalize\": true}},"
              "  {\"kind\": \"legal_stats\", \"components\": [\"embeds\", \"heads\", \"mlps\"]},"
              "  {\"kind\": \"predictions\", \"top_k\": 3}]}\n",
-             sweep_name);
+             sweep_name, n_games);
     svc_write_text(path, text);
 }
 
 void svc_make_dataset(svc_env *e, const char *db) {
-    const char *args[] = {"games", "generate", "--n", "12",        "--seed", "7", "--max-tokens",
+    svc_make_dataset_n(e, db, 12);
+}
+
+void svc_make_dataset_n(svc_env *e, const char *db, int n_games) {
+    char n[16];
+    snprintf(n, sizeof n, "%d", n_games);
+    const char *args[] = {"games", "generate", "--n", n,           "--seed", "7", "--max-tokens",
                           "128",   "--db",     db,    "--dataset", "g",      NULL};
     svc_cli_result r;
     svc_cli(e, 60000, &r, args);
@@ -834,21 +895,60 @@ void svc_compare_results(const char *db, const char *ref, double tol, int64_t ro
 
 /* ---- the coordinator's counters and memory ---- */
 
+/* The counters written from at (the first of them); the store errors came last (a line
+ * without them leaves them 0). */
+static bool parse_stats(const char *at, svc_coord_stats *out) {
+    memset(out, 0, sizeof *out);
+    int got = at == NULL ? 0
+                         : sscanf(at,
+                                  "%" SCNu64 " dispatched, %" SCNu64 " stored, %" SCNu64
+                                  " failed, %" SCNu64 " expired, %" SCNu64 " fenced, %" SCNu64
+                                  " duplicates, %" SCNu64 " bad frames, %" SCNu64
+                                  " sends dropped, %" SCNu64 " returned, %" SCNu64 " store errors",
+                                  &out->dispatched, &out->stored, &out->failed, &out->expired,
+                                  &out->fenced, &out->duplicates, &out->bad_frames, &out->dropped,
+                                  &out->returned, &out->store_errors);
+    return got >= 8;
+}
+
 bool svc_coord_stats_read(const char *log, svc_coord_stats *out) {
     char *text = svc_read_text(log);
     const char *needle = "coordinator: stopped: ", *last = NULL;
     for (const char *p = strstr(text, needle); p != NULL; p = strstr(p + 1, needle)) {
         last = p;
     }
-    bool ok = last != NULL &&
-              sscanf(last + strlen(needle),
-                     "%" SCNu64 " dispatched, %" SCNu64 " stored, %" SCNu64 " failed, %" SCNu64
-                     " expired, %" SCNu64 " fenced, %" SCNu64 " duplicates, %" SCNu64
-                     " bad frames, %" SCNu64 " sends dropped",
-                     &out->dispatched, &out->stored, &out->failed, &out->expired, &out->fenced,
-                     &out->duplicates, &out->bad_frames, &out->dropped) == 8;
+    bool ok = parse_stats(last != NULL ? last + strlen(needle) : NULL, out);
     free(text);
     return ok;
+}
+
+bool svc_coord_stats_read_last(const char *log, svc_coord_stats *out) {
+    char *text = svc_read_text(log);
+    const char *needle = " dispatched, ", *last = NULL;
+    for (const char *p = strstr(text, needle); p != NULL; p = strstr(p + 1, needle)) {
+        last = p;
+    }
+    while (last != NULL && last > text && last[-1] >= '0' && last[-1] <= '9') {
+        last--; /* back to the first digit of the count */
+    }
+    bool ok = parse_stats(last, out);
+    free(text);
+    return ok;
+}
+
+const char *svc_faketime_lib(void) {
+    static const char *const paths[] = {
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+        "/usr/local/lib/faketime/libfaketimeMT.so.1",
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        if (access(paths[i], R_OK) == 0) {
+            return paths[i];
+        }
+    }
+    return NULL;
 }
 
 long svc_proc_kb(pid_t pid, const char *field) {
@@ -873,6 +973,7 @@ long svc_proc_kb(pid_t pid, const char *field) {
 /* ---- a raw client ---- */
 
 void svc_client_open(svc_client *c, const char *endpoint) {
+    memset(c, 0, sizeof *c);
     c->ctx = zmq_ctx_new();
     assert_non_null(c->ctx);
     c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
@@ -886,6 +987,8 @@ void svc_client_open(svc_client *c, const char *endpoint) {
 }
 
 void svc_client_close(svc_client *c) {
+    free(c->pending);
+    c->pending = NULL;
     if (c->sock != NULL) {
         zmq_close(c->sock);
         c->sock = NULL;
@@ -921,7 +1024,32 @@ void svc_client_send_msg(svc_client *c, const proto_msg *m) {
     free(buf);
 }
 
+/* The next message of the bundle held in c->pending, if any is left. */
+static bool client_pending(svc_client *c, proto_msg **out) {
+    if (c->pending == NULL) {
+        return false;
+    }
+    const void *msg = NULL;
+    size_t len = 0;
+    char err[COMMON_ERR_LEN];
+    int got = proto_frame_next(&c->pending_it, &msg, &len, err);
+    if (got < 0) {
+        fail_msg("the coordinator sent a malformed bundle: %s", err);
+    }
+    if (got > 0 && proto_decode(msg, len, out, err) != 0) {
+        fail_msg("the coordinator sent a message of %zu bytes that does not decode: %s", len, err);
+    }
+    if (got == 0) {
+        free(c->pending);
+        c->pending = NULL;
+    }
+    return got > 0;
+}
+
 bool svc_client_recv(svc_client *c, int timeout_ms, proto_msg **out) {
+    if (client_pending(c, out)) {
+        return true;
+    }
     zmq_pollitem_t item = {.socket = c->sock, .events = ZMQ_POLLIN};
     int64_t deadline = now_ms() + timeout_ms;
     for (;;) {
@@ -943,12 +1071,20 @@ bool svc_client_recv(svc_client *c, int timeout_ms, proto_msg **out) {
     if (zmq_msg_more(&msg)) {
         fail_msg("the coordinator sent a message of several frames");
     }
-    char err[COMMON_ERR_LEN];
-    if (proto_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), out, err) != 0) {
-        fail_msg("the coordinator sent a frame of %zu bytes that does not decode: %s",
-                 zmq_msg_size(&msg), err);
-    }
+    /* kept until its last message is read: the iterator's views point into it */
+    c->pending_len = zmq_msg_size(&msg);
+    c->pending = malloc(c->pending_len > 0 ? c->pending_len : 1);
+    assert_non_null(c->pending);
+    memcpy(c->pending, zmq_msg_data(&msg), c->pending_len);
     zmq_msg_close(&msg);
+    char err[COMMON_ERR_LEN];
+    if (proto_frame_begin(&c->pending_it, c->pending, c->pending_len, err) != 0) {
+        fail_msg("the coordinator sent a frame of %zu bytes that is not a message or a bundle: %s",
+                 c->pending_len, err);
+    }
+    if (!client_pending(c, out)) {
+        fail_msg("the coordinator sent an empty frame");
+    }
     return true;
 }
 

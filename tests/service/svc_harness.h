@@ -83,15 +83,24 @@ int svc_stop(svc_env *e, pid_t pid, int timeout_ms);
 /* Whether the child is still running (not exited, not reaped). */
 bool svc_running(svc_env *e, pid_t pid);
 
-/* Starts chesslens-coordinator on e->db with extra options (NULL-terminated, may be NULL):
- * on a free port the first time, on e->port again afterwards. Returns once its log says it
- * listens (up to 30 s). */
+/* Starts chesslens-coordinator on e->db with extra options (NULL-terminated, may be NULL),
+ * with the harness's task sizes (SVC_PAIRS_PER_TASK, SVC_GAMES_PER_TASK) for any extra does not
+ * name: on a free port the first time, on e->port again afterwards. Returns once its log says
+ * it listens (up to 30 s). */
 pid_t svc_start_coordinator(svc_env *e, const char *const extra[]);
 /* The same with env_add ("K=V", NULL-terminated) added to its environment. */
 pid_t svc_start_coordinator_env(svc_env *e, const char *const extra[], const char *const env_add[]);
+/* The same bound to host (an IPv4 address: one that is not 127.0.0.1, such as 0.0.0.0 in a
+ * test's own network namespace, adds --insecure-listen); e->endpoint is 127.0.0.1 at its port. */
+pid_t svc_start_coordinator_on(svc_env *e, const char *host, const char *const extra[],
+                               const char *const env_add[]);
 /* Starts chesslens-worker --id ID on the cpu backend with one thread (--verbose, log in
  * dir/worker-ID.log), with --faults FAULTS unless NULL. */
 pid_t svc_start_worker(svc_env *e, const char *id, const char *faults);
+/* The same with extra options after the others (NULL-terminated, may be NULL) and env_add
+ * ("K=V", NULL-terminated, may be NULL) added to its environment. */
+pid_t svc_start_worker_env(svc_env *e, const char *id, const char *faults,
+                           const char *const extra[], const char *const env_add[]);
 /* The log of worker id. */
 void svc_worker_log(const svc_env *e, const char *id, char *out, size_t cap);
 
@@ -114,6 +123,10 @@ pid_t svc_cli_spawn(svc_env *e, const char *name, const char *const args[]);
  * prints is copied to name. */
 void svc_submit(svc_env *e, const char *spec_path, const char *submission_id, char *name,
                 size_t cap);
+/* `chesslens wait NAME --timeout timeout_s` on e's coordinator: its exit code (0: every task
+ * done, 1: finished with dead tasks); a wait still running timeout_s + 30 s later fails the
+ * test. */
+int svc_wait_sweep(svc_env *e, const char *name, int timeout_s);
 
 /* ---- files ---- */
 
@@ -122,13 +135,19 @@ void svc_write_text(const char *path, const char *text);
 char *svc_read_text(const char *path);
 /* Polls path up to timeout_ms for needle; whether it appeared. */
 bool svc_wait_text(const char *path, const char *needle, int timeout_ms);
+/* How often needle occurs in the file (0 when it does not exist). */
+size_t svc_count_text(const char *path, const char *needle);
 
 /* The spec of every sweep here: patching (block_every at cut-offs 20 and 25, every legal
  * alternative of the last token) plus legal_stats and predictions, on games [0, 12) of
  * dataset "g": 22 tasks at these task sizes. */
 void svc_write_spec(const char *path, const char *sweep_name);
+/* The same on games [0, n_games) of dataset "g" (svc_make_dataset_n with as many games). */
+void svc_write_spec_n(const char *path, const char *sweep_name, int n_games);
 /* Dataset "g" of db: 12 games, seed 7, at most 128 tokens. */
 void svc_make_dataset(svc_env *e, const char *db);
+/* The same with n_games games. */
+void svc_make_dataset_n(svc_env *e, const char *db, int n_games);
 /* A fault-free reference: the dataset and `chesslens run SPEC` in ref_db (created afresh). */
 void svc_reference_run(svc_env *e, const char *spec_path, const char *ref_db);
 /* What every fault scenario starts with: svc_env_init(e, tag), the spec of sweep TAG written
@@ -180,11 +199,21 @@ void svc_compare_results(const char *db, const char *ref, double tol, int64_t ro
 
 typedef struct svc_coord_stats {
     uint64_t dispatched, stored, failed, expired, fenced, duplicates, bad_frames, dropped;
+    uint64_t returned, store_errors;
 } svc_coord_stats;
 
 /* The counters of the coordinator's last "stopped:" log line (written when it ends after
  * SIGTERM); false when there is none. */
 bool svc_coord_stats_read(const char *log, svc_coord_stats *out);
+/* The same for the last stats line of any kind (the coordinator logs one every 10 s while it
+ * runs, "stopped:" or "failed:" when it ends). */
+bool svc_coord_stats_read_last(const char *log, svc_coord_stats *out);
+
+/* ---- a coordinator's options of these tests ---- */
+
+/* The path of libfaketime's multi-threaded library (Debian's libfaketime package), or NULL
+ * when it is not installed. */
+const char *svc_faketime_lib(void);
 /* A field of /proc/PID/status in kB ("VmRSS", "VmHWM"); -1 when unreadable. */
 long svc_proc_kb(pid_t pid, const char *field);
 
@@ -192,6 +221,10 @@ long svc_proc_kb(pid_t pid, const char *field);
 
 typedef struct svc_client {
     void *ctx, *sock;
+    /* the rest of the last frame (a bundle, proto.h): raw messages, the next one first */
+    uint8_t *pending;
+    size_t pending_len;
+    proto_frame_iter pending_it;
 } svc_client;
 
 void svc_client_open(svc_client *c, const char *endpoint);
@@ -201,8 +234,9 @@ void svc_client_send_frames(svc_client *c, const void *const *frames, const size
 void svc_client_send(svc_client *c, const void *buf, size_t len);
 /* Encodes m and sends it. */
 void svc_client_send_msg(svc_client *c, const proto_msg *m);
-/* The next message within timeout_ms: true and *out (proto_msg_free); false on timeout. A frame
- * that does not decode, or a message of several frames, fails the test. */
+/* The next message within timeout_ms, the messages of a bundle one by one: true and *out
+ * (proto_msg_free); false on timeout. A message that does not decode, a malformed bundle or a
+ * message of several frames fails the test. */
 bool svc_client_recv(svc_client *c, int timeout_ms, proto_msg **out);
 /* Sends request m (m->req set) and waits for its REPLY, skipping answers with other req ids;
  * the decoded body (proto_reply_free). An ERROR for it or a timeout fails the test. */

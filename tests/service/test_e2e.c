@@ -30,8 +30,12 @@ static void test_sweep_matches_run(void **state) {
     assert_true(planned >= 10);
 
     svc_make_dataset(e, e->db);
-    const char *const opts[] = {"--lease-ms", "20000", NULL};
+    /* every commit fsynced (the default, normal, is what the other service tests run) */
+    const char *const opts[] = {"--lease-ms", "20000", "--sync", "full", NULL};
     svc_start_coordinator(e, opts);
+    char *log = svc_read_text(e->coordinator_log);
+    assert_non_null(strstr(log, "(synchronous full)"));
+    free(log);
     pid_t w1 = svc_start_worker(e, "w1", NULL);
     pid_t w2 = svc_start_worker(e, "w2", NULL);
     /* both said hello before there is work, so that both get some */

@@ -107,7 +107,7 @@ static void versioned_status(frames *l, int kind) {
             proto_w_uint(&w, 0);
             break;
         case 1:
-            proto_w_uint(&w, 2);
+            proto_w_uint(&w, PROTO_VERSION + 1);
             break;
         case 2:
             proto_w_uint(&w, (uint64_t)1 << 40);
@@ -453,7 +453,7 @@ static void test_hostile_frames(void **state) {
     for (int kind = 0; kind < 5; kind++) {
         versioned_status(&versions, kind);
     }
-    svc_client_send(&c, versions.f[1].data, versions.f[1].len); /* v = 2 */
+    svc_client_send(&c, versions.f[1].data, versions.f[1].len); /* the next version */
     proto_msg *m = NULL;
     assert_true(svc_client_recv(&c, 30000, &m));
     assert_int_equal(m->type, PROTO_ERROR);

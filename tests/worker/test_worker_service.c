@@ -38,6 +38,7 @@
 #define LEASE_MS 300
 #define MODEL_DIR CHESSLENS_SOURCE_DIR "/models/chess-tiny"
 #define MAX_BEATS 4096
+#define MAX_QUEUED 256 /* messages of one frame from the worker */
 
 static char err[COMMON_ERR_LEN];
 
@@ -154,7 +155,9 @@ typedef struct harness {
     char endpoint[128];
     uint8_t peer[256];
     size_t peer_len;
-    size_t n_received; /* messages from the worker, heartbeats included */
+    size_t n_received;             /* messages from the worker, heartbeats included */
+    proto_msg *queued[MAX_QUEUED]; /* the rest of the last frame, the next message last */
+    size_t n_queued;
     beat beats[MAX_BEATS];
     size_t n_beats;
     worker_compute compute;
@@ -227,35 +230,72 @@ static void send_ack(int64_t task, uint64_t epoch, proto_ack_status st) {
     send_msg(&a);
 }
 
-/* The next message from the worker that is not a heartbeat, within timeout_ms (NULL when none
- * came). Heartbeats are logged and acknowledged (stored) as a coordinator would. */
-static proto_msg *next_msg(int timeout_ms) {
+/* Reads one frame from the worker (one message, or a bundle) into h.queued, kept so that the
+ * last entry is the first message. */
+static void recv_frame(void) {
+    uint8_t peer[256];
+    int pn = zmq_recv(h.router, peer, sizeof peer, 0);
+    assert_true(pn > 0);
+    zmq_msg_t f;
+    zmq_msg_init(&f);
+    assert_true(zmq_msg_recv(&f, h.router, 0) >= 0);
+    assert_false(zmq_msg_more(&f)); /* one frame per message or bundle */
+    memcpy(h.peer, peer, (size_t)pn);
+    h.peer_len = (size_t)pn;
+    proto_frame_iter fi;
+    if (proto_frame_begin(&fi, zmq_msg_data(&f), zmq_msg_size(&f), err) != 0) {
+        fail_msg("the worker sent a frame that is not a message or a bundle: %s", err);
+    }
+    proto_msg *in_order[MAX_QUEUED];
+    size_t n = 0;
+    const void *msg = NULL;
+    size_t len = 0;
+    int got;
+    while ((got = proto_frame_next(&fi, &msg, &len, err)) > 0) {
+        assert_true(n < MAX_QUEUED);
+        if (proto_decode(msg, len, &in_order[n], err) != 0) {
+            fail_msg("the worker sent a message that does not decode: %s", err);
+        }
+        n++;
+    }
+    if (got < 0) {
+        fail_msg("the worker sent a malformed bundle: %s", err);
+    }
+    zmq_msg_close(&f);
+    assert_true(h.n_queued == 0);
+    for (size_t i = 0; i < n; i++) {
+        h.queued[n - 1 - i] = in_order[i];
+    }
+    h.n_queued = n;
+}
+
+/* The next message from the worker, heartbeats included, within timeout_ms (NULL when none
+ * came). */
+static proto_msg *next_any(int timeout_ms) {
     int64_t end = now_ms() + timeout_ms;
-    for (;;) {
+    while (h.n_queued == 0) {
         int64_t left = end - now_ms();
         if (left < 0) {
             return NULL;
         }
         zmq_pollitem_t it = {.socket = h.router, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, (long)left) <= 0) {
-            continue;
+        if (zmq_poll(&it, 1, (long)left) > 0) {
+            recv_frame();
         }
-        uint8_t peer[256];
-        int pn = zmq_recv(h.router, peer, sizeof peer, 0);
-        assert_true(pn > 0);
-        zmq_msg_t f;
-        zmq_msg_init(&f);
-        assert_true(zmq_msg_recv(&f, h.router, 0) >= 0);
-        assert_false(zmq_msg_more(&f)); /* one frame per message */
-        memcpy(h.peer, peer, (size_t)pn);
-        h.peer_len = (size_t)pn;
-        proto_msg *m = NULL;
-        int rc = proto_decode(zmq_msg_data(&f), zmq_msg_size(&f), &m, err);
-        zmq_msg_close(&f);
-        if (rc != 0) {
-            fail_msg("the worker sent a frame that does not decode: %s", err);
+    }
+    h.n_received++;
+    return h.queued[--h.n_queued];
+}
+
+/* The next message from the worker that is not a heartbeat, within timeout_ms (NULL when none
+ * came). Heartbeats are logged and acknowledged (stored) as a coordinator would. */
+static proto_msg *next_msg(int timeout_ms) {
+    int64_t end = now_ms() + timeout_ms;
+    for (;;) {
+        proto_msg *m = next_any((int)(end - now_ms()));
+        if (m == NULL) {
+            return NULL;
         }
-        h.n_received++;
         if (m->type != PROTO_HEARTBEAT) {
             return m;
         }
@@ -396,6 +436,9 @@ static int teardown(void **state) {
         }
         pthread_join(h.thread, NULL);
         h.running = false;
+    }
+    while (h.n_queued > 0) {
+        proto_msg_free(&h.queued[--h.n_queued]);
     }
     if (h.router != NULL) {
         zmq_close(h.router);
@@ -775,17 +818,10 @@ static void test_lease_lost_heartbeat(void **state) {
     int64_t end = now_ms() + 2000;
     bool answered = false;
     while (!answered && now_ms() < end) {
-        zmq_pollitem_t it = {.socket = h.router, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, 50) <= 0) {
+        proto_msg *m = next_any(50);
+        if (m == NULL) {
             continue;
         }
-        uint8_t peer[256];
-        int pn = zmq_recv(h.router, peer, sizeof peer, 0);
-        uint8_t buf[512];
-        int n = zmq_recv(h.router, buf, sizeof buf, 0);
-        assert_true(pn > 0 && n > 0 && (size_t)n <= sizeof buf);
-        proto_msg *m = NULL;
-        assert_int_equal(proto_decode(buf, (size_t)n, &m, err), 0);
         assert_int_equal(m->type, PROTO_HEARTBEAT);
         answered = m->task == 36;
         send_ack(m->task, m->epoch, answered ? PROTO_ACK_LEASE_LOST : PROTO_ACK_STORED);
@@ -1190,7 +1226,12 @@ static void test_faulty(void **state) {
                                       "fail_task=3,",
                                       ",fail_task=3",
                                       "fail_task=3,,sleep_ms=1",
-                                      "=3"};
+                                      "=3",
+                                      "flaky=3",
+                                      "flaky=3:0",
+                                      "flaky=x:2",
+                                      "flaky=3:",
+                                      "flaky=3:2:1"};
     worker_compute inner = {0}, f = {0};
     worker_compute_noop(&inner);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -1199,7 +1240,7 @@ static void test_faulty(void **state) {
     }
     assert_int_equal(worker_compute_faulty(&f, &inner,
                                            "fail_task=3,sleep_ms=30,fail_task=8,"
-                                           "abort_task=5,hang_task=6",
+                                           "abort_task=5,hang_task=6,flaky=9:2",
                                            err),
                      0);
     assert_null(inner.run);

@@ -1,5 +1,6 @@
 /*
- * fuzz_proto: libFuzzer target for the message decoder. The input is one frame. A refusal must
+ * fuzz_proto: libFuzzer target for the message decoder. The input is one frame: one message, or
+ * a bundle of them (proto.h, "Bundles"), each checked as follows. A refusal must
  * leave nothing allocated and a NUL-terminated message; whatever is accepted must encode (the
  * encoder checks the same ranges), decode again to the same message field by field, and encode
  * a second time to the same bytes. proto_peek_req runs on every input, and on an accepted one
@@ -57,7 +58,7 @@ static bool msg_equal(const proto_msg *a, const proto_msg *b) {
     return memcmp(&a->progress, &b->progress, sizeof a->progress) == 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+static void check_message(const uint8_t *data, size_t size) {
     char err[COMMON_ERR_LEN];
     uint64_t req = proto_peek_req(data, size);
     proto_msg *m = NULL;
@@ -65,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (m || !memchr(err, '\0', sizeof err)) {
             abort();
         }
-        return 0;
+        return;
     }
     if (!m || req != m->req || !proto_type_name(m->type)) {
         abort();
@@ -90,5 +91,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(second);
     proto_msg_free(&again);
     proto_msg_free(&m);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char err[COMMON_ERR_LEN];
+    proto_frame_iter it;
+    if (proto_frame_begin(&it, data, size, err) != 0) {
+        return 0;
+    }
+    const void *msg = NULL;
+    size_t len = 0;
+    int got;
+    while ((got = proto_frame_next(&it, &msg, &len, err)) > 0) {
+        /* every element lies inside the frame */
+        if ((const uint8_t *)msg < data || (const uint8_t *)msg + len > data + size) {
+            abort();
+        }
+        check_message(msg, len);
+    }
+    if (got < 0 && !memchr(err, '\0', sizeof err)) {
+        abort();
+    }
     return 0;
 }
