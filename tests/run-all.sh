@@ -4,7 +4,9 @@
 # build under AddressSanitizer + UndefinedBehaviorSanitizer (any sanitizer report fails the
 # test). GPU tests skip, visibly, where no GPU is visible; the sanitizer pass leaves them out
 # (the CUDA runtime is not built for ASan), and the one-node Slurm cluster of the Slurm test
-# (label slurm), which the Release pass runs, as it tests the script, not the binaries.
+# (label slurm), which the Release pass runs, as it tests the script, not the binaries. The
+# long reliability runs (label slow: the chaos soak, the thousand-kill loop) are run by hand
+# (README, "Build").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -12,7 +14,7 @@ jobs=$(nproc)
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release
 cmake --build build/release -j"$jobs"
 cmake --build build/release --target format-check
-(cd build/release && ctest --output-on-failure -j"$jobs")
+(cd build/release && ctest --output-on-failure -j"$jobs" -LE slow)
 
 # Fuzz run: every libFuzzer target (tests/<component>/fuzz/fuzz_NAME, seed corpus in
 # tests/<component>/fuzz/corpus/NAME) for FUZZ_SECONDS (default 60), as many at once as there
