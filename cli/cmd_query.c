@@ -32,8 +32,9 @@
 #define TABLE_CELL_MAX 256
 /* The longest string or blob a query may make (SQLITE_LIMIT_LENGTH): nothing the store holds
  * comes near it, and it bounds what a value costs outside SQLite's heap limit (its hex form,
- * a held table row), which zeroblob(1e9) would otherwise make gigabytes of. */
-#define QUERY_MAX_VALUE (16 << 20)
+ * a held table row), which zeroblob(1e9) would otherwise make gigabytes of. Far above any
+ * value wanted, as SQLite grows a string by doubling only while the double stays under it. */
+#define QUERY_MAX_VALUE (256 << 20)
 /* How often (SQLite virtual machine instructions) the time limit is checked. */
 #define PROGRESS_STEPS 1000
 #define DEFAULT_DB "chesslens.db"

@@ -331,8 +331,8 @@ static void test_read_only(void **state) {
     expect_contains("SELECT 1; DELETE FROM game", "", 1, "exactly one statement");
     /* values and expressions too large to be an honest read */
     expect_contains("SELECT zeroblob(1000000000)", "", 1,
-                    "a string or blob longer than 16 MiB, the most a value may hold");
-    expect_contains("SELECT length(zeroblob(1000000000))", "", 1, "longer than 16 MiB");
+                    "a string or blob longer than 256 MiB, the most a value may hold");
+    expect_contains("SELECT length(zeroblob(1000000000))", "", 1, "longer than 256 MiB");
     char *deep = malloc(40000);
     assert_non_null(deep);
     int n = snprintf(deep, 40000, "SELECT ");

@@ -63,7 +63,9 @@ static void put(unsigned char **buf, size_t *n, sqlite3_int64 off, const unsigne
         memset(*buf + *n, 0, end - *n);
         *n = end;
     }
-    memcpy(*buf + off, data, len);
+    if (len > 0) {
+        memcpy(*buf + off, data, len);
+    }
 }
 
 static void apply(unsigned char **buf, size_t *n, const pl_op *op) {
