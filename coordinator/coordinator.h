@@ -160,7 +160,7 @@ bool coordinator_name_valid(const char *name);
 /* Store                                                                                       */
 
 /* The schema version this code writes (PRAGMA user_version). */
-#define COORDINATOR_SCHEMA_VERSION 4
+#define COORDINATOR_SCHEMA_VERSION 5
 
 typedef struct coordinator_store coordinator_store;
 

@@ -618,34 +618,19 @@ static int parse_body(const void *body, size_t len, task_body *b, char *err) {
 /* The job's analysis index and its sweep's dataset, checking that spec is that sweep's. */
 static int read_job(coordinator_store *s, int64_t job_id, const coordinator_spec *spec,
                     size_t *analysis, int64_t *dataset_id, char *err) {
-    sqlite3_stmt *st = NULL;
-    int rc = store_stmt(s,
-                        "SELECT j.idx, s.dataset_id, s.spec FROM job j "
-                        "JOIN sweep s ON s.id = j.sweep_id WHERE j.id = ?",
-                        &st, "read job", err);
+    const store_job *j = NULL;
+    int rc = store_job_get(s, job_id, &j, err);
     if (rc != 0) {
         return rc;
     }
-    sqlite3_bind_int64(st, 1, job_id);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
-        sqlite3_int64 idx = sqlite3_column_int64(st, 0);
-        const char *text = (const char *)sqlite3_column_text(st, 2);
-        *dataset_id = sqlite3_column_int64(st, 1);
-        if (text == NULL || strcmp(text, spec->canonical) != 0 || idx < 0 ||
-            (size_t)idx >= spec->n_analyses) {
-            rc = common_fail(err, COMMON_ERR_INVALID, "work: job %lld is not of this spec",
-                             (long long)job_id);
-        } else {
-            *analysis = (size_t)idx;
-        }
-    } else if (step == SQLITE_DONE) {
-        rc = common_fail(err, COMMON_ERR_NOT_FOUND, "work: job %lld not found", (long long)job_id);
-    } else {
-        rc = store_fail(s->db, err, "sqlite3_step(read job)");
+    if (strcmp(j->spec, spec->canonical) != 0 || j->analysis < 0 ||
+        (size_t)j->analysis >= spec->n_analyses) {
+        return common_fail(err, COMMON_ERR_INVALID, "work: job %lld is not of this spec",
+                           (long long)job_id);
     }
-    store_stmt_done(st);
-    return rc;
+    *analysis = (size_t)j->analysis;
+    *dataset_id = j->dataset_id;
+    return 0;
 }
 
 /* The replacement texts of game g at cut-off N into alt (at most 67), the clean token left

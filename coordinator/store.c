@@ -124,6 +124,7 @@ int store_commit(coordinator_store *s, char *err) {
 }
 
 void store_rollback(coordinator_store *s) {
+    store_jobs_free(s); /* a job read in what is taken back may be gone */
     if (sqlite3_get_autocommit(s->db)) {
         return; /* SQLite rolled the whole transaction back itself (e.g. SQLITE_FULL) */
     }
@@ -172,6 +173,7 @@ int coordinator_store_batch_commit(coordinator_store *s, char *err) {
     int rc = store_run(s, "COMMIT", "commit batch", err);
     if (rc != 0) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        store_jobs_free(s);
         return rc;
     }
     if (durable && s->sync != COORDINATOR_SYNC_FULL) {
@@ -206,6 +208,7 @@ int coordinator_store_set_sync(coordinator_store *s, coordinator_sync level, cha
 void coordinator_store_batch_rollback(coordinator_store *s) {
     s->batch = false;
     s->batch_durable = false;
+    store_jobs_free(s);
     if (!sqlite3_get_autocommit(s->db)) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     }
@@ -329,6 +332,7 @@ void coordinator_store_close(coordinator_store **sp) {
     }
     free(s->cache);
     store_games_free(s);
+    store_jobs_free(s);
     sqlite3_close_v2(s->db);
     free(s);
     *sp = NULL;

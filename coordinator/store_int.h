@@ -37,6 +37,21 @@ typedef struct store_game {
  * tokens, allocated as they are read; the slots themselves are 64 bytes each). */
 #define STORE_GAME_SLOTS 8192
 
+/* A job as the work loader reads it (store_job_get): its analysis index and its sweep's
+ * dataset and spec text. */
+typedef struct store_job {
+    int64_t id;
+    int64_t analysis;
+    int64_t dataset_id;
+    char *spec; /* canonical spec text; NULL: the slot is empty */
+} store_job;
+
+/* Direct-mapped slots of the job cache: a sweep has one job per analysis, and its tasks are
+ * claimed job by job; a few slots keep several sweeps running side by side. Emptied on every
+ * rollback, since a job read in a transaction that is taken back may not exist (and its id may
+ * be given to another job). */
+#define STORE_JOB_SLOTS 64
+
 struct coordinator_store {
     sqlite3 *db;
     bool readonly;
@@ -50,6 +65,8 @@ struct coordinator_store {
     /* Games never change once stored (no statement updates or deletes a game or a position),
      * so what was read is kept: [STORE_GAME_SLOTS], NULL until the first read. */
     store_game *games;
+    /* Jobs never change once committed: [STORE_JOB_SLOTS], NULL until the first read. */
+    store_job *jobs;
 };
 
 /* Game idx of the dataset as stored (borrowed from the store until its next store_game call or
@@ -59,6 +76,12 @@ int store_game_get(coordinator_store *s, int64_t dataset_id, uint64_t idx, const
                    char *err);
 /* Frees the cached games (coordinator_store_close). */
 void store_games_free(coordinator_store *s);
+
+/* Job job_id as stored with its sweep's dataset and spec text (borrowed from the store until its
+ * next store_job_get or its close). NOT_FOUND when there is no such job. */
+int store_job_get(coordinator_store *s, int64_t job_id, const store_job **out, char *err);
+/* Frees the cached jobs (coordinator_store_close). */
+void store_jobs_free(coordinator_store *s);
 
 /* The number of migration steps; step i (1-based) takes user_version i - 1 to i. */
 size_t store_schema_steps(void);

@@ -73,9 +73,9 @@ static int lease_cmp(const void *a, const void *b) {
 }
 
 /* The claim's query: pending tasks of active sweeps, lowest ids first; with ?3 only those of
- * sweeps whose model's weights have that SHA-256. It walks task_by_state from ('pending', 0) and
- * stops after ?2 rows, so it costs the tasks it returns (plus those skipped for their backoff
- * or their sweep), not the queue's length. */
+ * sweeps whose model's weights have that SHA-256. It walks the partial index task_pending in id
+ * order and stops after ?2 rows, so it costs the tasks it returns (plus those skipped for their
+ * backoff or their sweep), not the queue's length. */
 #define CLAIM_SQL(extra)                                                                           \
     "SELECT t.id, t.job_id, j.sweep_id, j.idx, t.key, t.body, t.lease_epoch, t.attempts "          \
     "FROM task t JOIN job j ON j.id = t.job_id JOIN sweep w ON w.id = j.sweep_id " extra           \
@@ -83,9 +83,11 @@ static int lease_cmp(const void *a, const void *b) {
     "ORDER BY t.id LIMIT ?2"
 
 /* Picks up to max - *n more tasks into leases[max] (the caller's transaction), then leases
- * each with an UPDATE by its id. Reading first and writing after keeps the writes out of the
- * index the query walks; and an UPDATE by rowid is done in one pass, where one UPDATE over an
- * IN (SELECT ...) list with RETURNING built three temporary b-trees per claim. */
+ * them with an UPDATE over each range of consecutive ids. Reading first and writing after keeps
+ * the writes out of the index the query walks; and an UPDATE over a rowid range is done in one
+ * pass, where one UPDATE over an IN (SELECT ...) list with RETURNING built three temporary
+ * b-trees per claim. The epoch and attempt each lease reports are the row's values + 1, as the
+ * UPDATE writes them. */
 static int claim_some(coordinator_store *s, const char *worker, size_t max, int64_t now_ns,
                       int64_t deadline_ns, const char *prefer, coordinator_lease *leases, size_t *n,
                       char *err) {
@@ -131,21 +133,33 @@ static int claim_some(coordinator_store *s, const char *worker, size_t max, int6
         rc = store_fail(s->db, err, "sqlite3_step(pick tasks)");
     }
     store_stmt_done(st);
-    for (size_t i = first; rc == 0 && i < *n; i++) {
-        const coordinator_lease *l = &leases[i];
+    /* one UPDATE per run of consecutive ids (the query returns ids in increasing order, and
+     * within a run every id between the first and the last was picked), so a claim of the
+     * queue's head costs one statement, not one per task */
+    for (size_t i = first; rc == 0 && i < *n;) {
+        size_t j = i + 1;
+        while (j < *n && leases[j].task_id == leases[j - 1].task_id + 1) {
+            j++;
+        }
         if ((rc = store_stmt(s,
-                             "UPDATE task SET state = 'leased', worker = ?1, lease_epoch = ?2, "
-                             "attempts = ?3, lease_deadline_ns = ?4 WHERE id = ?5",
-                             &st, "lease task", err)) != 0) {
+                             "UPDATE task SET state = 'leased', worker = ?1, "
+                             "lease_epoch = lease_epoch + 1, attempts = attempts + 1, "
+                             "lease_deadline_ns = ?2 WHERE id BETWEEN ?3 AND ?4",
+                             &st, "lease tasks", err)) != 0) {
             break;
         }
         sqlite3_bind_text(st, 1, worker, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)l->epoch);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)l->attempt);
-        sqlite3_bind_int64(st, 4, deadline_ns);
-        sqlite3_bind_int64(st, 5, l->task_id);
-        rc = store_step_done(s->db, st, "lease task", err);
+        sqlite3_bind_int64(st, 2, deadline_ns);
+        sqlite3_bind_int64(st, 3, leases[i].task_id);
+        sqlite3_bind_int64(st, 4, leases[j - 1].task_id);
+        rc = store_step_done(s->db, st, "lease tasks", err);
+        if (rc == 0 && (size_t)sqlite3_changes(s->db) != j - i) {
+            rc = common_fail(err, COMMON_ERR_IO, "lease tasks %lld..%lld: %d rows changed, not %zu",
+                             (long long)leases[i].task_id, (long long)leases[j - 1].task_id,
+                             sqlite3_changes(s->db), j - i);
+        }
         store_stmt_done(st);
+        i = j;
     }
     return rc;
 }

@@ -52,7 +52,9 @@ static bool reserve(proto_writer *w, size_t n) {
     if (need <= w->cap) {
         return true;
     }
-    size_t cap = w->cap ? w->cap : 64;
+    /* a first buffer that holds a TASK or a RESULT whole: growing from less cost a few
+     * reallocations (each a copy) per message */
+    size_t cap = w->cap ? w->cap : 2048;
     while (cap < need) {
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     }
@@ -119,6 +121,13 @@ void proto_w_str(proto_writer *w, const char *s) {
 
 void proto_w_strn(proto_writer *w, const char *s, size_t n) {
     assert(s || n == 0);
+    if (n <= 31 && !w->failed && w->cap - w->len > n) {
+        /* the common case (a key, a token) written in place: fixstr header and bytes */
+        w->buf[w->len] = (uint8_t)(0xa0 | n);
+        memcpy(w->buf + w->len + 1, s, n);
+        w->len += n + 1;
+        return;
+    }
     put_len(w, n, 0xa0, 31, 0xd9, 0xda, 0xdb);
     if (!w->failed) {
         put(w, s, n);

@@ -915,6 +915,52 @@ static void test_exact_merge(void **state) {
     coordinator_store_close(&s);
 }
 
+/* A job read by the work loader inside a batch that is rolled back is not remembered: the
+ * next sweep planned gets the same job id, and its work loads with its own spec. */
+static void test_job_read_rolled_back(void **state) {
+    (void)state;
+    coordinator_store *s = open_fresh("rollback.db");
+    coordinator_spec *specs[2] = {NULL, NULL};
+    const char *an[2] = {"{\"kind\":\"patch\",\"patch\":\"resid_pre\",\"cutoffs\":[10],"
+                         "\"corrupt\":{\"position\":\"last\",\"with\":\"q\"},"
+                         "\"metric\":{\"kind\":\"logit_diff\",\"tokens\":[\"clean_top\","
+                         "\"corrupt_top\"]}}",
+                         "{\"kind\":\"legal_stats\",\"components\":[\"embeds\"]}"};
+    const coordinator_analysis_kind kinds[2] = {COORDINATOR_ANALYSIS_PATCH,
+                                                COORDINATOR_ANALYSIS_LEGAL_STATS};
+    int64_t jobs[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(coordinator_store_batch_begin(s, err), 0);
+        int64_t sw = submit(s, "again", N_GAMES, an[i], &specs[i]);
+        coordinator_plan_opts o = {0, 4};
+        size_t n_tasks = 0;
+        assert_int_equal(coordinator_plan_sweep(s, sw, specs[i], &o, &n_tasks, err), 0);
+        assert_int_equal(coordinator_job_find(s, sw, 0, &jobs[i], err), 0);
+        coordinator_lease *l = NULL;
+        size_t nl = 0;
+        assert_int_equal(coordinator_tasks_claim(s, "w", 1, 0, 1, &l, &nl, err), 0);
+        assert_int_equal(nl, 1);
+        assert_int_equal(l[0].job_id, jobs[i]);
+        coordinator_work *w = NULL;
+        if (coordinator_work_load(s, specs[i], jobs[i], l[0].body, l[0].body_len, &w, err) != 0) {
+            fail_msg("work of sweep %d: %s", i, err);
+        }
+        assert_int_equal(w->kind, kinds[i]);
+        coordinator_work_destroy(&w);
+        coordinator_leases_free(l, nl);
+        if (i == 0) {
+            coordinator_store_batch_rollback(s);
+        } else {
+            assert_int_equal(coordinator_store_batch_commit(s, err), 0);
+        }
+    }
+    assert_int_equal(jobs[1], jobs[0]); /* the id was given again, to another job */
+    for (int i = 0; i < 2; i++) {
+        coordinator_spec_destroy(&specs[i]);
+    }
+    coordinator_store_close(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_patch_sizes),
@@ -923,6 +969,7 @@ int main(void) {
         cmocka_unit_test(test_corrupt_by_game_and_token),
         cmocka_unit_test(test_aggregate_chunks),
         cmocka_unit_test(test_exact_merge),
+        cmocka_unit_test(test_job_read_rolled_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

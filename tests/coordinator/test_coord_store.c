@@ -72,6 +72,23 @@ static char *query_text(sqlite3 *db, const char *sql) {
     return out;
 }
 
+/* Whether the query plan of sql names index. */
+static bool plan_uses(sqlite3 *db, const char *sql, const char *index) {
+    char eqp[1024];
+    snprintf(eqp, sizeof eqp, "EXPLAIN QUERY PLAN %s", sql);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, eqp, -1, &st, NULL) != SQLITE_OK) {
+        fail_msg("prepare %s: %s", eqp, sqlite3_errmsg(db));
+    }
+    bool found = false;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *detail = (const char *)sqlite3_column_text(st, 3);
+        found = found || (detail != NULL && strstr(detail, index) != NULL);
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
 /* A dataset "d" with n short games and a sweep of the given analyses over all of them. */
 static int64_t make_sweep(coordinator_store *s, const char *name, const char *analyses,
                           size_t n_games) {
@@ -179,11 +196,20 @@ static void test_migration_from_v3_keeps_tasks(void **state) {
                      1);
     assert_int_equal(query_int(db, "SELECT COUNT(*) FROM patch_pair WHERE task_id = 7"), 1);
     assert_int_equal(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check"), 0);
-    /* the indexes came back, the partial one serving the lease deadlines */
+    /* the indexes came back (step 4), then the state index became partial ones (step 5): the
+     * pending tasks in id order (what the claim walks), the dead ones, the leases' deadlines */
     assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND "
-                                   "name IN ('task_by_state', 'task_by_deadline') AND "
+                                   "name IN ('task_pending', 'task_dead', 'task_by_deadline') AND "
                                    "tbl_name = 'task'"),
-                     2);
+                     3);
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND "
+                                   "name = 'task_by_state'"),
+                     0);
+    assert_true(plan_uses(db,
+                          "SELECT t.id FROM task t JOIN job j ON j.id = t.job_id "
+                          "JOIN sweep w ON w.id = j.sweep_id WHERE t.state = 'pending' AND "
+                          "t.not_before_ns <= 0 AND w.state = 'active' ORDER BY t.id LIMIT 8",
+                          "task_pending"));
     char *sql = query_text(db, "SELECT sql FROM sqlite_schema WHERE name = 'task'");
     assert_non_null(sql);
     assert_null(strstr(sql, " IN ("));

@@ -868,8 +868,8 @@ static void test_writer_failure(void **state) {
     /* a failed allocation is recorded, later writes do nothing, finish reports it */
     proto_w_str(&w, "before");
     alloc_reset(0);
-    char big[200] = {0};
-    proto_w_bin(&w, big, sizeof big); /* past the first 64 bytes: a realloc, refused */
+    static char big[4096];
+    proto_w_bin(&w, big, sizeof big); /* past the first buffer: a realloc, refused */
     alloc_reset(-1);
     assert_true(w.failed);
     proto_w_uint(&w, 1);
