@@ -93,9 +93,10 @@ struct coordinator_sched {
     coordinator_sched_opts o;
     int64_t lease_ns, worker_timeout_ns, backoff_base_ns, backoff_cap_ns;
     uint64_t rng;
-    bool open;          /* a batch is open */
-    bool started;       /* the leases found at creation were re-armed or requeued */
-    int64_t created_ns; /* when the scheduler was made (the re-arm deadline's base) */
+    bool open;                    /* a batch is open */
+    uint64_t batch_first_message; /* stats.messages_in when the open batch began */
+    bool started;                 /* the leases found at creation were re-armed or requeued */
+    int64_t created_ns;           /* when the scheduler was made (the re-arm deadline's base) */
     int64_t next_wake;
     sched_worker *workers;
     size_t rotate;     /* the worker dispatch starts with, so that no worker starves */
@@ -466,6 +467,7 @@ int coordinator_sched_new(coordinator_sched **out, coordinator_store *store,
     o->backoff_base_ms = o->backoff_base_ms > 0 ? o->backoff_base_ms : 1000;
     o->backoff_cap_ms = o->backoff_cap_ms > 0 ? o->backoff_cap_ms : 60000;
     o->max_credits = o->max_credits > 0 ? o->max_credits : 64;
+    o->batch_messages = o->batch_messages > 0 ? o->batch_messages : 8;
     o->status_fresh_ns = o->status_fresh_ns > 0 ? o->status_fresh_ns : 1000000;
     s->lease_ns = (int64_t)o->lease_ms * MS;
     s->worker_timeout_ns = (int64_t)o->worker_timeout_ms * MS;
@@ -528,6 +530,7 @@ int coordinator_sched_begin(coordinator_sched *s, char *err) {
         return rc;
     }
     s->open = true;
+    s->batch_first_message = s->stats.messages_in;
     if (!s->started) {
         size_t n = 0;
         rc = s->o.requeue_on_start
@@ -1258,6 +1261,7 @@ int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t pee
     const void *msg = NULL;
     size_t msg_len = 0;
     while (got == 0 && (got = proto_frame_next(&it, &msg, &msg_len, e)) > 0) {
+        s->stats.messages_in++;
         int rc = on_message(s, peer, peer_len, msg, msg_len, now, err);
         if (rc != 0) {
             return rc;
@@ -1269,6 +1273,10 @@ int coordinator_sched_input(coordinator_sched *s, const void *peer_v, size_t pee
         return send_error(s, peer, peer_len, 0, e, err);
     }
     return 0;
+}
+
+bool coordinator_sched_batch_full(const coordinator_sched *s) {
+    return s->open && s->stats.messages_in - s->batch_first_message >= s->o.batch_messages;
 }
 
 /* ---- the tick: expiry, forgetting, dispatch ---- */

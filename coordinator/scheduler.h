@@ -58,6 +58,12 @@ typedef struct coordinator_sched_opts {
      * On: every batch is (SQLite synchronous FULL): nothing acknowledged is ever taken back,
      * at the cost of an fsync per batch. */
     bool sync_full;
+    /* Messages a batch takes before coordinator_sched_batch_full says so (0: 8). A batch that
+     * took every frame waiting made the workers' bundles meet in the coordinator: every worker
+     * got its tasks at once, all came back at once, and the coordinator sat idle while they
+     * ran; a batch of 8 messages answers one worker's bundle before the next worker's is read,
+     * and still spreads its commit over enough work to cost little. */
+    uint32_t batch_messages;
     coordinator_plan_opts plan; /* task sizes of submitted sweeps */
     uint64_t seed;              /* backoff jitter (0: from the clock) */
 } coordinator_sched_opts;
@@ -79,6 +85,7 @@ typedef struct coordinator_send {
 typedef struct coordinator_sched_stats {
     /* frames received (a bundle is one); frames and bundled messages refused as malformed */
     uint64_t frames_in, frames_bad;
+    uint64_t messages_in; /* messages received: each of a bundle's, or the frame's one */
     uint64_t dispatched, stored, duplicates, fenced, failed, expired;
     uint64_t returned; /* tasks handed back unrun by stopping workers */
     uint64_t batches;
@@ -96,6 +103,9 @@ int coordinator_sched_begin(coordinator_sched *s, char *err);
 /* One frame from peer[peer_len] (1..COORDINATOR_PEER_MAX bytes). Only a store error fails. */
 int coordinator_sched_input(coordinator_sched *s, const void *peer, size_t peer_len,
                             const void *frame, size_t len, int64_t now_ns, char *err);
+/* Whether the open batch has taken opts.batch_messages messages or more: the caller should
+ * end it (tick and commit) rather than give it another frame. */
+bool coordinator_sched_batch_full(const coordinator_sched *s);
 /* Expires leases past their deadline (requeued with backoff, or dead), forgets workers silent
  * for worker_timeout_ms, and leases pending tasks to workers with credits. */
 int coordinator_sched_tick(coordinator_sched *s, int64_t now_ns, char *err);

@@ -102,6 +102,7 @@ static coordinator_sched_stats add_stats(const coordinator_sched_stats *a,
     coordinator_sched_stats t = *a;
     t.frames_in += b->frames_in;
     t.frames_bad += b->frames_bad;
+    t.messages_in += b->messages_in;
     t.dispatched += b->dispatched;
     t.stored += b->stored;
     t.duplicates += b->duplicates;
@@ -161,7 +162,8 @@ static int check_listen(const coordinator_service_opts *o, char *err) {
     return 0;
 }
 
-/* One turn's batch: every frame waiting (up to max_batch), a tick, the commit, the sends. A
+/* One turn's batch: the frames waiting (up to max_batch, or until the scheduler has taken its
+ * batch_messages), a tick, the commit, the sends. A
  * socket error is returned with *store false; a scheduler (store) error with *store true, the
  * batch then rolled back by the caller destroying the scheduler. */
 static int run_batch(const coordinator_service_opts *o, coordinator_sched *sched, void *sock,
@@ -170,7 +172,7 @@ static int run_batch(const coordinator_service_opts *o, coordinator_sched *sched
     *store = true;
     drill_begin_batch(d);
     int rc = coordinator_sched_begin(sched, err);
-    for (size_t k = 0; rc == 0 && k < max_batch; k++) {
+    for (size_t k = 0; rc == 0 && k < max_batch && !coordinator_sched_batch_full(sched); k++) {
         bool got = false;
         if ((rc = recv_one(sock, id, body, &got, err)) != 0) {
             *store = false;

@@ -5,7 +5,8 @@
  * own, so both share every line of scheduling and protocol code.
  *
  * Each turn of the loop waits for frames (at most until the scheduler's next wake), takes
- * every frame that is waiting (up to max_batch), runs one scheduler batch over them (one store
+ * the frames that are waiting (up to max_batch, and no more once the scheduler says its batch
+ * is full: opts.sched.batch_messages), runs one scheduler batch over them (one store
  * transaction) and sends what the batch produced after it committed. The socket refuses
  * frames over PROTO_MAX_MESSAGE (ZMQ_MAXMSGSIZE: the peer is disconnected), a message of more
  * than one frame is answered with an error, and sends never block: a frame to a peer that is

@@ -51,7 +51,8 @@
 #define BACKOFF_MAX_MS 32000
 #define FIRST_HEARTBEAT_MS 1000 /* heartbeat interval assumed before the first WELCOME */
 #define POLL_MAX_MS 100         /* the longest sleep: how late *stop is noticed */
-#define RECV_PER_TURN 256       /* frames read per turn, so heartbeats go out under a flood */
+#define HOLD_MS 1         /* how long finished outputs may wait for the next task's (hand_over) */
+#define RECV_PER_TURN 256 /* frames read per turn, so heartbeats go out under a flood */
 #define ID_LEN 256
 
 typedef enum task_state {
@@ -109,6 +110,8 @@ typedef struct svc {
     bool quit;                /* the compute thread ends after its current task */
     bool stopping;            /* no more tasks start */
     int64_t last_progress_ms; /* the running task's last progress (or start) */
+    int64_t held_since_ms;    /* when the oldest output not yet handed to the I/O thread was
+                               * ready (0: none) */
     size_t n_models;
     char models[PROTO_MAX_MODELS][65]; /* the compute's loaded models, read on its thread */
 
@@ -245,6 +248,26 @@ static void wake_io(svc *s) {
     }
 }
 
+/* Wakes the I/O thread for the output just made, or holds it while more tasks wait and the
+ * oldest held output is younger than HOLD_MS: tasks of microseconds (a sweep of tiny tasks, the
+ * no-op backend) then leave in one bundle per run of the queue instead of a frame and a wake-up
+ * each. A held output leaves at the latest with the I/O thread's next turn (POLL_MAX_MS), which
+ * sends every finished task. Called with the lock held. */
+static void hand_over(svc *s) {
+    int64_t now = now_ms();
+    if (s->held_since_ms == 0) {
+        s->held_since_ms = now;
+    }
+    bool more = false;
+    for (const svc_task *t = s->tasks; t != NULL && !more && !s->stopping; t = t->next) {
+        more = t->state == T_WAITING;
+    }
+    if (!more || now - s->held_since_ms >= HOLD_MS) {
+        s->held_since_ms = 0;
+        wake_io(s);
+    }
+}
+
 static void *compute_main(void *arg) {
     svc *s = arg;
     pthread_mutex_lock(&s->mu);
@@ -304,7 +327,7 @@ static void *compute_main(void *arg) {
         t->seconds = common_now_s() - t0;
         t->state = T_DONE;
         publish_models(s);
-        wake_io(s);
+        hand_over(s);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;

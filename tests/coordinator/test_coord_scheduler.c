@@ -972,6 +972,50 @@ static void test_drop_returns_no_credit(void **state) {
     coordinator_store_close(&st);
 }
 
+/* A batch is full once it has taken batch_messages messages, each of a bundle's counting: the
+ * service then ends it rather than read another frame; a new batch starts empty. */
+static void test_batch_full_counts_messages(void **state) {
+    (void)state;
+    coordinator_store *st = open_fresh("batchfull.db");
+    int64_t now = 1000 * MS;
+    coordinator_sched_opts o = {.batch_messages = 4, .seed = 7};
+    coordinator_sched *s = NULL;
+    assert_int_equal(coordinator_sched_new(&s, st, &o, now, err), 0);
+    sent out;
+    turn1(s, now, hello("A", "w1"), &out);
+    sent_free(&out);
+
+    assert_false(coordinator_sched_batch_full(s)); /* no batch open */
+    assert_int_equal(coordinator_sched_begin(s, err), 0);
+    frame beats[3] = {heartbeat("A", 0, 0), heartbeat("A", 0, 0), heartbeat("A", 0, 0)};
+    const uint8_t *msgs[3] = {beats[0].data, beats[1].data, beats[2].data};
+    size_t lens[3] = {beats[0].len, beats[1].len, beats[2].len};
+    uint8_t *bundle = NULL;
+    size_t bundle_len = 0;
+    assert_int_equal(proto_bundle(msgs, lens, 3, &bundle, &bundle_len, err), 0);
+    assert_int_equal(coordinator_sched_input(s, "A", 1, bundle, bundle_len, now, err), 0);
+    assert_false(coordinator_sched_batch_full(s)); /* 3 of 4 */
+    frame one = heartbeat("A", 0, 0);
+    assert_int_equal(coordinator_sched_input(s, "A", 1, one.data, one.len, now, err), 0);
+    assert_true(coordinator_sched_batch_full(s)); /* 4 */
+    const coordinator_send *sends = NULL;
+    size_t n_sends = 0;
+    assert_int_equal(coordinator_sched_tick(s, now, err), 0);
+    assert_int_equal(coordinator_sched_commit(s, &sends, &n_sends, err), 0);
+    assert_int_equal(coordinator_sched_begin(s, err), 0);
+    assert_false(coordinator_sched_batch_full(s)); /* a new batch starts empty */
+    assert_int_equal(coordinator_sched_commit(s, &sends, &n_sends, err), 0);
+    assert_int_equal(coordinator_sched_get_stats(s)->messages_in, 1 + 3 + 1);
+
+    for (size_t i = 0; i < 3; i++) {
+        free(beats[i].data);
+    }
+    free(one.data);
+    free(bundle);
+    coordinator_sched_destroy(&s);
+    coordinator_store_close(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dispatch_and_store_once),
@@ -989,6 +1033,7 @@ int main(void) {
         cmocka_unit_test(test_no_credit_back_without_ready),
         cmocka_unit_test(test_drop_returns_no_credit),
         cmocka_unit_test(test_dispatch_prefers_held_model),
+        cmocka_unit_test(test_batch_full_counts_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
