@@ -18,6 +18,8 @@
  * agree to rounding: LayerNorm centres, takes the biased variance of the centred values with eps
  * inside the square root and divides; softmax subtracts the row maximum and maps a row with no
  * finite score to zeros; gelu_new is x / (1 + exp(-2u)). Sums are accumulated in double.
+ * sum_rows and legal_stats make exactly the CPU's operations (one thread per column or cell),
+ * so their accumulators equal the CPU's bit for bit.
  *
  * Two optional operations of model.h are here too: fused attention (one warp per head and
  * query, online softmax, no score rows in memory), used by the forward when no hook needs the
@@ -741,6 +743,126 @@ static int cu_sum_rows(model_backend *be, model_ref acc, size_t acc_ld, model_re
     return launched(im, "sum_rows", err);
 }
 
+#define CENTRE_WARPS 8
+
+/* One warp per row: the lanes add strided columns in double, then combine by shuffles (an
+ * order other than the CPU's, model.h), and each lane centres and scales its own columns. */
+__global__ void centre_scale_kernel(float *x, const float *scale, size_t rows, size_t d,
+                                    size_t period) {
+    size_t row = (size_t)blockIdx.x * CENTRE_WARPS + (threadIdx.x >> 5);
+    unsigned lane = threadIdx.x & 31;
+    if (row >= rows) {
+        return; /* whole warps leave together */
+    }
+    float *xr = x + row * d;
+    double s = 0.0;
+    for (size_t c = lane; c < d; c += 32) {
+        s += (double)xr[c];
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+    }
+    float mu = (float)(s / (double)d), sc = scale[row % period];
+    for (size_t c = lane; c < d; c += 32) {
+        xr[c] = (xr[c] - mu) / sc;
+    }
+}
+
+static int cu_centre_scale(model_backend *be, model_ref x, model_ref scale, size_t rows, size_t d,
+                           size_t period, char *err) {
+    cuda_impl *im = impl_of(be);
+    int rc = check_alive(im, err);
+    if (rc != 0 || rows == 0 || d == 0) {
+        return rc;
+    }
+    if (period == 0) {
+        return common_fail(err, COMMON_ERR_INVALID, "%s centre_scale: period 0", im->name);
+    }
+    if (check_range(im, x, rows * d, "centre_scale x", err) ||
+        check_range(im, scale, period, "centre_scale scale", err)) {
+        return COMMON_ERR_INVALID;
+    }
+    centre_scale_kernel<<<blocks_for(rows, CENTRE_WARPS), CENTRE_WARPS * 32, 0, im->stream>>>(
+        at(x), at(scale), rows, d, period);
+    return launched(im, "centre_scale", err);
+}
+
+/* One thread per cell (component, position), making the CPU backend's operations in its
+ * order (model.h): the minima and maxima by the same comparisons, the sums in double in
+ * increasing token order, then the cell's accumulators; no two threads share a cell. */
+__global__ void legal_stats_kernel(double *count, double *sum, float *mn, float *mx, size_t cells,
+                                   size_t acc_T, const float *x, const int32_t *legal,
+                                   size_t n_comp, size_t T, size_t V) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i < n_comp * T; i += (size_t)gridDim.x * blockDim.x) {
+        size_t comp = i / T, t = i % T;
+        const int32_t *lg = legal + t * V;
+        size_t n_legal = 0;
+        for (size_t v = 0; v < V; v++) {
+            n_legal += lg[v] != 0;
+        }
+        if (n_legal == 0 || n_legal == V) {
+            continue;
+        }
+        const float *xr = x + (comp * T + t) * V;
+        float mn_l = INFINITY, mx_i = -INFINITY;
+        double sum_l = 0.0, sum_i = 0.0;
+        for (size_t v = 0; v < V; v++) {
+            float xv = xr[v];
+            if (lg[v] != 0) {
+                mn_l = xv < mn_l ? xv : mn_l;
+                sum_l += (double)xv;
+            } else {
+                mx_i = xv > mx_i ? xv : mx_i;
+                sum_i += (double)xv;
+            }
+        }
+        double mean_l = sum_l / (double)n_legal, mean_i = sum_i / (double)(V - n_legal);
+        double v6[MODEL_LEGAL_N_STATS] = {
+            mn_l, mx_i, mean_l, mean_i, (double)mn_l - (double)mx_i, mean_l - mean_i};
+        size_t cell = comp * acc_T + t;
+        count[cell] += 1.0;
+        for (size_t k = 0; k < MODEL_LEGAL_N_STATS; k++) {
+            size_t e = k * cells + cell;
+            float f = (float)v6[k];
+            sum[e] += v6[k];
+            mn[e] = f < mn[e] ? f : mn[e];
+            mx[e] = f > mx[e] ? f : mx[e];
+        }
+    }
+}
+
+static int cu_legal_stats(model_backend *be, model_ref acc, size_t acc_T, model_ref x,
+                          model_ref legal, size_t n_comp, size_t T, size_t V, char *err) {
+    cuda_impl *im = impl_of(be);
+    int rc = check_alive(im, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (T > acc_T || acc.off % 2 != 0) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "%s legal_stats: %zu positions into accumulators of %zu, or an odd "
+                           "accumulator offset %zu",
+                           im->name, T, acc_T, acc.off);
+    }
+    if (n_comp == 0 || T == 0 || V == 0) {
+        return 0;
+    }
+    size_t cells = n_comp * acc_T;
+    if (check_range(im, acc, MODEL_LEGAL_ACC_LEN(cells), "legal_stats acc", err) ||
+        check_range(im, x, n_comp * T * V, "legal_stats x", err) ||
+        check_range(im, legal, T * V, "legal_stats legal", err)) {
+        return COMMON_ERR_INVALID;
+    }
+    float *a = at(acc);
+    legal_stats_kernel<<<blocks_for(n_comp * T, 128), 128, 0, im->stream>>>(
+        (double *)(void *)(a + MODEL_LEGAL_ACC_COUNT(cells)),
+        (double *)(void *)(a + MODEL_LEGAL_ACC_SUM(cells)), a + MODEL_LEGAL_ACC_MIN(cells),
+        a + MODEL_LEGAL_ACC_MAX(cells), cells, acc_T, at(x),
+        (const int32_t *)(const void *)at(legal), n_comp, T, V);
+    return launched(im, "legal_stats", err);
+}
+
 static int cu_sync(model_backend *be, char *err) {
     cuda_impl *im = impl_of(be);
     int rc = check_alive(im, err);
@@ -1096,6 +1218,8 @@ extern "C" int gpu_backend_new(model_backend **out, int device, const gpu_backen
     be->gelu_new = cu_gelu_new;
     be->sync = cu_sync;
     be->sum_rows = cu_sum_rows;
+    be->centre_scale = cu_centre_scale;
+    be->legal_stats = cu_legal_stats;
     be->attn_fused = cu_attn_fused;
     be->graph_begin = cu_graph_begin;
     be->graph_end = cu_graph_end;

@@ -392,6 +392,49 @@ int interp_legal_stats_merge(interp_legal_stats *dst, const interp_legal_stats *
 /* Mean over games of one statistic: out [n_comp, T] (NaN where count is 0). */
 void interp_legal_stats_mean(const interp_legal_stats *s, int stat, float *out);
 
+/* Legal-move statistics on the device: the partials above, computed from activations that stay
+ * in a model_cache. The components of the stack, in this order: "embed" and "pos_embed"
+ * (embeds), per layer l "{l}_attn_out" (attns) then "{l}_mlp_out" (mlps), then "L{l}H{h}" for
+ * every layer and head (heads), each through ln_final's cached scale (apply_ln_to_stack at
+ * the final layer): the rows of decompose_resid and stack_head_results, as
+ * worker_legal_components stacks them on the host. */
+typedef struct interp_legal_parts {
+    bool embeds, attns, mlps, heads;
+} interp_legal_parts;
+
+/* The hooks a cache must hold for the parts: hook_embed and hook_pos_embed, hook_attn_out /
+ * hook_mlp_out / attn.hook_z of every layer as needed, ln_final.hook_scale. Writes up to cap
+ * hooks and returns the count (cap 0 asks). */
+size_t interp_legal_parts_hooks(const model_config *cfg, interp_legal_parts p, model_hook *out,
+                                size_t cap);
+
+typedef struct interp_legal_accum interp_legal_accum;
+
+/* Empty accumulators on s's backend for the parts' components x T positions (T: the longest
+ * game to be added). INVALID when no part is chosen or T is 0 or above n_ctx. s is borrowed
+ * and must outlive the accumulators. */
+int interp_legal_accum_new(interp_legal_accum **out, model_session *s, interp_legal_parts p,
+                           size_t T, char *err);
+/* Frees the device buffers; accepts NULL and NULL *a. */
+void interp_legal_accum_destroy(interp_legal_accum **a);
+/* Number of components (the partials' n_comp). */
+size_t interp_legal_accum_components(const interp_legal_accum *a);
+/* Adds the n games of cache c (a run of a's session, holding interp_legal_parts_hooks' hooks):
+ * game b is row b, positions < lengths[b] (1..T of the accumulators), with the legal mask
+ * legal[b] ([lengths[b], V] bytes, as interp_legal_mask gives). Per game, on the backend: the
+ * component stack [n_comp, T_b, D] (copies of the cached rows, and each layer's head results
+ * z[h] @ W_O[h] as one product per head), centre_scale with ln_final's scale, one product
+ * with W_U to logits [n_comp, T_b, V], then legal_stats into the accumulators. The products
+ * have the shapes interp's host path makes (worker_legal_components, interp_stack_to_logits),
+ * so on a one-thread CPU backend the partials equal interp_legal_stats_add's bit for bit (with
+ * more threads, OpenBLAS may split a product over them otherwise than the host path's call and
+ * round it differently). Only the masks are uploaded (once per call); nothing comes back. */
+int interp_legal_accum_add(interp_legal_accum *a, const model_cache *c, const size_t *lengths,
+                           const uint8_t *const *legal, size_t n, char *err);
+/* Downloads the accumulators into new partials (labels as above; *out:
+ * interp_legal_stats_destroy). The accumulators are left as they are. */
+int interp_legal_accum_download(const interp_legal_accum *a, interp_legal_stats **out, char *err);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Neuron statistics: mergeable partials                                                       */
 

@@ -250,15 +250,17 @@ static void store(const task *t, size_t i, size_t index, double m) {
     r->values[index] = (float)m;
 }
 
-/* Pair i's metric of the last position of row `row` of a run's logits; logits [T, V] is
- * scratch. */
-static int row_metric(const task *t, const model_cache *c, size_t row, size_t i, float *logits,
-                      double *out, char *err) {
+/* The last position's logits of every row of a run, [rows, V] into last (room for `rows`), in
+ * one transfer: a request's patched runs wait for the device once, and only V floats of each
+ * come back. */
+static int last_logits(const task *t, const model_cache *c, size_t rows, float *last, char *err) {
     model_hook lh = {MODEL_HOOK_LOGITS, -1};
-    int rc = model_cache_download_row(c, lh, row, logits, t->T * t->V, err);
-    if (rc == 0) {
-        rc = interp_metric_eval(&t->pairs[i].metric, logits + (t->T - 1) * t->V, t->V, out, err);
-    }
+    return model_cache_download_position(c, lh, t->T - 1, last, rows * t->V, err);
+}
+
+/* Pair i's metric of a run's last-position logits (V floats). */
+static int row_metric(const task *t, const float *last, size_t i, double *out, char *err) {
+    int rc = interp_metric_eval(&t->pairs[i].metric, last, t->V, out, err);
     return rc == 0 ? 0 : pair_fail(t, i, rc, err);
 }
 
@@ -267,8 +269,8 @@ static int row_metric(const task *t, const model_cache *c, size_t row, size_t i,
 static int base_run(task *t, bool clean, const model_hook *hooks, size_t n_hooks,
                     model_cache **cache, char *err) {
     size_t T = t->T;
-    int32_t *tokens = malloc(t->n * T * sizeof *tokens); /* [n, T] */
-    float *logits = malloc(T * t->V * sizeof *logits);   /* [T, V] one row */
+    int32_t *tokens = malloc(t->n * T * sizeof *tokens);  /* [n, T] */
+    float *logits = malloc(t->n * t->V * sizeof *logits); /* [n, V] the last positions */
     int rc = 0;
     if (tokens == NULL || logits == NULL) {
         rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu runs", t->n);
@@ -284,9 +286,12 @@ static int base_run(task *t, bool clean, const model_hook *hooks, size_t n_hooks
     req.n_hooks = n_hooks;
     req.want_logits = true;
     rc = run_model(t, &req, cache, err);
+    if (rc == 0) {
+        rc = last_logits(t, *cache, t->n, logits, err);
+    }
     for (size_t i = 0; i < t->n && rc == 0; i++) {
         interp_patch_result *r = t->res[i];
-        rc = row_metric(t, *cache, i, i, logits, clean ? &r->clean_metric : &r->corrupted_metric,
+        rc = row_metric(t, logits + i * t->V, i, clean ? &r->clean_metric : &r->corrupted_metric,
                         err);
     }
     if (rc != 0) {
@@ -302,7 +307,7 @@ done:
  * clean activation put in place. */
 static int run_plain(task *t, char *err) {
     size_t T = t->T;
-    float *logits = malloc(T * t->V * sizeof *logits); /* [T, V] */
+    float *logits = malloc(t->V * sizeof *logits); /* [V] the last position */
     if (logits == NULL) {
         return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory");
     }
@@ -330,7 +335,10 @@ static int run_plain(task *t, char *err) {
                     break;
                 }
                 double m = 0.0;
-                rc = row_metric(t, out, 0, i, logits, &m, err);
+                rc = last_logits(t, out, 1, logits, err);
+                if (rc == 0) {
+                    rc = row_metric(t, logits, i, &m, err);
+                }
                 model_cache_destroy(&out);
                 store(t, i, j.index, m);
                 t->res[i]->n_forwards++;
@@ -363,7 +371,7 @@ typedef struct packer {
     size_t *start;        /* [MAX_PACKED_ROWS] */
     size_t *base_rows;    /* [MAX_PACKED_ROWS] */
     model_patch *patches; /* [MAX_PACKED_ROWS * T] */
-    float *logits;        /* [T, V] one row */
+    float *logits;        /* [MAX_PACKED_ROWS, V] the rows' last positions */
 } packer;
 
 /* Runs the collected rows as one incremental request over the corrupted runs' cache. */
@@ -410,10 +418,13 @@ static int flush(task *t, packer *pk, char *err) {
     req.start_pos = pk->start;
     model_cache *out = NULL;
     int rc = run_model(t, &req, &out, err);
+    if (rc == 0) {
+        rc = last_logits(t, out, pk->n_rows, pk->logits, err);
+    }
     for (size_t r = 0; r < pk->n_rows && rc == 0; r++) {
         const row *w = &pk->rows[r];
         double m = 0.0;
-        rc = row_metric(t, out, r, w->pair, pk->logits, &m, err);
+        rc = row_metric(t, pk->logits + r * t->V, w->pair, &m, err);
         store(t, w->pair, w->j.index, m);
         interp_patch_result *res = t->res[w->pair];
         res->n_positions += (T - w->start) * (t->L - (size_t)layer);
@@ -455,7 +466,7 @@ static int run_fast(task *t, size_t budget, bool shortcut, char *err) {
     pk.start = malloc(MAX_PACKED_ROWS * sizeof *pk.start);
     pk.base_rows = malloc(MAX_PACKED_ROWS * sizeof *pk.base_rows);
     pk.patches = malloc(MAX_PACKED_ROWS * T * sizeof *pk.patches);
-    pk.logits = malloc(T * t->V * sizeof *pk.logits);
+    pk.logits = malloc(MAX_PACKED_ROWS * t->V * sizeof *pk.logits);
     int rc = 0;
     if (pk.rows == NULL || pk.tokens == NULL || pk.start == NULL || pk.base_rows == NULL ||
         pk.patches == NULL || pk.logits == NULL) {

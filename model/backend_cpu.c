@@ -673,6 +673,129 @@ static int cpu_sum_rows(model_backend *be, model_ref acc, size_t acc_ld, model_r
     return 0;
 }
 
+typedef struct centre_ctx {
+    float *x;
+    const float *scale;
+    size_t d, period;
+} centre_ctx;
+
+/* interp's apply_ln_to_stack, row by row: the mean in double in increasing order, then one
+ * float subtraction and division per element (model.h). */
+static void centre_rows(void *p, size_t b, size_t e) {
+    const centre_ctx *c = p;
+    for (size_t r = b; r < e; r++) {
+        float *x = c->x + r * c->d;
+        double s = 0.0;
+        for (size_t i = 0; i < c->d; i++) {
+            s += x[i];
+        }
+        float mu = (float)(s / (double)c->d), sc = c->scale[r % c->period];
+        for (size_t i = 0; i < c->d; i++) {
+            x[i] = (x[i] - mu) / sc;
+        }
+    }
+}
+
+static int cpu_centre_scale(model_backend *be, model_ref x, model_ref scale, size_t rows, size_t d,
+                            size_t period, char *err) {
+    if (rows == 0 || d == 0) {
+        return 0;
+    }
+    if (period == 0) {
+        return common_fail(err, COMMON_ERR_INVALID, "cpu backend centre_scale: period 0");
+    }
+    if (check_range(x, rows * d, "centre_scale x", err) ||
+        check_range(scale, period, "centre_scale scale", err)) {
+        return COMMON_ERR_INVALID;
+    }
+    centre_ctx c = {at(x), at(scale), d, period};
+    parallel_for(impl_of(be), rows, 3 * d, centre_rows, &c); /* sum, subtract, divide */
+    return 0;
+}
+
+typedef struct legal_ctx {
+    double *count, *sum;  /* [cells], [MODEL_LEGAL_N_STATS, cells] */
+    float *min, *max;     /* [MODEL_LEGAL_N_STATS, cells] */
+    const float *x;       /* [n_comp, T, V] */
+    const int32_t *legal; /* [T, V] */
+    size_t cells, acc_T, T, V;
+} legal_ctx;
+
+/* Components [b, e): each cell is one thread's, so its additions are made in game order. The
+ * body is interp_legal_stats_add's, operation for operation (model.h). */
+static void legal_comps(void *p, size_t b, size_t e) {
+    const legal_ctx *c = p;
+    size_t V = c->V;
+    for (size_t comp = b; comp < e; comp++) {
+        for (size_t t = 0; t < c->T; t++) {
+            const int32_t *lg = c->legal + t * V;
+            size_t n_legal = 0;
+            for (size_t v = 0; v < V; v++) {
+                n_legal += lg[v] != 0;
+            }
+            if (n_legal == 0 || n_legal == V) {
+                continue;
+            }
+            const float *x = c->x + (comp * c->T + t) * V;
+            float mn_l = INFINITY, mx_i = -INFINITY;
+            double sum_l = 0.0, sum_i = 0.0;
+            for (size_t v = 0; v < V; v++) {
+                if (lg[v] != 0) {
+                    mn_l = x[v] < mn_l ? x[v] : mn_l;
+                    sum_l += x[v];
+                } else {
+                    mx_i = x[v] > mx_i ? x[v] : mx_i;
+                    sum_i += x[v];
+                }
+            }
+            double mean_l = sum_l / (double)n_legal, mean_i = sum_i / (double)(V - n_legal);
+            double v6[MODEL_LEGAL_N_STATS] = {
+                mn_l, mx_i, mean_l, mean_i, mn_l - (double)mx_i, mean_l - mean_i};
+            size_t cell = comp * c->acc_T + t;
+            c->count[cell] += 1.0;
+            for (size_t k = 0; k < MODEL_LEGAL_N_STATS; k++) {
+                size_t i = k * c->cells + cell;
+                float f = (float)v6[k];
+                c->sum[i] += v6[k];
+                c->min[i] = f < c->min[i] ? f : c->min[i];
+                c->max[i] = f > c->max[i] ? f : c->max[i];
+            }
+        }
+    }
+}
+
+static int cpu_legal_stats(model_backend *be, model_ref acc, size_t acc_T, model_ref x,
+                           model_ref legal, size_t n_comp, size_t T, size_t V, char *err) {
+    if (T > acc_T || acc.off % 2 != 0) {
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "cpu backend legal_stats: %zu positions into accumulators of %zu, or "
+                           "an odd accumulator offset %zu",
+                           T, acc_T, acc.off);
+    }
+    if (n_comp == 0 || T == 0 || V == 0) {
+        return 0;
+    }
+    size_t cells = n_comp * acc_T;
+    if (check_range(acc, MODEL_LEGAL_ACC_LEN(cells), "legal_stats acc", err) ||
+        check_range(x, n_comp * T * V, "legal_stats x", err) ||
+        check_range(legal, T * V, "legal_stats legal", err)) {
+        return COMMON_ERR_INVALID;
+    }
+    float *a = at(acc);
+    legal_ctx c = {(double *)(void *)(a + MODEL_LEGAL_ACC_COUNT(cells)),
+                   (double *)(void *)(a + MODEL_LEGAL_ACC_SUM(cells)),
+                   a + MODEL_LEGAL_ACC_MIN(cells),
+                   a + MODEL_LEGAL_ACC_MAX(cells),
+                   at(x),
+                   (const int32_t *)(const void *)at(legal),
+                   cells,
+                   acc_T,
+                   T,
+                   V};
+    parallel_for(impl_of(be), n_comp, 3 * T * V, legal_comps, &c); /* mask, logits, sums */
+    return 0;
+}
+
 static int cpu_sync(model_backend *be, char *err) {
     (void)be;
     (void)err;
@@ -734,6 +857,8 @@ int model_backend_cpu_new(model_backend **out, int n_threads, char *err) {
     be->gelu_new = cpu_gelu_new;
     be->sync = cpu_sync;
     be->sum_rows = cpu_sum_rows;
+    be->centre_scale = cpu_centre_scale;
+    be->legal_stats = cpu_legal_stats;
     im->n_threads = (size_t)n_threads;
     cpu_pool *pool = &im->pool;
     pthread_mutex_init(&pool->mu, NULL);

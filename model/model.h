@@ -442,6 +442,38 @@ struct model_backend {
      * [rows, x_ld]; n_groups <= 31. INVALID for a range outside a buffer or an odd acc.off. */
     int (*sum_rows)(model_backend *be, model_ref acc, size_t acc_ld, model_ref x, size_t x_ld,
                     model_ref mask, size_t rows, size_t cols, size_t n_groups, char *err);
+    /* TL's apply_ln_to_stack with a cached scale, in place on x, float32 [rows, d]: for each
+     * row r, mu = (float)(s / d) where s is the double sum of the row's d values in increasing
+     * order, then x[r, c] = (x[r, c] - mu) / scale[r % period] in float32. scale is float32
+     * [period]: with x a stack [n, period, d] of residual rows, each position's own scale.
+     * The CPU backend makes exactly these operations in this order (interp's apply_ln_to_stack
+     * does too), so its results equal interp's bit for bit; the CUDA backend adds the row in
+     * another order (a float32 result within an ulp of mu / scale of the CPU's). INVALID for a
+     * range outside a buffer, or period 0 with rows > 0. */
+    int (*centre_scale)(model_backend *be, model_ref x, model_ref scale, size_t rows, size_t d,
+                        size_t period, char *err);
+    /* Legal-move statistics of one game's logits, accumulated where the logits are, so that
+     * statistics over many games bring no logits to the host (interp_legal_stats_add's loop on
+     * the device). x is float32 [n_comp, T, V] (component c's logits at position t start at
+     * x.off + (c * T + t) * V), legal int32 [T, V] (nonzero: token v is legal after t). At
+     * every position t < T with at least one legal and one illegal token, for every c, in
+     * increasing v: mn = x < mn ? x : mn over legal tokens from +inf and mx = x > mx ? x : mx
+     * over illegal ones from -inf (float32; a NaN is skipped), s_l and s_i the double sums of
+     * legal and illegal logits; then, with n_l legal tokens, the statistics (MODEL_LEGAL_N_STATS,
+     * as doubles, in this order) are mn, mx, s_l / n_l, s_i / (V - n_l), mn - (double)mx and
+     * s_l / n_l - s_i / (V - n_l), and cell k = c * acc_T + t adds them: count[k] += 1, and for
+     * each statistic j with value v, sum[j][k] += v, f = (float)v, min[j][k] = f < min ? f :
+     * min, max[j][k] = f > max ? f : max. Positions without both kinds of token add nothing.
+     * Every backend makes exactly these operations, each cell's in game order, so the
+     * accumulators equal that host loop's bit for bit for the same logits. acc holds, for
+     * cells = n_comp * acc_T (MODEL_LEGAL_ACC_LEN(cells) elements from an even acc.off): count
+     * [cells] doubles, sum [MODEL_LEGAL_N_STATS, cells] doubles, then min and max
+     * [MODEL_LEGAL_N_STATS, cells] float32 each (offsets MODEL_LEGAL_ACC_*); a fresh one holds 0
+     * in count and sum and +inf / -inf in min / max (three fills: 0, INFINITY, -INFINITY). The
+     * caller keeps acc, x and legal; the op writes only acc. INVALID for T > acc_T, an odd
+     * acc.off or a range outside a buffer. */
+    int (*legal_stats)(model_backend *be, model_ref acc, size_t acc_T, model_ref x, model_ref legal,
+                       size_t n_comp, size_t T, size_t V, char *err);
 
     /* Optional operations: NULL where a backend does not have them (the CPU backend has none),
      * and every caller has a path without them. */
@@ -457,14 +489,14 @@ struct model_backend {
      * same operations on the same buffers, where launching costs more than computing.
      * graph_begin starts recording: the operations queued until graph_end are recorded, not
      * run, and must be device work only (copy2d, fill, gemm, add, layer_norm, affine,
-     * gather_rows, attn_mask, softmax, gelu_new, sum_rows, attn_fused; an upload, download,
-     * sync, alloc or free while recording fails, and so fails graph_end). graph_end stops
-     * recording and sets *out (caller owns; graph_destroy) to the sequence; after a failure
-     * while recording it returns that failure, sets nothing and leaves the backend ready for
-     * ordinary work. graph_launch queues the whole sequence once, as if its operations were
-     * queued again with the arguments they were recorded with: the same buffers and offsets,
-     * whatever those buffers hold now. Buffers a graph uses must outlive it. graph_destroy
-     * accepts NULL. */
+     * gather_rows, attn_mask, softmax, gelu_new, sum_rows, centre_scale, legal_stats,
+     * attn_fused; an upload, download, sync, alloc or free while recording fails, and so fails
+     * graph_end). graph_end stops recording and sets *out (caller owns; graph_destroy) to the
+     * sequence; after a failure while recording it returns that failure, sets nothing and
+     * leaves the backend ready for ordinary work. graph_launch queues the whole sequence once, as
+     * if its operations were queued again with the arguments they were recorded with: the same
+     * buffers and offsets, whatever those buffers hold now. Buffers a graph uses must outlive it.
+     * graph_destroy accepts NULL. */
     int (*graph_begin)(model_backend *be, char *err);
     int (*graph_end)(model_backend *be, model_graph **out, char *err);
     int (*graph_launch)(model_backend *be, model_graph *g, char *err);
@@ -474,12 +506,38 @@ struct model_backend {
 /* Largest n_groups of sum_rows (the bits of a non-negative int32). */
 #define MODEL_SUM_ROWS_MAX_GROUPS 31
 
+/* The accumulators of legal_stats over `cells` cells, in 4-byte elements from acc.off: count
+ * (doubles), sum (MODEL_LEGAL_N_STATS rows of doubles), min, max (MODEL_LEGAL_N_STATS rows of
+ * float32 each). The statistics are interp's INTERP_LEGAL_*, in that order. */
+#define MODEL_LEGAL_N_STATS 6
+#define MODEL_LEGAL_ACC_COUNT(cells) ((size_t)0)
+#define MODEL_LEGAL_ACC_SUM(cells) (2 * (size_t)(cells))
+#define MODEL_LEGAL_ACC_MIN(cells) ((2 + 2 * MODEL_LEGAL_N_STATS) * (size_t)(cells))
+#define MODEL_LEGAL_ACC_MAX(cells) ((2 + 3 * MODEL_LEGAL_N_STATS) * (size_t)(cells))
+#define MODEL_LEGAL_ACC_LEN(cells) ((2 + 4 * MODEL_LEGAL_N_STATS) * (size_t)(cells))
+
 /* The CPU backend: OpenBLAS sgemm and vectorised loops on n_threads threads (n_threads <= 0
  * means all online CPUs). A backend serves one thread at a time. OpenBLAS' thread count is
  * process-wide; the last backend created sets it. */
 int model_backend_cpu_new(model_backend **out, int n_threads, char *err);
+
 /* Calls be->destroy; accepts NULL and NULL *be. */
 void model_backend_destroy(model_backend **be);
+
+/* What a counting backend saw pass (model_backend_count_new). */
+typedef struct model_backend_counts {
+    uint64_t device_ops; /* operations queued on the device: uploads, copies, fills, products,
+                          * the element-wise, reduction and attention ops (a GPU's launches) */
+    uint64_t host_waits; /* downloads and syncs: the host waits for the device */
+} model_backend_counts;
+
+/* A backend over inner that passes every operation to it unchanged and counts it into *counts,
+ * for benchmarks and tests that ask how many launches or waits some work takes (bench_gpu sets
+ * them against the launch cost it measures). inner and counts are borrowed and must outlive
+ * it; destroying it leaves inner alone. Graph operations are not offered (NULL), nor attn_fused
+ * where inner has none. */
+int model_backend_count_new(model_backend **out, model_backend *inner, model_backend_counts *counts,
+                            char *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Collectives: operations over the buffers of several backends (ranks) at once                */
@@ -538,6 +596,12 @@ int model_cache_download(const model_cache *c, model_hook h, float *dst, size_t 
 /* Downloads batch row `row` of a held hook (its shape without the batch axis). */
 int model_cache_download_row(const model_cache *c, model_hook h, size_t row, float *dst, size_t cap,
                              char *err);
+/* Downloads position pos of every batch row of a held hook of shape [B, T, W] (resid_*, the
+ * logits, ...) into dst [B, W] (cap floats) with one device gather and one transfer, so that a
+ * caller reading one position of many rows (a patched run's metric reads the last position's
+ * logits) waits for the device once, not once per row. INVALID for another shape or pos >= T. */
+int model_cache_download_position(const model_cache *c, model_hook h, size_t pos, float *dst,
+                                  size_t cap, char *err);
 /* The device tensor of a held hook (full shape [B, ...], row-major), for analyses that run
  * backend operations on it; buf is NULL when the cache does not hold the hook. Owned by c. */
 model_ref model_cache_ref(const model_cache *c, model_hook h);
@@ -565,6 +629,12 @@ int model_session_new_group(model_session **out, const model *m, model_backend *
 void model_session_release_workspace(model_session *s);
 const model *model_session_model(const model_session *s);
 model_backend *model_session_backend(const model_session *s);
+/* The session's device copy of a processed parameter, by model_param's name, for analyses that
+ * run backend operations with the weights: laid out exactly as model_param's host copy (e.g.
+ * "blocks.3.attn.W_O" [H,Dh,D], "unembed.W_U" [D,V]). buf is NULL for a name the session does
+ * not hold in that layout: W_Q, W_K and W_V (laid out [D, H*Dh] for the forward), LN weights
+ * of a model with fold_ln, unknown names and layers. Owned by s. */
+model_ref model_session_param(const model_session *s, const char *name);
 
 /* "All rows / positions / heads / keys" in a replacement. */
 #define MODEL_ALL (-1)

@@ -170,6 +170,49 @@ model_backend *model_session_backend(const model_session *s) {
     return s->be;
 }
 
+model_ref model_session_param(const model_session *s, const char *name) {
+    model_ref none = {NULL, 0};
+    const model_config *c = &s->m->cfg;
+    if (strncmp(name, "blocks.", 7) != 0) {
+        const struct {
+            const char *name;
+            const model_ref *ref;
+            bool ln;
+        } top[] = {{"embed.W_E", &s->W_E, false},   {"pos_embed.W_pos", &s->W_pos, false},
+                   {"unembed.W_U", &s->W_U, false}, {"unembed.b_U", &s->b_U, false},
+                   {"ln_final.w", &s->lnf_w, true}, {"ln_final.b", &s->lnf_b, true}};
+        for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) {
+            if (strcmp(name, top[i].name) == 0 && (!top[i].ln || s->has_ln)) {
+                return *top[i].ref;
+            }
+        }
+        return none;
+    }
+    char *end = NULL;
+    long l = strtol(name + 7, &end, 10);
+    if (end == name + 7 || *end != '.' || l < 0 || l >= c->n_layers) {
+        return none;
+    }
+    const dev_layer *d = &s->layers[l];
+    const struct {
+        const char *suffix;
+        const model_ref *ref;
+        bool ln;
+    } per[] = {{"attn.b_Q", &d->bq, false},    {"attn.b_K", &d->bk, false},
+               {"attn.b_V", &d->bv, false},    {"attn.W_O", &d->Wo, false},
+               {"attn.b_O", &d->bo, false},    {"mlp.W_in", &d->Win, false},
+               {"mlp.b_in", &d->bin, false},   {"mlp.W_out", &d->Wout, false},
+               {"mlp.b_out", &d->bout, false}, {"ln1.w", &d->ln1_w, true},
+               {"ln1.b", &d->ln1_b, true},     {"ln2.w", &d->ln2_w, true},
+               {"ln2.b", &d->ln2_b, true}};
+    for (size_t i = 0; i < sizeof per / sizeof per[0]; i++) {
+        if (strcmp(end + 1, per[i].suffix) == 0 && (!per[i].ln || s->has_ln)) {
+            return *per[i].ref;
+        }
+    }
+    return none;
+}
+
 int model_cache_new(model_cache **out, model_session *s, size_t B, size_t T, char *err) {
     const model_config *c = &s->m->cfg;
     model_cache *cache = calloc(1, sizeof *cache);
@@ -296,6 +339,39 @@ int model_cache_download_row(const model_cache *c, model_hook h, size_t row, flo
     }
     model_ref r = {b, row * n};
     return c->be->download(c->be, dst, r, n, err);
+}
+
+int model_cache_download_position(const model_cache *c, model_hook h, size_t pos, float *dst,
+                                  size_t cap, char *err) {
+    model_buf *b = model_cache_buf(c, h);
+    if (!b) {
+        return missing(h, err);
+    }
+    model_shape s = model_hook_shape(c->cfg, h, c->B, c->T);
+    if (s.ndim != 3 || pos >= s.dims[1]) {
+        char name[96];
+        return common_fail(err, COMMON_ERR_INVALID,
+                           "cache download: '%s' is not [B, T, W] or has no position %zu",
+                           model_hook_name(h, name, sizeof name), pos);
+    }
+    size_t B = s.dims[0], T = s.dims[1], W = s.dims[2];
+    if (B * W > cap) {
+        return common_fail(err, COMMON_ERR_INVALID, "cache download: %zu floats, room for %zu",
+                           B * W, cap);
+    }
+    model_buf *tmp = NULL;
+    int rc = c->be->alloc(c->be, B * W, &tmp, err);
+    if (rc == 0) {
+        rc =
+            c->be->copy2d(c->be, (model_ref){tmp, 0}, W, (model_ref){b, pos * W}, T * W, B, W, err);
+    }
+    if (rc == 0) {
+        rc = c->be->download(c->be, dst, (model_ref){tmp, 0}, B * W, err);
+    }
+    if (tmp != NULL) {
+        c->be->free(c->be, tmp);
+    }
+    return rc;
 }
 
 int model_cache_put(model_cache *c, model_hook h, const float *src, size_t n, char *err) {

@@ -12,11 +12,17 @@
  * the sums are the same doubles; the host counts positions. Only the sums come back, once per
  * task (worker_neurons_finish), or they are reduced across devices first (group.c).
  *
- * Legal-move statistics stay on the host: each game's residual decomposition (with ln_final's
- * cached scale), its projection to logits and the masked minima, maxima and means are interp
- * code over host copies of the activations (interp_acts). Moving them would take the
- * decomposition onto the backend and a masked row reduction plus a per-cell accumulation op,
- * not one reduction op as the neuron sums did.
+ * Legal-move statistics bring no activations back either: each batch runs caching only the
+ * components' hooks, and interp_legal_accum_add builds each game's component stack on the
+ * device (copies of the cached rows, the heads' products with W_O, centre_scale with ln_final's
+ * cached scale, one product with W_U), then the backend's legal_stats adds the masked minima,
+ * maxima and means of its logits into accumulators there. Only the legal masks, computed from
+ * the moves on the host, go up; the accumulators come down once per task (or share), at the
+ * end of the run, and the shares of a split task are merged on the host (group.c). The
+ * products have the shapes of the host path (worker_legal_components, interp_stack_to_logits,
+ * interp_legal_stats_add), so on a one-thread CPU backend the partials are that path's bit for
+ * bit; with more threads OpenBLAS may split a product otherwise than the host path's call and
+ * round it differently (float32 rounding of the logits).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -79,14 +85,11 @@ static int alloc_predictions(struct worker_output_mem *mem, size_t rows, size_t 
     return 0;
 }
 
-/* One game's part of the task's analysis. */
+/* One game's predictions (the statistics kinds take their device paths instead). */
 static int add_game(worker_executor *e, const coordinator_analysis *a,
-                    const coordinator_work_game *g, const interp_acts *acts, size_t T_max,
+                    const coordinator_work_game *g, const interp_acts *acts,
                     struct worker_output_mem *mem, size_t *pred_at, char *err) {
     const model *m = e->m;
-    if (a->kind == COORDINATOR_ANALYSIS_NEURON_STATS) {
-        return interp_neuron_stats_add(mem->neurons, acts, g->phases, err);
-    }
     uint8_t *legal = NULL; /* [T, V] */
     size_t T = 0;
     int rc = interp_legal_mask(m, g->uci, &legal, &T, err);
@@ -95,25 +98,48 @@ static int add_game(worker_executor *e, const coordinator_analysis *a,
                          "executor: game %llu: %zu tokens in its moves, %zu in the work",
                          (unsigned long long)g->index, T, g->n_tokens);
     }
-    if (rc == 0 && a->kind == COORDINATOR_ANALYSIS_PREDICTIONS) {
+    if (rc == 0) {
         rc = add_predictions(mem, m, g->index, acts, legal, a->predictions.top_k, pred_at, err);
-    } else if (rc == 0) {
-        interp_stack *st = NULL, *lg = NULL;
-        rc = worker_legal_components(m, acts, a->legal.components, &st, err);
-        if (rc == 0) {
-            rc = interp_stack_to_logits(m, st, &lg, err); /* [n, T, V] */
-        }
-        if (rc == 0 && mem->legal == NULL) {
-            rc = interp_legal_stats_new(&mem->legal, lg->n, (const char *const *)lg->labels, T_max,
-                                        err);
-        }
-        if (rc == 0) {
-            rc = interp_legal_stats_add(mem->legal, lg, legal, err);
-        }
-        interp_stack_destroy(&st);
-        interp_stack_destroy(&lg);
     }
     free(legal);
+    return rc;
+}
+
+/* One batch of nb games (tokens [nb, T], right-padded) into the device accumulators: each
+ * game's legal mask from its moves on the host, a forward caching the components' hooks, then
+ * interp_legal_accum_add, which leaves the activations where they are. */
+static int legal_batch(worker_executor *e, interp_legal_accum *acc,
+                       const coordinator_work_game *games, const int32_t *tokens,
+                       const size_t *lengths, size_t nb, size_t T, const model_hook *hooks,
+                       size_t n_hooks, uint8_t **masks, char *err) {
+    int rc = 0;
+    for (size_t b = 0; b < nb && rc == 0; b++) {
+        size_t Tm = 0;
+        rc = interp_legal_mask(e->m, games[b].uci, &masks[b], &Tm, err);
+        if (rc == 0 && Tm != games[b].n_tokens) {
+            rc = common_fail(err, COMMON_ERR_INVALID,
+                             "executor: game %llu: %zu tokens in its moves, %zu in the work",
+                             (unsigned long long)games[b].index, Tm, games[b].n_tokens);
+        }
+    }
+    model_cache *c = NULL;
+    if (rc == 0) {
+        model_request req;
+        model_request_init(&req, e->s, tokens, nb, T);
+        req.lengths = lengths;
+        req.hooks = hooks;
+        req.n_hooks = n_hooks;
+        req.want_logits = false;
+        rc = model_run(e->s, &req, &c, err);
+    }
+    if (rc == 0) {
+        rc = interp_legal_accum_add(acc, c, lengths, (const uint8_t *const *)masks, nb, err);
+    }
+    model_cache_destroy(&c);
+    for (size_t b = 0; b < nb; b++) {
+        free(masks[b]);
+        masks[b] = NULL;
+    }
     return rc;
 }
 
@@ -216,12 +242,16 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
         positions += w->games[g].n_tokens;
     }
     T_max = e->legal_T > 0 ? e->legal_T : T_max; /* a share: the whole task's positions */
+    bool neurons = a->kind == COORDINATOR_ANALYSIS_NEURON_STATS;
+    bool legal = a->kind == COORDINATOR_ANALYSIS_LEGAL_STATS;
+    bool want_logits = a->kind == COORDINATOR_ANALYSIS_PREDICTIONS;
+    interp_legal_parts parts = legal ? worker_legal_parts(a->legal.components)
+                                     : (interp_legal_parts){false, false, false, false};
     model_hook *hooks = NULL;
     size_t n_hooks = 0;
-    bool want_logits = a->kind == COORDINATOR_ANALYSIS_PREDICTIONS;
-    if (a->kind == COORDINATOR_ANALYSIS_LEGAL_STATS) {
-        n_hooks = worker_legal_hooks(cfg, a->legal.components, NULL, 0);
-    } else if (a->kind == COORDINATOR_ANALYSIS_NEURON_STATS) {
+    if (legal) {
+        n_hooks = interp_legal_parts_hooks(cfg, parts, NULL, 0);
+    } else if (neurons) {
         n_hooks = L;
     }
     hooks = malloc((n_hooks > 0 ? n_hooks : 1) * sizeof *hooks);
@@ -229,26 +259,38 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
     const int32_t **rows = malloc(B * sizeof *rows);
     size_t *lengths = malloc(B * sizeof *lengths);
     interp_acts **acts = calloc(B, sizeof *acts);
-    int32_t *padded = NULL, *mask = NULL; /* neuron_stats: [B, n_ctx] tokens and group bits */
+    uint8_t **masks = calloc(B, sizeof *masks); /* legal_stats: [B] masks [T_b, V] */
+    int32_t *padded = NULL; /* device paths: [B, n_ctx] tokens of a batch, right-padded */
+    int32_t *mask = NULL;   /* neuron_stats: [B, n_ctx] group bits */
     model_buf *mask_buf = NULL;
+    interp_legal_accum *acc = NULL;
     model_backend *be = model_session_backend(e->s);
-    bool neurons = a->kind == COORDINATOR_ANALYSIS_NEURON_STATS;
     int rc = 0;
-    if (hooks == NULL || ids == NULL || rows == NULL || lengths == NULL || acts == NULL) {
+    if (hooks == NULL || ids == NULL || rows == NULL || lengths == NULL || acts == NULL ||
+        masks == NULL) {
         rc = common_fail(err, COMMON_ERR_NOMEM, "executor: out of memory for %zu games", B);
         goto done;
     }
-    if (a->kind == COORDINATOR_ANALYSIS_LEGAL_STATS) {
-        worker_legal_hooks(cfg, a->legal.components, hooks, n_hooks);
-    } else if (a->kind == COORDINATOR_ANALYSIS_NEURON_STATS) {
+    if (neurons || legal) {
+        padded = malloc(B * n_ctx * sizeof *padded);
+        if (padded == NULL) {
+            rc = common_fail(err, COMMON_ERR_NOMEM, "executor: out of memory for %zu games", B);
+            goto done;
+        }
+    }
+    if (legal) {
+        interp_legal_parts_hooks(cfg, parts, hooks, n_hooks);
+        if (n > 0) {
+            rc = interp_legal_accum_new(&acc, e->s, parts, T_max, err);
+        }
+    } else if (neurons) {
         for (size_t l = 0; l < L; l++) {
             hooks[l] = (model_hook){MODEL_HOOK_MLP_POST, (int)l};
         }
         rc = interp_neuron_stats_new(&mem->neurons, cfg, a->neuron.slice_begin, a->neuron.slice_end,
                                      err);
-        padded = malloc(B * n_ctx * sizeof *padded);
         mask = malloc(B * n_ctx * sizeof *mask);
-        if (rc == 0 && (padded == NULL || mask == NULL)) {
+        if (rc == 0 && mask == NULL) {
             rc = common_fail(err, COMMON_ERR_NOMEM, "executor: out of memory for %zu games", B);
         }
         /* the sums on the device: [INTERP_NEURON_N_GROUPS, L, M] doubles, from zero bits */
@@ -269,7 +311,7 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
             rows[b] = ids + b * n_ctx;
             lengths[b] = g->n_tokens;
         }
-        if (rc == 0 && neurons) {
+        if (rc == 0 && (neurons || legal)) {
             size_t T = 0;
             for (size_t b = 0; b < nb; b++) {
                 T = lengths[b] > T ? lengths[b] : T;
@@ -281,12 +323,17 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
                     padded[b * T + t] = pad;
                 }
             }
-            if (mask_buf == NULL) {
-                rc = be->alloc(be, B * n_ctx, &mask_buf, err); /* room for any batch */
-            }
-            if (rc == 0) {
-                rc = neuron_batch(e->s, mem->neurons, mem->neuron_acc, mask_buf, &w->games[g0],
-                                  padded, lengths, nb, T, hooks, mask, err);
+            if (legal) {
+                rc = legal_batch(e, acc, &w->games[g0], padded, lengths, nb, T, hooks, n_hooks,
+                                 masks, err);
+            } else {
+                if (mask_buf == NULL) {
+                    rc = be->alloc(be, B * n_ctx, &mask_buf, err); /* room for any batch */
+                }
+                if (rc == 0) {
+                    rc = neuron_batch(e->s, mem->neurons, mem->neuron_acc, mask_buf, &w->games[g0],
+                                      padded, lengths, nb, T, hooks, mask, err);
+                }
             }
             if (rc == 0) {
                 worker_report_progress(e, (double)(g0 + nb) / (double)n);
@@ -297,7 +344,7 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
             rc = worker_run_games(e->s, rows, lengths, nb, hooks, n_hooks, want_logits, acts, err);
         }
         for (size_t b = 0; b < nb && rc == 0; b++) {
-            rc = add_game(e, a, &w->games[g0 + b], acts[b], T_max, mem, &pred_at, err);
+            rc = add_game(e, a, &w->games[g0 + b], acts[b], mem, &pred_at, err);
         }
         for (size_t b = 0; b < nb; b++) {
             interp_acts_destroy(&acts[b]);
@@ -306,13 +353,16 @@ int worker_run_aggregate(worker_executor *e, const coordinator_analysis *a,
             worker_report_progress(e, (double)(g0 + nb) / (double)n);
         }
     }
+    if (rc == 0 && acc != NULL) {
+        rc = interp_legal_accum_download(acc, &mem->legal, err); /* once per task (or share) */
+    }
     if (rc != 0) {
         goto done;
     }
-    if (a->kind == COORDINATOR_ANALYSIS_LEGAL_STATS && mem->legal != NULL) {
+    if (legal && mem->legal != NULL) {
         o->n_rows = worker_legal_rows(mem->legal);
         o->results.legal = mem->legal;
-    } else if (a->kind == COORDINATOR_ANALYSIS_NEURON_STATS) {
+    } else if (neurons) {
         /* the sums are still on the device: worker_neurons_finish or a reduction brings them */
         o->n_rows = worker_neuron_rows(mem->neurons);
         o->results.neurons = mem->neurons;
@@ -334,6 +384,8 @@ done:
         interp_acts_destroy(&acts[b]);
     }
     free(acts);
+    free(masks);
+    interp_legal_accum_destroy(&acc); /* before the backend can be made again */
     if (mask_buf != NULL) {
         be->free(be, mask_buf);
     }

@@ -1,8 +1,9 @@
 /*
  * The building blocks the executor runs, public so that `chesslens decompose` and other callers
- * compute the same numbers the same way: the component stack of the legal-move statistics and
- * the hooks it reads, batched runs of games of different lengths (right-padded, activations
- * trimmed back to each game), and the empty patching result of a pair that gets no values.
+ * compute the same numbers the same way: the component stack of the legal-move statistics, the
+ * hooks it reads and its parts as the device path takes them, batched runs of games of different
+ * lengths (right-padded, activations trimmed back to each game), and the empty patching result of a
+ * pair that gets no values.
  */
 #include <math.h>
 #include <stdio.h>
@@ -68,6 +69,15 @@ size_t worker_legal_hooks(const model_config *cfg, unsigned components, model_ho
     PUT(MODEL_HOOK_LN_FINAL_SCALE, -1);
 #undef PUT
     return n;
+}
+
+interp_legal_parts worker_legal_parts(unsigned components) {
+    return (interp_legal_parts){
+        .embeds = (components & COORDINATOR_COMP_EMBEDS) != 0,
+        .attns = (components & COORDINATOR_COMP_ATTNS) != 0,
+        .mlps = (components & COORDINATOR_COMP_MLPS) != 0,
+        .heads = (components & COORDINATOR_COMP_HEADS) != 0,
+    };
 }
 
 /* One stack of a's rows followed by b's (both [., T, width]); a and b are consumed. */

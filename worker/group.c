@@ -9,8 +9,10 @@
  * pairs (a pair's values come from its own runs), aggregate tasks by whole batches of games,
  * so each forward is the batch the one-device run makes. Only cross-game sums differ, by the
  * order of their double additions: neuron sums are reduced device to device by the collective
- * (NCCL on GPUs), legal-statistics partials, which interp computes on the host, are merged on
- * the host. The combined output keeps the shares' outputs, since its arrays point into them.
+ * (NCCL on GPUs); legal-statistics partials, accumulated on each device and downloaded once at
+ * the end of each share (aggregate.c), are merged on the host, which is cheap (a count and 18
+ * numbers per cell) and keeps minima and maxima exact. The combined output keeps the shares'
+ * outputs, since its arrays point into them.
  */
 #include <pthread.h>
 #include <stdio.h>

@@ -134,7 +134,8 @@ typedef struct worker_output {
  * and every row comes out the same. The shares' outputs are put together in order: patch and
  * prediction rows concatenated, neuron sums (which stay on the devices) reduced with the
  * collective's reduce_sum_f64 onto the first device and downloaded once, legal-statistics
- * partials merged on the host (interp_legal_stats_merge; their per-game work is host code).
+ * partials (accumulated on each device, downloaded once per share) merged on the host
+ * (interp_legal_stats_merge).
  * Sums therefore equal the one-device ones to double rounding (relative 1e-12 at most in
  * practice), everything else exactly. A failed share fails the task with the first failing
  * device's error.
@@ -156,9 +157,10 @@ typedef struct worker_output {
  *   fail for it. The other pairs are patched by one interp_patch_run_batch (fast algorithm,
  *   identical-prefix shortcut on), so each value is what interp_patch_run gives for the pair
  *   alone.
- * - legal_stats: per game the component stack of the analysis' bits
- *   (worker_legal_components) projected to logits, with the game's legal mask, into one
- *   interp_legal_stats partial over the task's games (positions up to the longest game).
+ * - legal_stats: per game the component stack of the analysis' bits (worker_legal_parts, the
+ *   rows worker_legal_components stacks) projected to logits, with the game's legal mask, into
+ *   one interp_legal_stats partial over the task's games (positions up to the longest game),
+ *   computed on the device from the cached activations (interp_legal_accum).
  * - neuron_stats: interp_neuron_stats over the games with their phases and the analysis'
  *   slice.
  * - predictions: per game and position the top_k tokens by log-probability, rank 1 first,
@@ -180,6 +182,10 @@ void worker_output_destroy(worker_output **o);
  * Writes up to cap hooks and returns the count (cap 0 asks). */
 size_t worker_legal_hooks(const model_config *cfg, unsigned components, model_hook *out,
                           size_t cap);
+
+/* The components of `components` (COORDINATOR_COMP_* bits) as interp's device path takes
+ * them: the same rows in the same order as worker_legal_components stacks. */
+interp_legal_parts worker_legal_parts(unsigned components);
 
 /* One game's legal-statistics components as a residual stack (width D), after
  * apply_ln_to_stack at the final layer: decompose_resid rows ("embed", "pos_embed" with

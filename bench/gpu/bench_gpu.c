@@ -11,7 +11,18 @@
  *      corrupted (fast exact algorithm with the identical-prefix shortcut), next to the plain
  *      algorithm (one forward per patched index, as TransformerLens does) on the same device;
  *   4. a cut-off sweep of --pairs pairs (block_every at cut-off 40, the last token replaced),
- *      in batches of 64 pairs as a worker runs a task, in pairs per second.
+ *      in batches of 64 pairs as a worker runs a task, in pairs per second;
+ *   5. legal-move statistics over --games random games of up to 127 tokens, every component
+ *      (embeds, attention and MLP outputs, every head: 170 at the full shape), in batches of
+ *      64 games as a worker runs a task: the legal masks on the host, a forward caching the
+ *      components' hooks, interp_legal_accum_add on the device (stacks, ln_final's scale, W_U,
+ *      the masked reductions), one download of the accumulators at the end; in games per
+ *      second;
+ *   6. the launch cost: 200 small operations queued one by one, against one replay of them
+ *      recorded as a CUDA graph; and, from a second pass of (2)-(5) on a session over the
+ *      counting backend (model_backend_count_new), the device operations and host waits of
+ *      each figure per call, with the share of its time that many launches take at the cost
+ *      measured: where that share is small, replaying the work from a graph gains little.
  *
  * Times are medians of --repeat runs after a warm-up; the device is synchronised before every
  * clock read (download and sync wait for the stream). FLOPs count the multiply-adds of the
@@ -19,7 +30,7 @@
  * CPU backend (e.g. with --layers 2 to check the program itself on a machine without a GPU).
  *
  * usage: bench_gpu [--backend cuda|cpu] [--layers N] [--d-model N] [--heads N] [--pairs N]
- *        [--repeat N] [--no-plain] [--tf32]
+ *        [--games N] [--repeat N] [--no-plain] [--tf32]
  */
 #include <inttypes.h>
 #include <math.h>
@@ -34,13 +45,13 @@
 typedef struct args {
     const char *backend;
     int layers, d_model, heads;
-    long pairs, repeat;
+    long pairs, games, repeat;
     bool plain, tf32;
 } args;
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_gpu [--backend cuda|cpu] [--layers N] [--d-model N] [--heads N]"
-                    " [--pairs N] [--repeat N] [--no-plain] [--tf32]\n");
+                    " [--pairs N] [--games N] [--repeat N] [--no-plain] [--tf32]\n");
     return 2;
 }
 
@@ -316,12 +327,105 @@ static int bench_sweep(model_session *s, const model *m, size_t n, double *secs,
     return rc;
 }
 
+/* 5. Legal-move statistics of every component over n random games of up to 127 tokens, in
+ * batches of 64 games: *n_comp, *positions (of all games) and the seconds from the first mask
+ * to the accumulators on the host. */
+static int bench_legal(model_session *s, const model *m, size_t n, size_t *n_comp,
+                       size_t *positions, double *secs, char *err) {
+    enum { BATCH = 64, T_MAX = 127 };
+    const model_config *cfg = model_get_config(m);
+    const interp_legal_parts all = {true, true, true, true};
+    size_t n_hooks = interp_legal_parts_hooks(cfg, all, NULL, 0);
+    model_hook *hooks = malloc(n_hooks * sizeof *hooks);
+    char **uci = calloc(n, sizeof *uci);
+    int32_t **ids = calloc(n, sizeof *ids);
+    size_t *T = calloc(n, sizeof *T);
+    int32_t *tokens = malloc(BATCH * T_MAX * sizeof *tokens);
+    uint8_t *masks[BATCH] = {NULL};
+    interp_legal_accum *acc = NULL;
+    interp_legal_stats *ls = NULL;
+    int rc = hooks != NULL && uci != NULL && ids != NULL && T != NULL && tokens != NULL
+                 ? 0
+                 : common_fail(err, COMMON_ERR_NOMEM, "out of memory");
+    if (rc == 0) {
+        interp_legal_parts_hooks(cfg, all, hooks, n_hooks);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        chess_game *g = NULL;
+        rc = chess_random_game(&g, 5000 + i, T_MAX, err);
+        if (rc == 0) {
+            rc = chess_game_to_uci(g, &uci[i], err);
+        }
+        chess_game_destroy(&g);
+        if (rc == 0) {
+            rc = interp_tokens_from_uci(m, uci[i], &ids[i], &T[i], err);
+        }
+        *positions += rc == 0 ? T[i] : 0;
+    }
+    int32_t pad = model_tokenizer_pad(model_get_tokenizer(m));
+    double t0 = common_now_s();
+    if (rc == 0) {
+        rc = interp_legal_accum_new(&acc, s, all, T_MAX, err);
+    }
+    for (size_t i0 = 0; rc == 0 && i0 < n; i0 += BATCH) {
+        size_t nb = n - i0 < BATCH ? n - i0 : BATCH, Tb = 0;
+        for (size_t b = 0; rc == 0 && b < nb; b++) {
+            size_t Tm = 0;
+            rc = interp_legal_mask(m, uci[i0 + b], &masks[b], &Tm, err);
+            Tb = T[i0 + b] > Tb ? T[i0 + b] : Tb;
+        }
+        for (size_t b = 0; rc == 0 && b < nb; b++) {
+            for (size_t t = 0; t < Tb; t++) {
+                tokens[b * Tb + t] = t < T[i0 + b] ? ids[i0 + b][t] : pad;
+            }
+        }
+        model_cache *c = NULL;
+        if (rc == 0) {
+            model_request rq;
+            model_request_init(&rq, s, tokens, nb, Tb);
+            rq.lengths = T + i0;
+            rq.hooks = hooks;
+            rq.n_hooks = n_hooks;
+            rq.want_logits = false;
+            rc = model_run(s, &rq, &c, err);
+        }
+        if (rc == 0) {
+            rc = interp_legal_accum_add(acc, c, T + i0, (const uint8_t *const *)masks, nb, err);
+        }
+        model_cache_destroy(&c);
+        for (size_t b = 0; b < nb; b++) {
+            free(masks[b]);
+            masks[b] = NULL;
+        }
+    }
+    if (rc == 0) { /* the download waits for the device */
+        rc = interp_legal_accum_download(acc, &ls, err);
+    }
+    *secs = common_now_s() - t0;
+    if (rc == 0) {
+        *n_comp = ls->n_comp;
+    }
+    interp_legal_stats_destroy(&ls);
+    interp_legal_accum_destroy(&acc);
+    for (size_t i = 0; i < n && uci != NULL && ids != NULL; i++) {
+        free(uci[i]);
+        free(ids[i]);
+    }
+    free(uci);
+    free(ids);
+    free(T);
+    free(tokens);
+    free(hooks);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     args a = {.backend = "cuda",
               .layers = 12,
               .d_model = 768,
               .heads = 12,
               .pairs = 1000,
+              .games = 1000,
               .repeat = 5,
               .plain = true};
     for (int i = 1; i < argc; i++) {
@@ -336,6 +440,8 @@ int main(int argc, char **argv) {
             a.heads = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--pairs") == 0 && v) {
             a.pairs = atol(argv[++i]);
+        } else if (strcmp(argv[i], "--games") == 0 && v) {
+            a.games = atol(argv[++i]);
         } else if (strcmp(argv[i], "--repeat") == 0 && v) {
             a.repeat = atol(argv[++i]);
         } else if (strcmp(argv[i], "--no-plain") == 0) {
@@ -347,7 +453,7 @@ int main(int argc, char **argv) {
         }
     }
     if (a.layers < 1 || a.d_model < 1 || a.heads < 1 || a.d_model % a.heads != 0 || a.pairs < 0 ||
-        a.repeat < 1) {
+        a.games < 0 || a.repeat < 1) {
         return usage();
     }
     char err[COMMON_ERR_LEN], dir[] = "/tmp/chesslens-bench-gpu-XXXXXX", desc[256] = "CPU";
@@ -397,7 +503,8 @@ int main(int argc, char **argv) {
     const size_t T = 127, B = 64;
     int32_t *game = NULL;
     double gemm_s = 0, fwd_s = 0, unfused_s = 0, last_s = 0, mid_s = 0, plain_s = 0, sweep_s = 0;
-    double direct_s = 0, graph_s = 0;
+    double direct_s = 0, graph_s = 0, legal_s = 0;
+    size_t legal_comp = 0, legal_pos = 0;
     /* the forward once more with the fused attention op hidden: the unfused composition */
     int (*fused)(model_backend *, const model_attn *, char *) = be->attn_fused;
     if (game_of_length(m, T, 1, &game, err) != 0) {
@@ -417,9 +524,42 @@ int main(int argc, char **argv) {
         bench_block_every(s, game, T, T - 1, false, a.repeat, &last_s, err) != 0 ||
         bench_block_every(s, game, T, T / 2, false, a.repeat, &mid_s, err) != 0 ||
         (a.plain && bench_block_every(s, game, T, T / 2, true, 1, &plain_s, err) != 0) ||
-        bench_sweep(s, m, (size_t)a.pairs, &sweep_s, err) != 0) {
+        bench_sweep(s, m, (size_t)a.pairs, &sweep_s, err) != 0 ||
+        bench_legal(s, m, (size_t)a.games, &legal_comp, &legal_pos, &legal_s, err) != 0) {
         return die("run", err);
     }
+    /* The same work once more on a session over the counting backend: the launches (device
+     * operations) and host waits of each figure, per call. The timed calls above ran a warm-up
+     * and `repeat` calls; these run a warm-up and one, so the counts are halved. */
+    model_backend_counts oc = {0, 0}, per[5];
+    model_backend *counted = NULL;
+    model_session *cs = NULL;
+    if (model_backend_count_new(&counted, be, &oc, err) != 0 ||
+        model_session_new(&cs, m, counted, err) != 0) {
+        return die("counting session", err);
+    }
+    size_t legal_games = a.games < 4 ? (size_t)a.games : 4, cc = 0, cp = 0;
+    double ignored = 0;
+    for (int k = 0; k < 5; k++) {
+        oc = (model_backend_counts){0, 0};
+        int rc =
+            k == 0   ? bench_forward(cs, game, B, T, 1, &ignored, err)
+            : k == 1 ? bench_block_every(cs, game, T, T - 1, false, 1, &ignored, err)
+            : k == 2 ? bench_block_every(cs, game, T, T / 2, false, 1, &ignored, err)
+            : k == 3
+                ? bench_sweep(cs, m, 64, &ignored, err)
+                : (legal_games > 0 ? bench_legal(cs, m, legal_games, &cc, &cp, &ignored, err) : 0);
+        if (rc != 0) {
+            return die("counted run", err);
+        }
+        per[k] = oc;
+        if (k < 3) { /* a warm-up and one call */
+            per[k].device_ops /= 2;
+            per[k].host_waits /= 2;
+        }
+    }
+    model_session_destroy(&cs);
+    model_backend_destroy(&counted);
     double gemm_rate = 2.0 * (double)(B * T) * a.d_model * 4.0 * a.d_model / gemm_s / 1e12;
     double fwd_rate = forward_flops(&cfg, B, T) / fwd_s / 1e12;
     printf("  gemm [%zu x %d] x [%d x %d]          %10.3f ms  %8.2f TFLOP/s\n", B * T, a.d_model,
@@ -451,6 +591,32 @@ int main(int argc, char **argv) {
     if (a.pairs > 0) {
         printf("  cut-off sweep, %ld pairs of 41 tokens  %10.3f s   %8.1f pairs/s\n", a.pairs,
                sweep_s, (double)a.pairs / sweep_s);
+    }
+    if (a.games > 0) {
+        printf("  legal-move statistics, %ld games (%zu positions, %zu components x 127 "
+               "positions x 77 tokens)  %10.3f s  %8.1f games/s\n",
+               a.games, legal_pos, legal_comp, legal_s, (double)a.games / legal_s);
+    }
+    /* what launching alone would cost of each figure, at the measured cost of a small launch */
+    double launch_s = direct_s / 200;
+    const char *what[5] = {"forward, batch 64", "block_every, last token", "block_every, middle",
+                           "sweep, one task of 64 pairs", "legal statistics, one game"};
+    double time_of[5] = {fwd_s, last_s, mid_s, a.pairs > 0 ? sweep_s * 64 / (double)a.pairs : 0,
+                         legal_games > 0 && a.games > 0 ? legal_s / (double)a.games : 0};
+    printf("  launches per call (device operations, host waits), and their share of the time at "
+           "%.2f us a launch:\n",
+           launch_s * 1e6);
+    for (int k = 0; k < 5; k++) {
+        uint64_t ops = per[k].device_ops;
+        if (k == 4) {
+            ops = legal_games > 0 ? ops / legal_games : 0;
+        }
+        printf("    %-28s %8" PRIu64 " ops %6" PRIu64 " waits", what[k], ops,
+               k == 4 && legal_games > 0 ? per[k].host_waits / legal_games : per[k].host_waits);
+        if (time_of[k] > 0) {
+            printf("  %6.1f%%", 100.0 * (double)ops * launch_s / time_of[k]);
+        }
+        printf("\n");
     }
     free(game);
     model_session_destroy(&s);

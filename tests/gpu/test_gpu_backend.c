@@ -4,8 +4,9 @@
  * documents), then whole runs on a random model: every hook and the logits of a batched
  * forward with padding, an incremental run from a base cache, and every activation patching
  * kind through interp (fast with and without the identical-prefix shortcut, plain, batched
- * pairs), and sum_rows, which must equal the CPU's bit for bit; the optional ops too: fused
- * attention against the unfused composition (op and whole forwards without pattern hooks) and
+ * pairs), and sum_rows and legal_stats, which must equal the CPU's bit for bit; centre_scale
+ * and legal-move statistics through interp_legal_accum on both sessions; the optional ops too:
+ * fused attention against the unfused composition (op and whole forwards without pattern hooks) and
  * graph capture and replay. Tolerance, float32 on both sides:
  * an element may differ by 1e-5 of the largest magnitude of its tensor (the two backends sum in
  * different orders), and a whole tensor by a relative L2 error of 1e-5.
@@ -487,6 +488,101 @@ static void test_sum_rows(void **state) {
     free(b);
 }
 
+/* centre_scale: rows [n, period, d] with a large mean, as residual rows have; the two sides
+ * add each row in different orders, so within TOL. */
+static void test_centre_scale(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    static const size_t shapes[][3] = {{5, 13, 77}, {3, 127, 768}, {1, 1, 1}, {2, 3, 33}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        size_t period = shapes[s][1], d = shapes[s][2], rows = shapes[s][0] * period;
+        float *hx = random_floats(rows * d + 3, 3.0f, 100.0f);
+        float *hs = random_floats(period + 1, 0.5f, 1.0f); /* positive, as LayerNorm scales */
+        twin x = twin_new(hx, rows * d + 3), sc = twin_new(hs, period + 1);
+        assert_int_equal(cpu->centre_scale(cpu, rc_(&x, 3), rc_(&sc, 1), rows, d, period, err), 0);
+        assert_int_equal(dev->centre_scale(dev, rd_(&x, 3), rd_(&sc, 1), rows, d, period, err), 0);
+        expect_twin("centre_scale", &x);
+        assert_int_equal(dev->centre_scale(dev, rd_(&x, 3), rd_(&sc, 1), rows, d, 0, err),
+                         COMMON_ERR_INVALID);
+        assert_int_equal(dev->centre_scale(dev, rd_(&x, 4), rd_(&sc, 1), rows, d, period, err),
+                         COMMON_ERR_INVALID);
+        twin_free(&x);
+        twin_free(&sc);
+        free(hx);
+        free(hs);
+    }
+}
+
+/* legal_stats: the same operations in the same order on both sides (model.h), so the
+ * accumulators must be equal bit for bit, over two games, NaN and signed zeros included. */
+static void test_legal_stats(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    size_t n_comp = 170, T = 127, acc_T = 130, V = 77, cells = n_comp * acc_T;
+    size_t n_acc = MODEL_LEGAL_ACC_LEN(cells);
+    twin acc = twin_new(NULL, n_acc + 2); /* from element 2 on */
+    for (int side = 0; side < 2; side++) {
+        model_backend *be = side == 0 ? cpu : dev;
+        model_buf *b = side == 0 ? acc.c : acc.d;
+        assert_int_equal(be->fill(be, (model_ref){b, 2 + MODEL_LEGAL_ACC_MIN(cells)},
+                                  MODEL_LEGAL_N_STATS * cells, INFINITY, err),
+                         0);
+        assert_int_equal(be->fill(be, (model_ref){b, 2 + MODEL_LEGAL_ACC_MAX(cells)},
+                                  MODEL_LEGAL_N_STATS * cells, -INFINITY, err),
+                         0);
+    }
+    int32_t *mask = malloc(T * V * sizeof *mask);
+    assert_non_null(mask);
+    for (int game = 0; game < 2; game++) {
+        float *hx = random_floats(n_comp * T * V, 6.0f, 0.0f);
+        for (size_t i = 0; i < n_comp * T * V; i += 997) {
+            hx[i] = i % 3 == 0 ? NAN : i % 3 == 1 ? -0.0f : 0.0f;
+        }
+        for (size_t t = 0; t < T; t++) {
+            for (size_t v = 0; v < V; v++) {
+                /* position 0: nothing legal; position 1: everything; else about one in six */
+                float r = frand();
+                mask[t * V + v] = t == 0 ? 0 : t == 1 ? 1 : r > 0.66f ? (int32_t)(t + 1) : 0;
+            }
+        }
+        twin x = twin_new(hx, n_comp * T * V), lg = twin_new(mask, T * V);
+        assert_int_equal(
+            cpu->legal_stats(cpu, rc_(&acc, 2), acc_T, rc_(&x, 0), rc_(&lg, 0), n_comp, T, V, err),
+            0);
+        assert_int_equal(
+            dev->legal_stats(dev, rd_(&acc, 2), acc_T, rd_(&x, 0), rd_(&lg, 0), n_comp, T, V, err),
+            0);
+        twin_free(&x);
+        twin_free(&lg);
+        free(hx);
+    }
+    float *a = malloc((n_acc + 2) * sizeof *a), *b = malloc((n_acc + 2) * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(dev->download(dev, a, rd_(&acc, 0), n_acc + 2, err), 0);
+    assert_int_equal(cpu->download(cpu, b, rc_(&acc, 0), n_acc + 2, err), 0);
+    const double *count = (const double *)(const void *)(b + 2);
+    assert_true(count[T - 1] == 2.0 && count[0] == 0.0 && count[1] == 0.0);
+    for (size_t i = 0; i < n_acc + 2; i++) {
+        if (memcmp(&a[i], &b[i], sizeof a[i]) != 0) {
+            fail_msg("legal_stats: element %zu of the accumulators differs (device %08x, CPU "
+                     "%08x)",
+                     i, *(const uint32_t *)(const void *)&a[i],
+                     *(const uint32_t *)(const void *)&b[i]);
+        }
+    }
+    assert_int_equal(
+        dev->legal_stats(dev, rd_(&acc, 1), acc_T, rd_(&acc, 0), rd_(&acc, 0), 1, 1, 1, err),
+        COMMON_ERR_INVALID);
+    assert_int_equal(
+        dev->legal_stats(dev, rd_(&acc, 2), 3, rd_(&acc, 0), rd_(&acc, 0), 1, 4, 1, err),
+        COMMON_ERR_INVALID);
+    twin_free(&acc);
+    free(mask);
+    free(a);
+    free(b);
+}
+
 static void test_range_errors(void **state) {
     (void)state;
     char err[COMMON_ERR_LEN];
@@ -735,6 +831,92 @@ static void test_patching(void **state) {
     twin_model_free(&t);
 }
 
+/* Legal-move statistics through interp_legal_accum on both sessions: the stack, centre_scale,
+ * the products with W_O and W_U and legal_stats over padded batches; the counts must be equal,
+ * every statistic's minima, maxima and means within TOL of its largest magnitude (the products
+ * round differently). */
+static void test_legal_accum(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    twin_model t;
+    twin_model_new(&t, 3, 64, 4, 40);
+    const model_config *cfg = model_get_config(t.m);
+    size_t B = 3, T = 33, lengths[2][3] = {{33, 20, 27}, {9, 33, 31}}, V = 77;
+    const interp_legal_parts kinds[2] = {{true, true, true, true}, {true, false, true, false}};
+    for (int k = 0; k < 2; k++) {
+        interp_legal_accum *ac = NULL, *ad = NULL;
+        assert_int_equal(interp_legal_accum_new(&ac, t.sc, kinds[k], 36, err), 0);
+        if (interp_legal_accum_new(&ad, t.sd, kinds[k], 36, err) != 0) {
+            fail_msg("%s", err);
+        }
+        size_t n_hooks = interp_legal_parts_hooks(cfg, kinds[k], NULL, 0);
+        model_hook *hooks = malloc(n_hooks * sizeof *hooks);
+        assert_non_null(hooks);
+        interp_legal_parts_hooks(cfg, kinds[k], hooks, n_hooks);
+        for (int batch = 0; batch < 2; batch++) {
+            int32_t *tokens = random_tokens(B * T, 77);
+            uint8_t *masks[3];
+            for (size_t b = 0; b < B; b++) {
+                masks[b] = malloc(lengths[batch][b] * V);
+                assert_non_null(masks[b]);
+                for (size_t i = 0; i < lengths[batch][b] * V; i++) {
+                    masks[b][i] = frand() > 0.7f;
+                }
+            }
+            model_request rq;
+            model_request_init(&rq, t.sc, tokens, B, T);
+            rq.lengths = lengths[batch];
+            rq.hooks = hooks;
+            rq.n_hooks = n_hooks;
+            rq.want_logits = false;
+            model_cache *cc = NULL, *cd = NULL;
+            assert_int_equal(model_run(t.sc, &rq, &cc, err), 0);
+            if (model_run(t.sd, &rq, &cd, err) != 0) {
+                fail_msg("%s", err);
+            }
+            const uint8_t *const *m = (const uint8_t *const *)masks;
+            assert_int_equal(interp_legal_accum_add(ac, cc, lengths[batch], m, B, err), 0);
+            if (interp_legal_accum_add(ad, cd, lengths[batch], m, B, err) != 0) {
+                fail_msg("%s", err);
+            }
+            model_cache_destroy(&cc);
+            model_cache_destroy(&cd);
+            for (size_t b = 0; b < B; b++) {
+                free(masks[b]);
+            }
+            free(tokens);
+        }
+        interp_legal_stats *sc = NULL, *sd = NULL;
+        assert_int_equal(interp_legal_accum_download(ac, &sc, err), 0);
+        if (interp_legal_accum_download(ad, &sd, err) != 0) {
+            fail_msg("%s", err);
+        }
+        size_t cells = sc->n_comp * sc->T;
+        assert_int_equal(sd->n_comp, sc->n_comp);
+        assert_memory_equal(sd->count, sc->count, cells * sizeof *sc->count);
+        float *mc = malloc(cells * sizeof *mc), *md = malloc(cells * sizeof *md);
+        assert_non_null(mc);
+        assert_non_null(md);
+        for (int j = 0; j < INTERP_LEGAL_N_STATS; j++) {
+            char what[96];
+            snprintf(what, sizeof what, "legal statistics (parts %d), statistic %d", k, j);
+            interp_legal_stats_mean(sc, j, mc);
+            interp_legal_stats_mean(sd, j, md);
+            expect_close(what, md, mc, cells);
+            expect_close(what, sd->min + (size_t)j * cells, sc->min + (size_t)j * cells, cells);
+            expect_close(what, sd->max + (size_t)j * cells, sc->max + (size_t)j * cells, cells);
+        }
+        free(mc);
+        free(md);
+        free(hooks);
+        interp_legal_stats_destroy(&sc);
+        interp_legal_stats_destroy(&sd);
+        interp_legal_accum_destroy(&ac);
+        interp_legal_accum_destroy(&ad);
+    }
+    twin_model_free(&t);
+}
+
 int main(void) {
     char err[COMMON_ERR_LEN];
     const char *self = getenv("CHESSLENS_GPU_TEST_SELF_CHECK");
@@ -776,7 +958,8 @@ int main(void) {
         cmocka_unit_test(test_gather_rows), cmocka_unit_test(test_range_errors),
         cmocka_unit_test(test_forward),     cmocka_unit_test(test_patching),
         cmocka_unit_test(test_sum_rows),    cmocka_unit_test(test_attn_fused),
-        cmocka_unit_test(test_graphs),
+        cmocka_unit_test(test_graphs),      cmocka_unit_test(test_centre_scale),
+        cmocka_unit_test(test_legal_stats), cmocka_unit_test(test_legal_accum),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     model_backend_destroy(&dev);

@@ -413,11 +413,54 @@ static void test_batch_bad_inputs(void **state) {
     fixture_free(&f);
 }
 
+/* The host waits for the device once per request, not once per patched run: each request is a
+ * forward (one sync) and one transfer of its rows' last-position logits, from which the metrics
+ * are computed; with the pair's clean and corrupted runs that is 2 x (n_forwards + 2) waits at
+ * most, whatever the number of patched runs the requests pack (counted on a backend that counts
+ * what passes, over the fixture's CPU backend). */
+static void test_waits_per_request(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN] = "";
+    fixture f;
+    load_model(&f, 1);
+    batch b;
+    make_batch(&f, 31, 20, &b);
+    model_backend_counts counts = {0, 0};
+    model_backend *counted = NULL;
+    model_session *s = NULL;
+    assert_int_equal(model_backend_count_new(&counted, f.be, &counts, err), 0);
+    assert_int_equal(model_session_new(&s, f.m, counted, err), 0);
+    for (int k = 0; k < INTERP_PATCH_KIND_COUNT; k++) {
+        interp_patch_opts o = interp_patch_opts_default();
+        o.kind = (interp_patch_kind)k;
+        o.no_prefix_shortcut = true; /* every index a patched run */
+        o.metric = b.pairs[0].metric;
+        interp_patch_result *res = NULL;
+        counts = (model_backend_counts){0, 0};
+        if (interp_patch_run(s, b.pairs[0].clean, b.pairs[0].corrupted, b.T, &o, &res, err) != 0) {
+            fail_msg("%s: %s", interp_patch_kind_name(o.kind), err);
+        }
+        size_t runs = model_shape_numel(&res->shape);
+        if (counts.host_waits > 2 * (res->n_forwards + 2)) {
+            fail_msg("%s: %llu host waits for %zu requests (%zu patched runs)",
+                     interp_patch_kind_name(o.kind), (unsigned long long)counts.host_waits,
+                     res->n_forwards, runs);
+        }
+        if (o.kind == INTERP_PATCH_BLOCK_EVERY) { /* many runs a request: per-run waits fail */
+            assert_true(runs > 2 * (res->n_forwards + 2));
+        }
+        interp_patch_result_destroy(&res);
+    }
+    model_session_destroy(&s);
+    model_backend_destroy(&counted);
+    fixture_free(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_bad_inputs),    cmocka_unit_test(test_identical_pair),
         cmocka_unit_test(test_shortcut_counts),     cmocka_unit_test(test_shortcut_equals_plain),
-        cmocka_unit_test(test_batch_equals_single),
+        cmocka_unit_test(test_batch_equals_single), cmocka_unit_test(test_waits_per_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,9 +68,10 @@ static void test_clock_jumps_expire_nothing(void **state) {
      * stall for seconds, and no lease may lapse for any reason but a broken clock */
     const char *const opts[] = {"--lease-ms", "5000", "--heartbeat-ms", "250", NULL};
     svc_start_coordinator_env(e, opts, env);
-    /* slowed, so that tasks run across every jump */
-    pid_t w1 = svc_start_worker_env(e, "w1", "sleep_ms=1000", NULL, env);
-    pid_t w2 = svc_start_worker_env(e, "w2", "sleep_ms=1000", NULL, env);
+    /* slowed, so that tasks run across every jump: the three jumps take 3 x 5.2 s after the
+     * first two tasks are done, and the sweep's 22 tasks of 2 s on two workers take 22 s */
+    pid_t w1 = svc_start_worker_env(e, "w1", "sleep_ms=2000", NULL, env);
+    pid_t w2 = svc_start_worker_env(e, "w2", "sleep_ms=2000", NULL, env);
     svc_submit(e, spec, NULL, name, sizeof name);
     svc_poll_int(e->db, 2, 60000, "tasks done before the jumps",
                  "SELECT count(*) FROM task WHERE state = 'done'");
