@@ -8,7 +8,8 @@
  * Work happens in batches, each one store transaction:
  *
  *     coordinator_sched_begin(s)              BEGIN IMMEDIATE
- *     coordinator_sched_input(s, peer, frame) for every frame that is waiting (any number)
+ *     coordinator_sched_input(s, peer, frame) for frames that are waiting, until
+ *                                             coordinator_sched_batch_full(s)
  *     coordinator_sched_tick(s, now)          expire leases, dispatch, forget silent workers
  *     coordinator_sched_commit(s, &out)       COMMIT; only now may out's frames be sent
  *
