@@ -35,6 +35,31 @@ int64_t soak_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+double soak_uniform(void) {
+    return (double)rand() / ((double)RAND_MAX + 1.0);
+}
+
+int64_t soak_between(int64_t lo, int64_t hi) {
+    return lo + (int64_t)(soak_uniform() * (double)(hi - lo));
+}
+
+int soak_fixture_setup(void **state, size_t size) {
+    soak_fixture *f = calloc(1, size);
+    if (f == NULL) {
+        return -1;
+    }
+    f->net = *state;
+    *state = f;
+    return 0;
+}
+
+int soak_fixture_teardown(void **state) {
+    soak_fixture *f = *state;
+    svc_env_teardown(&f->e);
+    free(f);
+    return 0;
+}
+
 void soak_nap_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {

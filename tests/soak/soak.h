@@ -85,4 +85,21 @@ int64_t soak_wait_settled(const char *db, int timeout_ms);
 /* An environment variable as a positive integer, else def. */
 long soak_env_long(const char *name, long def);
 
+/* A uniform draw in [0, 1) from rand(), and an integer in [lo, hi). */
+double soak_uniform(void);
+int64_t soak_between(int64_t lo, int64_t hi);
+
+/* What every soak test's fixture begins with (its first member): the service's files and
+ * processes, and the namespaces its workers may run in (NULL: the host's loopback). */
+typedef struct soak_fixture {
+    svc_env e;
+    soak_net *net;
+} soak_fixture;
+
+/* cmocka setup and teardown around a fixture of `size` bytes that begins with a soak_fixture:
+ * setup takes *state (the prestate: the soak_net, or NULL) into it, zeroed otherwise; teardown
+ * stops what its svc_env started and frees it. */
+int soak_fixture_setup(void **state, size_t size);
+int soak_fixture_teardown(void **state);
+
 #endif

@@ -59,8 +59,7 @@ typedef struct submission {
 } submission;
 
 typedef struct fixture {
-    svc_env e;
-    soak_net *net;
+    soak_fixture base; /* first */
     worker w[N_WORKERS];
     bool cut[N_NS];
     int64_t heal_at[N_NS];
@@ -69,28 +68,7 @@ typedef struct fixture {
 } fixture;
 
 static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    if (f == NULL) {
-        return -1;
-    }
-    f->net = *state;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    svc_env_teardown(&f->e);
-    free(f);
-    return 0;
-}
-
-static double uniform(void) {
-    return (double)rand() / ((double)RAND_MAX + 1.0);
-}
-
-static int64_t between(int64_t lo, int64_t hi) {
-    return lo + (int64_t)(uniform() * (double)(hi - lo));
+    return soak_fixture_setup(state, sizeof(fixture));
 }
 
 static const char *const coord_opts[] = {"--lease-ms",
@@ -106,7 +84,7 @@ static const char *const coord_opts[] = {"--lease-ms",
                                          NULL};
 
 static void start_worker(fixture *f, worker *w) {
-    w->pid = soak_start_worker(&f->e, f->net, w->ns, w->id, w->gen++, NULL, w->ack_log);
+    w->pid = soak_start_worker(&f->base.e, f->base.net, w->ns, w->id, w->gen++, NULL, w->ack_log);
     w->stopped = false;
     w->restart_at = w->cont_at = 0;
 }
@@ -114,7 +92,7 @@ static void start_worker(fixture *f, worker *w) {
 static void start_submit(fixture *f, submission *s, int i) {
     char spec[SVC_PATH], file[64], text[1024];
     snprintf(file, sizeof file, "sweep-%d.json", i);
-    svc_path(&f->e, file, spec, sizeof spec);
+    svc_path(&f->base.e, file, spec, sizeof spec);
     snprintf(text, sizeof text,
              "{\"name\": \"chaos%d\", \"model\": \"" CHESSLENS_SOURCE_DIR "/models/chess-tiny\","
              " \"dataset\": \"g\", \"games\": [0, %d], \"analyses\": ["
@@ -123,10 +101,10 @@ static void start_submit(fixture *f, submission *s, int i) {
              i, N_GAMES);
     svc_write_text(spec, text);
     const char *const args[] = {
-        "submit", spec,        "--coordinator", f->e.endpoint, "--submission-id",
-        s->id,    "--timeout", "600",           NULL};
+        "submit", spec, "--coordinator", f->base.e.endpoint, "--submission-id", s->id, "--timeout",
+        "600",    NULL};
     snprintf(file, sizeof file, "submit-%d", i);
-    s->pid = svc_cli_spawn(&f->e, file, args);
+    s->pid = svc_cli_spawn(&f->base.e, file, args);
     s->started = true;
 }
 
@@ -139,17 +117,17 @@ static int poll_submits(fixture *f, int timeout_ms) {
         if (s->pid == 0) {
             continue;
         }
-        if (!svc_reap(&f->e, s->pid, timeout_ms, &st)) {
+        if (!svc_reap(&f->base.e, s->pid, timeout_ms, &st)) {
             running++;
             continue;
         }
         s->pid = 0;
         char path[SVC_PATH], file[64];
         snprintf(file, sizeof file, "submit-%d.out", i);
-        svc_path(&f->e, file, path, sizeof path);
+        svc_path(&f->base.e, file, path, sizeof path);
         char *out = svc_read_text(path);
         snprintf(file, sizeof file, "submit-%d.err", i);
-        svc_path(&f->e, file, path, sizeof path);
+        svc_path(&f->base.e, file, path, sizeof path);
         char *err = svc_read_text(path);
         long long tasks = 0;
         const char *p = strstr(err, "': ");
@@ -173,7 +151,7 @@ static void kill_and_reap(svc_env *e, pid_t pid) {
 
 static void test_chaos_soak(void **state) {
     fixture *f = *state;
-    svc_env *e = &f->e;
+    svc_env *e = &f->base.e;
     long seconds = soak_env_long("CHESSLENS_SOAK_SECONDS", 1800);
     unsigned seed = (unsigned)soak_env_long("CHESSLENS_SOAK_SEED", (long)time(NULL));
     srand(seed);
@@ -202,7 +180,7 @@ static void test_chaos_soak(void **state) {
          * first 80 % of the run */
         f->subs[i].at = i == 0               ? 0
                         : i == f->n_subs - 1 ? (seconds > 10 ? seconds - 5 : seconds) * 1000
-                                             : between(0, seconds * 800);
+                                             : soak_between(0, seconds * 800);
     }
     print_message("  %ld s of chaos, %d sweeps of %d tasks, seed %u\n", seconds, f->n_subs,
                   2 * N_GAMES, seed);
@@ -248,7 +226,7 @@ static void test_chaos_soak(void **state) {
         }
         for (int i = 0; i < N_NS; i++) {
             if (f->cut[i] && now >= f->heal_at[i]) {
-                soak_net_partition(f->net, i, false);
+                soak_net_partition(f->base.net, i, false);
                 f->cut[i] = false;
             }
         }
@@ -256,13 +234,13 @@ static void test_chaos_soak(void **state) {
             soak_nap_ms(10);
             continue;
         }
-        next_event = now + between(300, 1500);
-        double r = uniform();
-        worker *w = &f->w[(int)(uniform() * N_WORKERS)];
+        next_event = now + soak_between(300, 1500);
+        double r = soak_uniform();
+        worker *w = &f->w[(int)(soak_uniform() * N_WORKERS)];
         if (r < 0.25) {
             if (w->restart_at == 0) {
                 kill_and_reap(e, w->pid);
-                w->restart_at = now + between(0, 2000);
+                w->restart_at = now + soak_between(0, 2000);
                 w->cont_at = 0;
                 w->stopped = false;
                 worker_kills++;
@@ -276,22 +254,22 @@ static void test_chaos_soak(void **state) {
                          " coordinator left",
                          (long long)at_kill.lost);
             }
-            soak_nap_ms((long)between(0, 500));
+            soak_nap_ms((long)soak_between(0, 500));
             svc_start_coordinator_on(e, "0.0.0.0", coord_opts, NULL);
             coord_kills++;
         } else if (r < 0.65) {
             if (w->restart_at == 0 && !w->stopped) {
                 svc_signal(e, w->pid, SIGSTOP);
                 w->stopped = true;
-                w->cont_at = now + between(LEASE_MS / 4, 2 * LEASE_MS);
+                w->cont_at = now + soak_between(LEASE_MS / 4, 2 * LEASE_MS);
                 stops++;
             }
         } else if (r < 0.85) {
-            int i = (int)(uniform() * N_NS);
+            int i = (int)(soak_uniform() * N_NS);
             if (!f->cut[i]) {
-                soak_net_partition(f->net, i, true);
+                soak_net_partition(f->base.net, i, true);
                 f->cut[i] = true;
-                f->heal_at[i] = now + between(LEASE_MS, 5 * LEASE_MS / 2);
+                f->heal_at[i] = now + soak_between(LEASE_MS, 5 * LEASE_MS / 2);
                 partitions++;
             }
         } else {
@@ -309,7 +287,7 @@ static void test_chaos_soak(void **state) {
     /* the chaos stops: everything healed, continued and running again */
     for (int i = 0; i < N_NS; i++) {
         if (f->cut[i]) {
-            soak_net_partition(f->net, i, false);
+            soak_net_partition(f->base.net, i, false);
             f->cut[i] = false;
         }
     }
@@ -430,7 +408,8 @@ int main(void) {
         return 77;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_prestate_setup_teardown(test_chaos_soak, setup, teardown, &net),
+        cmocka_unit_test_prestate_setup_teardown(test_chaos_soak, setup, soak_fixture_teardown,
+                                                 &net),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     soak_net_teardown(&net);

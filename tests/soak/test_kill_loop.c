@@ -46,31 +46,13 @@ typedef struct submission {
 } submission;
 
 typedef struct fixture {
-    svc_env e;
-    soak_net *net; /* NULL: on the host's loopback */
+    soak_fixture base; /* first */
     submission subs[MAX_SUBMITS];
     int n_subs;
 } fixture;
 
 static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    if (f == NULL) {
-        return -1;
-    }
-    f->net = *state;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    svc_env_teardown(&f->e);
-    free(f);
-    return 0;
-}
-
-static double uniform(void) {
-    return (double)rand() / ((double)RAND_MAX + 1.0);
+    return soak_fixture_setup(state, sizeof(fixture));
 }
 
 /* The spec of sweep NAME: small tasks (one pair, one game each) of three kinds, so that a
@@ -95,16 +77,16 @@ static pid_t start_submit(fixture *f) {
     char spec[SVC_PATH], file[64];
     snprintf(s->id, sizeof s->id, "kill-loop-%d", f->n_subs);
     snprintf(file, sizeof file, "sweep-%d.json", f->n_subs);
-    svc_path(&f->e, file, spec, sizeof spec);
+    svc_path(&f->base.e, file, spec, sizeof spec);
     char name[32];
     snprintf(name, sizeof name, "k%d", f->n_subs);
     write_spec(spec, name);
     /* a long deadline: the CLI retries through every restart until it is answered */
     const char *const args[] = {
-        "submit", spec,        "--coordinator", f->e.endpoint, "--submission-id",
-        s->id,    "--timeout", "300",           NULL};
+        "submit", spec, "--coordinator", f->base.e.endpoint, "--submission-id", s->id, "--timeout",
+        "300",    NULL};
     snprintf(file, sizeof file, "submit-%d", f->n_subs);
-    s->pid = svc_cli_spawn(&f->e, file, args);
+    s->pid = svc_cli_spawn(&f->base.e, file, args);
     f->n_subs++;
     return s->pid;
 }
@@ -115,10 +97,10 @@ static void finish_submit(fixture *f, int i, int st) {
     s->pid = 0;
     char path[SVC_PATH], file[64];
     snprintf(file, sizeof file, "submit-%d.out", i);
-    svc_path(&f->e, file, path, sizeof path);
+    svc_path(&f->base.e, file, path, sizeof path);
     char *out = svc_read_text(path);
     snprintf(file, sizeof file, "submit-%d.err", i);
-    svc_path(&f->e, file, path, sizeof path);
+    svc_path(&f->base.e, file, path, sizeof path);
     char *err = svc_read_text(path);
     long long tasks = 0;
     const char *p = strstr(err, "': ");
@@ -141,7 +123,7 @@ static int poll_submits(fixture *f, int timeout_ms) {
         if (f->subs[i].pid == 0) {
             continue;
         }
-        if (svc_reap(&f->e, f->subs[i].pid, timeout_ms, &st)) {
+        if (svc_reap(&f->base.e, f->subs[i].pid, timeout_ms, &st)) {
             finish_submit(f, i, st);
         } else {
             running++;
@@ -154,7 +136,7 @@ static int poll_submits(fixture *f, int timeout_ms) {
  * counted; how many are not (lost). */
 static int64_t check_submits(fixture *f, int64_t *checked) {
     int64_t lost = 0;
-    sqlite3 *h = svc_db_open(f->e.db);
+    sqlite3 *h = svc_db_open(f->base.e.db);
     for (int i = 0; i < f->n_subs; i++) {
         submission *s = &f->subs[i];
         if (!s->acked || s->checked) {
@@ -188,12 +170,13 @@ static bool any_running(const fixture *f) {
 
 static void test_kill9_coordinator_a_thousand_times(void **state) {
     fixture *f = *state;
-    svc_env *e = &f->e;
+    svc_env *e = &f->base.e;
     long n_kills = soak_env_long("CHESSLENS_KILLS", 1000);
     unsigned seed = (unsigned)soak_env_long("CHESSLENS_SOAK_SEED", (long)time(NULL));
     srand(seed);
     print_message("  %ld kills, seed %u, %s\n", n_kills, seed,
-                  f->net != NULL ? "in a network namespace of its own" : "on the host loopback");
+                  f->base.net != NULL ? "in a network namespace of its own"
+                                      : "on the host loopback");
     int64_t t0 = soak_now_ms();
     svc_env_init(e, "kill_loop");
     {
@@ -247,26 +230,26 @@ static void test_kill9_coordinator_a_thousand_times(void **state) {
         int in_flight = poll_submits(f, 0);
         int64_t done0 = svc_query_int(e->db, "SELECT count(*) FROM task WHERE state = 'done'");
         int64_t leases0 = svc_query_int(e->db, "SELECT coalesce(sum(attempts), 0) FROM task");
-        double r = uniform();
+        double r = soak_uniform();
         bool submitted = false;
         if (r < p_submit && f->n_subs < MAX_SUBMITS && in_flight < MAX_IN_FLIGHT) {
             pid_t pid = start_submit(f);
             submitted = true;
             int st = 0;
-            if (uniform() < 0.5) {
+            if (soak_uniform() < 0.5) {
                 /* the moment its answer arrived: the sweep must have been committed first */
                 if (svc_reap(e, pid, 10000, &st)) {
                     finish_submit(f, f->n_subs - 1, st);
                     after_ack++;
                 }
             } else {
-                soak_nap_ms((long)(uniform() * 100.0)); /* mid-submit */
+                soak_nap_ms((long)(soak_uniform() * 100.0)); /* mid-submit */
             }
         } else if (r < p_submit + 0.35) {
-            soak_nap_ms((long)(uniform() * 150.0));
+            soak_nap_ms((long)(soak_uniform() * 150.0));
             short_kills++;
         } else {
-            soak_nap_ms(500 + (long)(uniform() * 1300.0));
+            soak_nap_ms(500 + (long)(soak_uniform() * 1300.0));
             long_kills++;
         }
         in_submit += submitted || any_running(f) ? 1 : 0;
@@ -366,7 +349,7 @@ int main(void) {
     soak_net *pnet = soak_net_init(&net, 0, why, sizeof why) ? &net : NULL;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_kill9_coordinator_a_thousand_times, setup,
-                                                 teardown, pnet),
+                                                 soak_fixture_teardown, pnet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

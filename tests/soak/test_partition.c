@@ -33,25 +33,11 @@
 #define LEASE_MS 1500
 
 typedef struct fixture {
-    svc_env e;
-    soak_net *net;
+    soak_fixture base; /* first */
 } fixture;
 
 static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    if (f == NULL) {
-        return -1;
-    }
-    f->net = *state;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    svc_env_teardown(&f->e);
-    free(f);
-    return 0;
+    return soak_fixture_setup(state, sizeof(fixture));
 }
 
 /* Whether the coordinator's WORKERS list shows id connected, polled up to timeout_ms. */
@@ -77,8 +63,8 @@ static bool worker_connected(const svc_env *e, const char *id, int timeout_ms) {
 
 static void test_partition_one_worker_then_heal(void **state) {
     fixture *f = *state;
-    svc_env *e = &f->e;
-    soak_net *net = f->net;
+    svc_env *e = &f->base.e;
+    soak_net *net = f->base.net;
     char spec[SVC_PATH], ref[SVC_PATH], name[256], wp_log[SVC_PATH];
     int64_t planned = svc_scenario(e, "partition", spec, ref);
     svc_make_dataset(e, e->db);
@@ -199,7 +185,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_partition_one_worker_then_heal, setup,
-                                                 teardown, &net),
+                                                 soak_fixture_teardown, &net),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     soak_net_teardown(&net);
