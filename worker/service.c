@@ -268,6 +268,20 @@ static void hand_over(svc *s) {
     }
 }
 
+worker_task_in worker_task_in_of(const proto_msg *m) {
+    assert(m->type == PROTO_TASK);
+    return (worker_task_in){
+        .task = m->task,
+        .epoch = m->epoch,
+        .attempt = m->attempt,
+        .model_path = m->model_path,
+        .model_sha256 = m->model_sha256,
+        .spec = m->spec,
+        .body = m->body,
+        .body_len = m->body_len,
+    };
+}
+
 static void *compute_main(void *arg) {
     svc *s = arg;
     pthread_mutex_lock(&s->mu);
@@ -288,17 +302,8 @@ static void *compute_main(void *arg) {
         t->state = T_RUNNING;
         t->progress = 0;
         s->last_progress_ms = now_ms(); /* starting counts as progress */
-        const proto_msg *m = t->msg;
-        worker_task_in in = {
-            .task = m->task,
-            .epoch = m->epoch,
-            .attempt = m->attempt,
-            .model_path = m->model_path,
-            .model_sha256 = m->model_sha256,
-            .spec = m->spec,
-            .body = m->body,
-            .body_len = m->body_len,
-        };
+        /* t->msg stays while t runs: the I/O thread replaces it only in a waiting task */
+        worker_task_in in = worker_task_in_of(t->msg);
         pthread_mutex_unlock(&s->mu);
 
         uint8_t *out = NULL;

@@ -68,6 +68,10 @@ typedef struct worker_task_in {
     size_t body_len;
 } worker_task_in;
 
+/* The task TASK message m (m->type PROTO_TASK) carries. Every pointer of the result points into
+ * m, which keeps ownership: the result is valid while m lives unchanged. */
+worker_task_in worker_task_in_of(const proto_msg *m);
+
 /* What runs tasks. run and models are called on the compute thread only, one call at a time
  * (models also once before that thread starts). */
 typedef struct worker_compute {

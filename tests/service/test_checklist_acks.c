@@ -159,14 +159,7 @@ static void no_progress(void *ctx, double fraction) {
 
 /* Runs TASK m with the worker's executor, as chesslens-worker would. */
 static void compute(worker_compute *c, const proto_msg *m, computed *out) {
-    worker_task_in t = {.task = m->task,
-                        .epoch = m->epoch,
-                        .attempt = m->attempt,
-                        .model_path = m->model_path,
-                        .model_sha256 = m->model_sha256,
-                        .spec = m->spec,
-                        .body = m->body,
-                        .body_len = m->body_len};
+    worker_task_in t = worker_task_in_of(m);
     uint64_t rows = 0;
     char err[COMMON_ERR_LEN];
     out->task = m->task;

@@ -1,6 +1,7 @@
 /*
- * soak: network namespaces, the coordinator and workers started the soak tests' way, and the
- * checks of ack logs against the database (soak.h).
+ * soak: network namespaces, the coordinator and workers started the soak tests' way, the games
+ * and the background submits of their sweeps, and the checks of ack logs against the database
+ * (soak.h).
  *
  * ip(8) does the namespace work, through system() with command lines built here from names
  * this file makes (no outside text reaches a shell). The test process itself changes network
@@ -239,6 +240,89 @@ pid_t soak_start_worker(svc_env *e, const soak_net *net, int ns, const char *id,
     }
     argv[n] = NULL;
     return svc_spawn(e, id, log, NULL, argv, NULL);
+}
+
+/* ---- games and sweeps submitted in the background ---- */
+
+void soak_generate_games(svc_env *e, int n_games, int seed, int timeout_ms) {
+    char n[16], sd[16];
+    snprintf(n, sizeof n, "%d", n_games);
+    snprintf(sd, sizeof sd, "%d", seed);
+    const char *const args[] = {
+        "games", "generate", "--n", n,           "--seed", sd,  "--max-tokens",
+        "64",    "--db",     e->db, "--dataset", "g",      NULL};
+    svc_cli_result r;
+    svc_cli(e, timeout_ms, &r, args);
+    assert_int_equal(r.status, 0);
+    svc_cli_free(&r);
+}
+
+void soak_submit_start(svc_env *e, soak_submit *s, int n, const char *id, const char *spec,
+                       int timeout_s) {
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    snprintf(s->id, sizeof s->id, "%s", id);
+    char path[SVC_PATH], file[64], timeout[16];
+    snprintf(file, sizeof file, "sweep-%d.json", n);
+    svc_path(e, file, path, sizeof path);
+    svc_write_text(path, spec);
+    snprintf(timeout, sizeof timeout, "%d", timeout_s);
+    const char *const args[] = {
+        "submit", path,        "--coordinator", e->endpoint, "--submission-id",
+        s->id,    "--timeout", timeout,         NULL};
+    snprintf(file, sizeof file, "submit-%d", n);
+    s->pid = svc_cli_spawn(e, file, args);
+}
+
+/* Records what s's CLI said once it ended with wait status st. An acknowledged submit prints
+ * the sweep's name first on stdout and "sweep 'NAME': N tasks" on stderr (cli/cmd_service.c). */
+static void read_reply(const svc_env *e, soak_submit *s, int st) {
+    char path[SVC_PATH], file[64];
+    snprintf(file, sizeof file, "submit-%d.out", s->n);
+    svc_path(e, file, path, sizeof path);
+    char *out = svc_read_text(path);
+    snprintf(file, sizeof file, "submit-%d.err", s->n);
+    svc_path(e, file, path, sizeof path);
+    char *err = svc_read_text(path);
+    long long tasks = 0;
+    const char *p = strstr(err, "': ");
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && sscanf(out, "%63s", s->name) == 1 && p != NULL &&
+        sscanf(p, "': %lld tasks", &tasks) == 1) {
+        s->acked = true;
+        s->tasks = tasks;
+    } else {
+        print_message("  submit %s not acknowledged (status %d): %s\n", s->id, st, err);
+    }
+    free(out);
+    free(err);
+}
+
+bool soak_submit_reap(svc_env *e, soak_submit *s, int timeout_ms) {
+    int st = 0;
+    if (s->pid == 0) {
+        return true;
+    }
+    if (!svc_reap(e, s->pid, timeout_ms, &st)) {
+        return false;
+    }
+    s->pid = 0;
+    read_reply(e, s, st);
+    return true;
+}
+
+bool soak_submit_stored(sqlite3 *h, const soak_submit *s) {
+    assert_true(s->acked);
+    int64_t n = svc_db_int(h,
+                           "SELECT count(*) FROM task t JOIN job j ON j.id = t.job_id"
+                           " JOIN sweep w ON w.id = j.sweep_id WHERE w.submission_id = '%s'"
+                           " AND w.name = '%s'",
+                           s->id, s->name);
+    if (n != s->tasks) {
+        print_message("  LOST: submission %s (sweep %s): %lld tasks stored, %lld acked\n", s->id,
+                      s->name, (long long)n, (long long)s->tasks);
+        return false;
+    }
+    return true;
 }
 
 /* ---- checks ---- */

@@ -12,6 +12,8 @@
  *   This needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); without it the tests skip (77).
  * - The coordinator on a chosen address, the workers with extra options (--ack-log, --prefetch)
  *   and in a namespace, and the check of the workers' ack logs against the database.
+ * - The games the sweeps run on, and `chesslens submit` run in the background (a sweep submitted
+ *   while the coordinator is being killed), its reply read back and checked against the database.
  */
 #ifndef CHESSLENS_TESTS_SOAK_H
 #define CHESSLENS_TESTS_SOAK_H
@@ -75,6 +77,39 @@ void soak_check_ack_logs(const char *const paths[], size_t n, const char *db, lo
 int64_t soak_duplicates(const char *db);
 /* Result rows in the database: pairs + predictions + legal partials + neuron partials. */
 int64_t soak_rows(const char *db);
+
+/* ---- games and sweeps submitted in the background ---- */
+
+/* Dataset "g" of e->db, the soak tests' way: `chesslens games generate --n n_games --seed seed
+ * --max-tokens 64`, given up to timeout_ms; the test fails unless it exits 0. */
+void soak_generate_games(svc_env *e, int n_games, int seed, int timeout_ms);
+
+/* One `chesslens submit` run in the background, and what its reply acknowledged. A zeroed one
+ * has not started. */
+typedef struct soak_submit {
+    char id[32];   /* its --submission-id */
+    int n;         /* numbers its files in e's directory: sweep-N.json, submit-N.out, .err */
+    pid_t pid;     /* its CLI while it may still run; 0 before it starts and once reaped */
+    bool acked;    /* it exited 0 and its reply named the sweep and counted its tasks */
+    char name[64]; /* acked: the sweep its reply named (stdout) */
+    int64_t tasks; /* acked: the tasks its reply counted (stderr) */
+} soak_submit;
+
+/* Writes spec (a sweep's JSON text, borrowed) to sweep-N.json in e's directory and starts
+ * `chesslens submit` on it against e's coordinator with --submission-id id and --timeout
+ * timeout_s (the CLI retries through restarts of the coordinator until it is answered or that
+ * long has passed). *s is overwritten: s->id is a copy of id, s->n is n and s->pid the CLI,
+ * which e owns like every child (its teardown kills it); soak_submit_reap waits for it. */
+void soak_submit_start(svc_env *e, soak_submit *s, int n, const char *id, const char *spec,
+                       int timeout_s);
+/* Waits up to timeout_ms (0: not at all) for s's CLI to end. Once it has, reads its reply from
+ * submit-N.out and .err: s->acked, s->name and s->tasks are set when it was acknowledged, a line
+ * saying why is printed when not, and s->pid becomes 0. Returns false while the CLI still runs,
+ * true once it has ended (now or before) or when s never started. */
+bool soak_submit_reap(svc_env *e, soak_submit *s, int timeout_ms);
+/* Whether acknowledged submission s (s->acked) is in the database h (borrowed) as the sweep its
+ * reply named, with the tasks it counted; prints a LOST line when not. */
+bool soak_submit_stored(sqlite3 *h, const soak_submit *s);
 
 /* Milliseconds on CLOCK_MONOTONIC. */
 int64_t soak_now_ms(void);

@@ -23,8 +23,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -51,11 +49,9 @@ typedef struct worker {
 } worker;
 
 typedef struct submission {
-    char id[32], name[64];
-    pid_t pid;
+    soak_submit sub;
     int64_t at; /* when it is due (ms since the start) */
-    bool started, acked;
-    int64_t tasks;
+    bool started;
 } submission;
 
 typedef struct fixture {
@@ -90,21 +86,15 @@ static void start_worker(fixture *f, worker *w) {
 }
 
 static void start_submit(fixture *f, submission *s, int i) {
-    char spec[SVC_PATH], file[64], text[1024];
-    snprintf(file, sizeof file, "sweep-%d.json", i);
-    svc_path(&f->base.e, file, spec, sizeof spec);
+    char id[32], text[1024];
+    snprintf(id, sizeof id, "chaos-%d", i);
     snprintf(text, sizeof text,
              "{\"name\": \"chaos%d\", \"model\": \"" CHESSLENS_SOURCE_DIR "/models/chess-tiny\","
              " \"dataset\": \"g\", \"games\": [0, %d], \"analyses\": ["
              "  {\"kind\": \"legal_stats\", \"components\": [\"embeds\"]},"
              "  {\"kind\": \"predictions\", \"top_k\": 1}]}\n",
              i, N_GAMES);
-    svc_write_text(spec, text);
-    const char *const args[] = {
-        "submit", spec, "--coordinator", f->base.e.endpoint, "--submission-id", s->id, "--timeout",
-        "600",    NULL};
-    snprintf(file, sizeof file, "submit-%d", i);
-    s->pid = svc_cli_spawn(&f->base.e, file, args);
+    soak_submit_start(&f->base.e, &s->sub, i, id, text, 600);
     s->started = true;
 }
 
@@ -112,34 +102,7 @@ static void start_submit(fixture *f, submission *s, int i) {
 static int poll_submits(fixture *f, int timeout_ms) {
     int running = 0;
     for (int i = 0; i < f->n_subs; i++) {
-        submission *s = &f->subs[i];
-        int st = 0;
-        if (s->pid == 0) {
-            continue;
-        }
-        if (!svc_reap(&f->base.e, s->pid, timeout_ms, &st)) {
-            running++;
-            continue;
-        }
-        s->pid = 0;
-        char path[SVC_PATH], file[64];
-        snprintf(file, sizeof file, "submit-%d.out", i);
-        svc_path(&f->base.e, file, path, sizeof path);
-        char *out = svc_read_text(path);
-        snprintf(file, sizeof file, "submit-%d.err", i);
-        svc_path(&f->base.e, file, path, sizeof path);
-        char *err = svc_read_text(path);
-        long long tasks = 0;
-        const char *p = strstr(err, "': ");
-        if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && sscanf(out, "%63s", s->name) == 1 &&
-            p != NULL && sscanf(p, "': %lld tasks", &tasks) == 1) {
-            s->acked = true;
-            s->tasks = tasks;
-        } else {
-            print_message("  submit %s not acknowledged (status %d): %s\n", s->id, st, err);
-        }
-        free(out);
-        free(err);
+        running += soak_submit_reap(&f->base.e, &f->subs[i].sub, timeout_ms) ? 0 : 1;
     }
     return running;
 }
@@ -157,24 +120,13 @@ static void test_chaos_soak(void **state) {
     srand(seed);
     int64_t t0 = soak_now_ms();
     svc_env_init(e, "chaos");
-    {
-        char n[16];
-        snprintf(n, sizeof n, "%d", N_GAMES);
-        const char *args[] = {
-            "games", "generate", "--n", n,           "--seed", "11", "--max-tokens",
-            "64",    "--db",     e->db, "--dataset", "g",      NULL};
-        svc_cli_result r;
-        svc_cli(e, 120000, &r, args);
-        assert_int_equal(r.status, 0);
-        svc_cli_free(&r);
-    }
+    soak_generate_games(e, N_GAMES, 11, 120000);
     /* at least 10 sweeps of 1,000 tasks; one more per 100 s of a longer run */
     f->n_subs = seconds / 100 > 10 ? (int)(seconds / 100) : 10;
     if (f->n_subs > MAX_SWEEPS) {
         f->n_subs = MAX_SWEEPS;
     }
     for (int i = 0; i < f->n_subs; i++) {
-        snprintf(f->subs[i].id, sizeof f->subs[i].id, "chaos-%d", i);
         /* the first at once, the last 5 s before the end (so that leases are held when the
          * chaos stops, and the drain below measures something), the others spread over the
          * first 80 % of the run */
@@ -349,21 +301,12 @@ static void test_chaos_soak(void **state) {
     int64_t acked_subs = 0, lost_subs = 0;
     sqlite3 *h = svc_db_open(e->db);
     for (int i = 0; i < f->n_subs; i++) {
-        const submission *s = &f->subs[i];
+        const soak_submit *s = &f->subs[i].sub;
         if (!s->acked) {
             continue;
         }
         acked_subs++;
-        int64_t n = svc_db_int(h,
-                               "SELECT count(*) FROM task t JOIN job j ON j.id = t.job_id"
-                               " JOIN sweep w ON w.id = j.sweep_id WHERE w.submission_id = '%s'"
-                               " AND w.name = '%s'",
-                               s->id, s->name);
-        if (n != s->tasks) {
-            print_message("  LOST: submission %s (sweep %s): %lld tasks stored, %lld acked\n",
-                          s->id, s->name, (long long)n, (long long)s->tasks);
-            lost_subs++;
-        }
+        lost_subs += soak_submit_stored(h, s) ? 0 : 1;
     }
     int64_t tasks = svc_db_int(h, "SELECT count(*) FROM task");
     int64_t done = svc_db_int(h, "SELECT count(*) FROM task WHERE state = 'done'");

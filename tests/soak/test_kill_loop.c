@@ -25,7 +25,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -39,10 +38,8 @@
 #define N_GAMES 32
 
 typedef struct submission {
-    char id[32], name[64];
-    pid_t pid; /* running: its CLI; 0 once finished */
-    bool acked, checked;
-    int64_t tasks; /* as its reply counted them */
+    soak_submit sub;
+    bool checked; /* acked, and checked against the database (check_submits) */
 } submission;
 
 typedef struct fixture {
@@ -55,11 +52,10 @@ static int setup(void **state) {
     return soak_fixture_setup(state, sizeof(fixture));
 }
 
-/* The spec of sweep NAME: small tasks (one pair, one game each) of three kinds, so that a
- * result commit writes pairs with their values, predictions or legal partials. */
-static void write_spec(const char *path, const char *name) {
-    char text[2048];
-    snprintf(text, sizeof text,
+/* The spec of sweep NAME into text: small tasks (one pair, one game each) of three kinds, so
+ * that a result commit writes pairs with their values, predictions or legal partials. */
+static void format_spec(char *text, size_t cap, const char *name) {
+    snprintf(text, cap,
              "{\"name\": \"%s\", \"model\": \"" CHESSLENS_SOURCE_DIR "/models/chess-tiny\","
              " \"dataset\": \"g\", \"games\": [0, %d], \"analyses\": ["
              "  {\"kind\": \"patch\", \"patch\": \"block_every\", \"cutoffs\": [20],"
@@ -69,65 +65,25 @@ static void write_spec(const char *path, const char *name) {
              "  {\"kind\": \"legal_stats\", \"components\": [\"embeds\"]},"
              "  {\"kind\": \"predictions\", \"top_k\": 3}]}\n",
              name, N_GAMES);
-    svc_write_text(path, text);
 }
 
-static pid_t start_submit(fixture *f) {
-    submission *s = &f->subs[f->n_subs];
-    char spec[SVC_PATH], file[64];
-    snprintf(s->id, sizeof s->id, "kill-loop-%d", f->n_subs);
-    snprintf(file, sizeof file, "sweep-%d.json", f->n_subs);
-    svc_path(&f->base.e, file, spec, sizeof spec);
-    char name[32];
+static soak_submit *start_submit(fixture *f) {
+    soak_submit *s = &f->subs[f->n_subs].sub;
+    char id[32], name[32], text[2048];
+    snprintf(id, sizeof id, "kill-loop-%d", f->n_subs);
     snprintf(name, sizeof name, "k%d", f->n_subs);
-    write_spec(spec, name);
+    format_spec(text, sizeof text, name);
     /* a long deadline: the CLI retries through every restart until it is answered */
-    const char *const args[] = {
-        "submit", spec, "--coordinator", f->base.e.endpoint, "--submission-id", s->id, "--timeout",
-        "300",    NULL};
-    snprintf(file, sizeof file, "submit-%d", f->n_subs);
-    s->pid = svc_cli_spawn(&f->base.e, file, args);
+    soak_submit_start(&f->base.e, s, f->n_subs, id, text, 300);
     f->n_subs++;
-    return s->pid;
-}
-
-/* Records what submit i printed once it ended with wait status st. */
-static void finish_submit(fixture *f, int i, int st) {
-    submission *s = &f->subs[i];
-    s->pid = 0;
-    char path[SVC_PATH], file[64];
-    snprintf(file, sizeof file, "submit-%d.out", i);
-    svc_path(&f->base.e, file, path, sizeof path);
-    char *out = svc_read_text(path);
-    snprintf(file, sizeof file, "submit-%d.err", i);
-    svc_path(&f->base.e, file, path, sizeof path);
-    char *err = svc_read_text(path);
-    long long tasks = 0;
-    const char *p = strstr(err, "': ");
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && sscanf(out, "%63s", s->name) == 1 && p != NULL &&
-        sscanf(p, "': %lld tasks", &tasks) == 1) {
-        s->acked = true;
-        s->tasks = tasks;
-    } else {
-        print_message("  submit %s not acknowledged (status %d): %s\n", s->id, st, err);
-    }
-    free(out);
-    free(err);
+    return s;
 }
 
 /* Reaps the submits that end within timeout_ms (each); how many still run. */
 static int poll_submits(fixture *f, int timeout_ms) {
     int running = 0;
     for (int i = 0; i < f->n_subs; i++) {
-        int st = 0;
-        if (f->subs[i].pid == 0) {
-            continue;
-        }
-        if (svc_reap(&f->base.e, f->subs[i].pid, timeout_ms, &st)) {
-            finish_submit(f, i, st);
-        } else {
-            running++;
-        }
+        running += soak_submit_reap(&f->base.e, &f->subs[i].sub, timeout_ms) ? 0 : 1;
     }
     return running;
 }
@@ -139,21 +95,12 @@ static int64_t check_submits(fixture *f, int64_t *checked) {
     sqlite3 *h = svc_db_open(f->base.e.db);
     for (int i = 0; i < f->n_subs; i++) {
         submission *s = &f->subs[i];
-        if (!s->acked || s->checked) {
+        if (!s->sub.acked || s->checked) {
             continue;
         }
         s->checked = true;
         (*checked)++;
-        int64_t n = svc_db_int(h,
-                               "SELECT count(*) FROM task t JOIN job j ON j.id = t.job_id"
-                               " JOIN sweep w ON w.id = j.sweep_id WHERE w.submission_id = '%s'"
-                               " AND w.name = '%s'",
-                               s->id, s->name);
-        if (n != s->tasks) {
-            print_message("  LOST: submission %s (sweep %s): %lld tasks stored, %lld acked\n",
-                          s->id, s->name, (long long)n, (long long)s->tasks);
-            lost++;
-        }
+        lost += soak_submit_stored(h, &s->sub) ? 0 : 1;
     }
     sqlite3_close(h);
     return lost;
@@ -161,7 +108,7 @@ static int64_t check_submits(fixture *f, int64_t *checked) {
 
 static bool any_running(const fixture *f) {
     for (int i = 0; i < f->n_subs; i++) {
-        if (f->subs[i].pid != 0) {
+        if (f->subs[i].sub.pid != 0) {
             return true;
         }
     }
@@ -179,17 +126,7 @@ static void test_kill9_coordinator_a_thousand_times(void **state) {
                                       : "on the host loopback");
     int64_t t0 = soak_now_ms();
     svc_env_init(e, "kill_loop");
-    {
-        char n[16];
-        snprintf(n, sizeof n, "%d", N_GAMES);
-        const char *args[] = {
-            "games", "generate", "--n", n,           "--seed", "7", "--max-tokens",
-            "64",    "--db",     e->db, "--dataset", "g",      NULL};
-        svc_cli_result r;
-        svc_cli(e, 60000, &r, args);
-        assert_int_equal(r.status, 0);
-        svc_cli_free(&r);
-    }
+    soak_generate_games(e, N_GAMES, 7, 60000);
     /* A lease of 3 s outlives the workers' reconnect (silence 3 x 100 ms, then a backoff of
      * 1 s), so most leases survive a kill; the attempts a lapse costs are many, so that no task
      * dies of the kills (dead would be allowed, but done checks more). */
@@ -233,13 +170,11 @@ static void test_kill9_coordinator_a_thousand_times(void **state) {
         double r = soak_uniform();
         bool submitted = false;
         if (r < p_submit && f->n_subs < MAX_SUBMITS && in_flight < MAX_IN_FLIGHT) {
-            pid_t pid = start_submit(f);
+            soak_submit *s = start_submit(f);
             submitted = true;
-            int st = 0;
             if (soak_uniform() < 0.5) {
                 /* the moment its answer arrived: the sweep must have been committed first */
-                if (svc_reap(e, pid, 10000, &st)) {
-                    finish_submit(f, f->n_subs - 1, st);
+                if (soak_submit_reap(e, s, 10000)) {
                     after_ack++;
                 }
             } else {
@@ -302,8 +237,8 @@ static void test_kill9_coordinator_a_thousand_times(void **state) {
     lost_subs += check_submits(f, &subs_after);
     int64_t acked_subs = 0, tasks_acked = 0;
     for (int i = 0; i < f->n_subs; i++) {
-        acked_subs += f->subs[i].acked ? 1 : 0;
-        tasks_acked += f->subs[i].acked ? f->subs[i].tasks : 0;
+        acked_subs += f->subs[i].sub.acked ? 1 : 0;
+        tasks_acked += f->subs[i].sub.acked ? f->subs[i].sub.tasks : 0;
     }
     sqlite3 *h = svc_db_open(e->db);
     int64_t tasks = svc_db_int(h, "SELECT count(*) FROM task");
