@@ -863,6 +863,71 @@ static int cu_legal_stats(model_backend *be, model_ref acc, size_t acc_T, model_
     return launched(im, "legal_stats", err);
 }
 
+/* One thread per row, making model_metric_eval's operations in its order (the maximum by the
+ * same comparisons, the exponentials summed in double in increasing token order); only exp and
+ * log are the device's own. */
+__global__ void row_metrics_kernel(double *out, const float *x, size_t x_ld,
+                                   const model_metric *spec, const unsigned char *masks,
+                                   size_t n_masks, size_t rows, size_t V) {
+    size_t r = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; r < rows; r += (size_t)gridDim.x * blockDim.x) {
+        model_metric m = spec[r];
+        const float *xr = x + r * x_ld;
+        bool t1 = m.token >= 0 && (size_t)m.token < V;
+        bool t2 = m.token2 >= 0 && (size_t)m.token2 < V;
+        double v = NAN;
+        if (m.kind == MODEL_METRIC_LOGIT && t1) {
+            v = xr[m.token];
+        } else if (m.kind == MODEL_METRIC_LOGIT_DIFF && t1 && t2) {
+            v = (double)xr[m.token] - (double)xr[m.token2];
+        } else if ((m.kind == MODEL_METRIC_LOGPROB && t1) ||
+                   (m.kind == MODEL_METRIC_MASS && m.mask >= 0 && (size_t)m.mask < n_masks)) {
+            bool logprob = m.kind == MODEL_METRIC_LOGPROB;
+            const unsigned char *mk = logprob ? NULL : masks + (size_t)m.mask * V;
+            double mx = -INFINITY, z = 0.0, mass = 0.0;
+            for (size_t j = 0; j < V; j++) {
+                mx = xr[j] > mx ? xr[j] : mx;
+            }
+            for (size_t j = 0; j < V; j++) {
+                double e = exp((double)xr[j] - mx);
+                z += e;
+                if (!logprob && mk[j]) {
+                    mass += e;
+                }
+            }
+            v = logprob ? (double)xr[m.token] - mx - log(z) : mass / z;
+        }
+        out[r] = v;
+    }
+}
+
+static int cu_row_metrics(model_backend *be, model_ref out, model_ref x, size_t x_ld,
+                          model_ref spec, model_ref masks, size_t n_masks, size_t rows, size_t V,
+                          char *err) {
+    cuda_impl *im = impl_of(be);
+    int rc = check_alive(im, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (out.off % 2 != 0) {
+        return common_fail(err, COMMON_ERR_INVALID, "%s row_metrics: odd offset %zu", im->name,
+                           out.off);
+    }
+    if (rows == 0) {
+        return 0;
+    }
+    if (check_range(im, out, 2 * rows, "row_metrics out", err) ||
+        check_range(im, x, (rows - 1) * x_ld + V, "row_metrics x", err) ||
+        check_range(im, spec, rows * MODEL_METRIC_FIELDS, "row_metrics spec", err) ||
+        (n_masks > 0 && check_range(im, masks, (n_masks * V + 3) / 4, "row_metrics masks", err))) {
+        return COMMON_ERR_INVALID;
+    }
+    row_metrics_kernel<<<blocks_for(rows, 64), 64, 0, im->stream>>>(
+        (double *)(void *)at(out), at(x), x_ld, (const model_metric *)(const void *)at(spec),
+        n_masks > 0 ? (const unsigned char *)(const void *)at(masks) : NULL, n_masks, rows, V);
+    return launched(im, "row_metrics", err);
+}
+
 static int cu_sync(model_backend *be, char *err) {
     cuda_impl *im = impl_of(be);
     int rc = check_alive(im, err);
@@ -1220,6 +1285,7 @@ extern "C" int gpu_backend_new(model_backend **out, int device, const gpu_backen
     be->sum_rows = cu_sum_rows;
     be->centre_scale = cu_centre_scale;
     be->legal_stats = cu_legal_stats;
+    be->row_metrics = cu_row_metrics;
     be->attn_fused = cu_attn_fused;
     be->graph_begin = cu_graph_begin;
     be->graph_end = cu_graph_end;

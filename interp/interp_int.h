@@ -23,6 +23,14 @@ const float *interp_acts_need(const interp_acts *a, model_hook_kind kind, int la
  * NULL with a NOT_FOUND message. */
 const float *interp_param(const model *m, int layer, const char *suffix, char *err);
 
+/* INVALID unless metric can be evaluated on V logits: a known kind, tokens below V, a mask
+ * for LEGAL_MASS. */
+int interp_metric_check(const interp_metric *metric, size_t V, char *err);
+/* The model-level form of metric (model_metric_eval, the backends' row_metrics), with its
+ * mask (LEGAL_MASS) at row mask_row of the masks the caller uploads; an unknown kind maps to
+ * one model_metric_eval does not know (NaN). */
+model_metric interp_metric_spec(const interp_metric *metric, int32_t mask_row);
+
 /* A new stack of n rows x T x width, zeroed, with n NULL labels to fill. */
 int interp_stack_alloc(interp_stack **out, size_t n, size_t T, size_t width, char *err);
 /* Sets label i (copied, printf-style). */

@@ -188,6 +188,9 @@ typedef struct task {
     interp_patch_result **res; /* [n] */
     model_cache *clean;        /* [n, T]: the clean runs, caching the hooks the patches read */
     model_cache *base;         /* [n, T]: the corrupted runs (fast: resid_pre, k, v per layer) */
+    model_buf *masks;          /* [n, V] bytes on the device: pair i's LEGAL_MASS mask, or NULL */
+    model_metric *row_specs;   /* [max_rows]: the metric of each row of one run */
+    double *row_values;        /* [max_rows]: their values */
     void (*on_run)(void *ctx); /* interp_patch_opts.on_run */
     void *on_run_ctx;
 } task;
@@ -250,18 +253,43 @@ static void store(const task *t, size_t i, size_t index, double m) {
     r->values[index] = (float)m;
 }
 
-/* The last position's logits of every row of a run, [rows, V] into last (room for `rows`), in
- * one transfer: a request's patched runs wait for the device once, and only V floats of each
- * come back. */
-static int last_logits(const task *t, const model_cache *c, size_t rows, float *last, char *err) {
+/* The metric of every row of a run on its last position's logits, into t->row_values: row r
+ * belongs to pair pair_of[r] (pair r when pair_of is NULL). Computed on the device, so that a
+ * request waits once and one value per row comes back, not V logits. */
+static int row_metrics(const task *t, const model_cache *c, size_t rows, const size_t *pair_of,
+                       char *err) {
+    for (size_t r = 0; r < rows; r++) {
+        size_t i = pair_of != NULL ? pair_of[r] : r;
+        t->row_specs[r] = interp_metric_spec(&t->pairs[i].metric, (int32_t)i);
+    }
     model_hook lh = {MODEL_HOOK_LOGITS, -1};
-    return model_cache_download_position(c, lh, t->T - 1, last, rows * t->V, err);
+    return model_cache_metrics(c, lh, t->T - 1, t->row_specs, t->masks, t->masks ? t->n : 0,
+                               t->row_values, err);
 }
 
-/* Pair i's metric of a run's last-position logits (V floats). */
-static int row_metric(const task *t, const float *last, size_t i, double *out, char *err) {
-    int rc = interp_metric_eval(&t->pairs[i].metric, last, t->V, out, err);
-    return rc == 0 ? 0 : pair_fail(t, i, rc, err);
+/* The pairs' LEGAL_MASS masks on the device, row i pair i's (zeros for a pair of another
+ * metric), when any pair has one: uploaded once for every run of the call. */
+static int upload_masks(task *t, char *err) {
+    bool any = false;
+    for (size_t i = 0; i < t->n; i++) {
+        any = any || t->pairs[i].metric.kind == INTERP_METRIC_LEGAL_MASS;
+    }
+    if (!any) {
+        return 0;
+    }
+    uint8_t *masks = calloc(t->n, t->V);
+    if (masks == NULL) {
+        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu masks", t->n);
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->pairs[i].metric.kind == INTERP_METRIC_LEGAL_MASS) {
+            memcpy(masks + i * t->V, t->pairs[i].metric.legal, t->V);
+        }
+    }
+    int rc =
+        model_metric_masks_upload(model_session_backend(t->s), masks, t->n, t->V, &t->masks, err);
+    free(masks);
+    return rc;
 }
 
 /* The clean (or corrupted) runs of all pairs as one batch [n, T] caching `hooks`, with logits;
@@ -269,10 +297,9 @@ static int row_metric(const task *t, const float *last, size_t i, double *out, c
 static int base_run(task *t, bool clean, const model_hook *hooks, size_t n_hooks,
                     model_cache **cache, char *err) {
     size_t T = t->T;
-    int32_t *tokens = malloc(t->n * T * sizeof *tokens);  /* [n, T] */
-    float *logits = malloc(t->n * t->V * sizeof *logits); /* [n, V] the last positions */
+    int32_t *tokens = malloc(t->n * T * sizeof *tokens); /* [n, T] */
     int rc = 0;
-    if (tokens == NULL || logits == NULL) {
+    if (tokens == NULL) {
         rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu runs", t->n);
         goto done;
     }
@@ -287,19 +314,17 @@ static int base_run(task *t, bool clean, const model_hook *hooks, size_t n_hooks
     req.want_logits = true;
     rc = run_model(t, &req, cache, err);
     if (rc == 0) {
-        rc = last_logits(t, *cache, t->n, logits, err);
+        rc = row_metrics(t, *cache, t->n, NULL, err);
     }
     for (size_t i = 0; i < t->n && rc == 0; i++) {
         interp_patch_result *r = t->res[i];
-        rc = row_metric(t, logits + i * t->V, i, clean ? &r->clean_metric : &r->corrupted_metric,
-                        err);
+        *(clean ? &r->clean_metric : &r->corrupted_metric) = t->row_values[i];
     }
     if (rc != 0) {
         model_cache_destroy(cache);
     }
 done:
     free(tokens);
-    free(logits);
     return rc;
 }
 
@@ -307,10 +332,6 @@ done:
  * clean activation put in place. */
 static int run_plain(task *t, char *err) {
     size_t T = t->T;
-    float *logits = malloc(t->V * sizeof *logits); /* [V] the last position */
-    if (logits == NULL) {
-        return common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory");
-    }
     int rc = 0;
     for (size_t i = 0; i < t->n && rc == 0; i++) {
         for (size_t l = 0; l < t->L && rc == 0; l++) {
@@ -334,19 +355,16 @@ static int run_plain(task *t, char *err) {
                     rc = pair_fail(t, i, rc, err);
                     break;
                 }
-                double m = 0.0;
-                rc = last_logits(t, out, 1, logits, err);
-                if (rc == 0) {
-                    rc = row_metric(t, logits, i, &m, err);
-                }
+                rc = row_metrics(t, out, 1, &i, err);
                 model_cache_destroy(&out);
-                store(t, i, j.index, m);
+                if (rc == 0) {
+                    store(t, i, j.index, t->row_values[0]);
+                }
                 t->res[i]->n_forwards++;
                 t->res[i]->n_positions += t->L * T;
             }
         }
     }
-    free(logits);
     return rc;
 }
 
@@ -371,7 +389,6 @@ typedef struct packer {
     size_t *start;        /* [MAX_PACKED_ROWS] */
     size_t *base_rows;    /* [MAX_PACKED_ROWS] */
     model_patch *patches; /* [MAX_PACKED_ROWS * T] */
-    float *logits;        /* [MAX_PACKED_ROWS, V] the rows' last positions */
 } packer;
 
 /* Runs the collected rows as one incremental request over the corrupted runs' cache. */
@@ -419,13 +436,11 @@ static int flush(task *t, packer *pk, char *err) {
     model_cache *out = NULL;
     int rc = run_model(t, &req, &out, err);
     if (rc == 0) {
-        rc = last_logits(t, out, pk->n_rows, pk->logits, err);
+        rc = row_metrics(t, out, pk->n_rows, pk->base_rows, err);
     }
     for (size_t r = 0; r < pk->n_rows && rc == 0; r++) {
         const row *w = &pk->rows[r];
-        double m = 0.0;
-        rc = row_metric(t, pk->logits + r * t->V, w->pair, &m, err);
-        store(t, w->pair, w->j.index, m);
+        store(t, w->pair, w->j.index, t->row_values[r]);
         interp_patch_result *res = t->res[w->pair];
         res->n_positions += (T - w->start) * (t->L - (size_t)layer);
         if (r == 0 || w->pair != pk->rows[r - 1].pair) {
@@ -466,10 +481,9 @@ static int run_fast(task *t, size_t budget, bool shortcut, char *err) {
     pk.start = malloc(MAX_PACKED_ROWS * sizeof *pk.start);
     pk.base_rows = malloc(MAX_PACKED_ROWS * sizeof *pk.base_rows);
     pk.patches = malloc(MAX_PACKED_ROWS * T * sizeof *pk.patches);
-    pk.logits = malloc(MAX_PACKED_ROWS * t->V * sizeof *pk.logits);
     int rc = 0;
     if (pk.rows == NULL || pk.tokens == NULL || pk.start == NULL || pk.base_rows == NULL ||
-        pk.patches == NULL || pk.logits == NULL) {
+        pk.patches == NULL) {
         rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for packed runs");
         goto done;
     }
@@ -506,7 +520,6 @@ done:
     free(pk.start);
     free(pk.base_rows);
     free(pk.patches);
-    free(pk.logits);
     return rc;
 }
 
@@ -589,9 +602,21 @@ int interp_patch_run_batch(model_session *s, const interp_patch_pair *pairs, siz
     model_hook *base_hooks = malloc(3 * t.L * sizeof *base_hooks);
     t.first_diff = malloc(n * sizeof *t.first_diff);
     t.res = calloc(n, sizeof *t.res);
+    size_t max_rows = n > MAX_PACKED_ROWS ? n : MAX_PACKED_ROWS; /* rows of one run */
+    t.row_specs = malloc(max_rows * sizeof *t.row_specs);
+    t.row_values = malloc(max_rows * sizeof *t.row_values);
     int rc = 0;
-    if (clean_hooks == NULL || base_hooks == NULL || t.first_diff == NULL || t.res == NULL) {
+    if (clean_hooks == NULL || base_hooks == NULL || t.first_diff == NULL || t.res == NULL ||
+        t.row_specs == NULL || t.row_values == NULL) {
         rc = common_fail(err, COMMON_ERR_NOMEM, "patching: out of memory for %zu pairs", n);
+        goto done;
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if ((rc = interp_metric_check(&pairs[i].metric, t.V, err)) != 0) {
+            rc = pair_fail(&t, i, rc, err);
+        }
+    }
+    if (rc != 0 || (rc = upload_masks(&t, err)) != 0) {
         goto done;
     }
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -663,6 +688,12 @@ done:
     free(t.res);
     model_cache_destroy(&t.clean);
     model_cache_destroy(&t.base);
+    if (t.masks != NULL) {
+        model_backend *be = model_session_backend(s);
+        be->free(be, t.masks);
+    }
+    free(t.row_specs);
+    free(t.row_values);
     free(t.first_diff);
     free(clean_hooks);
     free(base_hooks);

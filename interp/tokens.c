@@ -217,8 +217,22 @@ int interp_metric_parse(const model *m, const char *spec, interp_metric *out, ch
     return 0;
 }
 
-int interp_metric_eval(const interp_metric *metric, const float *logits, size_t V, double *out,
-                       char *err) {
+model_metric interp_metric_spec(const interp_metric *metric, int32_t mask_row) {
+    static const int32_t kinds[] = {
+        [INTERP_METRIC_LOGIT] = MODEL_METRIC_LOGIT,
+        [INTERP_METRIC_LOGIT_DIFF] = MODEL_METRIC_LOGIT_DIFF,
+        [INTERP_METRIC_LOGPROB] = MODEL_METRIC_LOGPROB,
+        [INTERP_METRIC_LEGAL_MASS] = MODEL_METRIC_MASS,
+    };
+    bool known = (int)metric->kind >= 0 && (size_t)metric->kind < sizeof kinds / sizeof *kinds;
+    return (model_metric){known ? kinds[metric->kind] : -1, metric->token, metric->token2,
+                          mask_row};
+}
+
+int interp_metric_check(const interp_metric *metric, size_t V, char *err) {
+    if ((int)metric->kind < 0 || metric->kind > INTERP_METRIC_LEGAL_MASS) {
+        return common_fail(err, COMMON_ERR_INVALID, "metric: unknown kind %d", (int)metric->kind);
+    }
     bool needs_token = metric->kind != INTERP_METRIC_LEGAL_MASS;
     if (needs_token && (metric->token < 0 || (size_t)metric->token >= V)) {
         return common_fail(err, COMMON_ERR_INVALID, "metric: token id %d outside 0..%zu",
@@ -232,32 +246,15 @@ int interp_metric_eval(const interp_metric *metric, const float *logits, size_t 
     if (metric->kind == INTERP_METRIC_LEGAL_MASS && metric->legal == NULL) {
         return common_fail(err, COMMON_ERR_INVALID, "metric legal_mass: no legal-token mask");
     }
-    double mx = -INFINITY, z = 0.0, mass = 0.0;
-    switch (metric->kind) {
-    case INTERP_METRIC_LOGIT:
-        *out = logits[metric->token];
-        return 0;
-    case INTERP_METRIC_LOGIT_DIFF:
-        *out = (double)logits[metric->token] - (double)logits[metric->token2];
-        return 0;
-    case INTERP_METRIC_LOGPROB:
-    case INTERP_METRIC_LEGAL_MASS:
-        for (size_t v = 0; v < V; v++) {
-            mx = logits[v] > mx ? logits[v] : mx;
-        }
-        for (size_t v = 0; v < V; v++) {
-            double e = exp((double)logits[v] - mx);
-            z += e;
-            if (metric->kind == INTERP_METRIC_LEGAL_MASS && metric->legal[v]) {
-                mass += e;
-            }
-        }
-        if (metric->kind == INTERP_METRIC_LOGPROB) {
-            *out = (double)logits[metric->token] - mx - log(z);
-        } else {
-            *out = mass / z;
-        }
-        return 0;
+    return 0;
+}
+
+int interp_metric_eval(const interp_metric *metric, const float *logits, size_t V, double *out,
+                       char *err) {
+    int rc = interp_metric_check(metric, V, err);
+    if (rc == 0) {
+        model_metric m = interp_metric_spec(metric, 0);
+        *out = model_metric_eval(&m, logits, metric->legal, V);
     }
-    return common_fail(err, COMMON_ERR_INVALID, "metric: unknown kind %d", (int)metric->kind);
+    return rc;
 }

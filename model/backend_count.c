@@ -56,6 +56,7 @@ static int c_upload(model_backend *be, model_ref dst, const void *host, size_t n
 
 static int c_download(model_backend *be, void *host, model_ref src, size_t n, char *err) {
     wait_counted(be);
+    ((counter *)be->impl)->n->downloaded += n;
     model_backend *in = inner_of(be, false);
     return in->download(in, host, src, n, err);
 }
@@ -134,6 +135,12 @@ static int c_centre_scale(model_backend *be, model_ref x, model_ref scale, size_
     return in->centre_scale(in, x, scale, rows, d, period, err);
 }
 
+static int c_row_metrics(model_backend *be, model_ref out, model_ref x, size_t x_ld, model_ref spec,
+                         model_ref masks, size_t n_masks, size_t rows, size_t V, char *err) {
+    model_backend *in = inner_of(be, true);
+    return in->row_metrics(in, out, x, x_ld, spec, masks, n_masks, rows, V, err);
+}
+
 static int c_legal_stats(model_backend *be, model_ref acc, size_t acc_T, model_ref x,
                          model_ref legal, size_t n_comp, size_t T, size_t V, char *err) {
     model_backend *in = inner_of(be, true);
@@ -180,6 +187,7 @@ int model_backend_count_new(model_backend **out, model_backend *inner, model_bac
         .sum_rows = c_sum_rows,
         .centre_scale = c_centre_scale,
         .legal_stats = c_legal_stats,
+        .row_metrics = c_row_metrics,
         .attn_fused = inner->attn_fused != NULL ? c_attn_fused : NULL,
     };
     *out = be;

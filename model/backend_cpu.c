@@ -796,6 +796,39 @@ static int cpu_legal_stats(model_backend *be, model_ref acc, size_t acc_T, model
     return 0;
 }
 
+/* One row at a time through model_metric_eval, the arithmetic the other backends repeat. */
+static int cpu_row_metrics(model_backend *be, model_ref out, model_ref x, size_t x_ld,
+                           model_ref spec, model_ref masks, size_t n_masks, size_t rows, size_t V,
+                           char *err) {
+    (void)be;
+    if (out.off % 2 != 0) {
+        return common_fail(err, COMMON_ERR_INVALID, "cpu backend row_metrics: odd offset %zu",
+                           out.off);
+    }
+    if (rows == 0) {
+        return 0;
+    }
+    if (check_range(out, 2 * rows, "row_metrics out", err) ||
+        check_range(x, (rows - 1) * x_ld + V, "row_metrics x", err) ||
+        check_range(spec, rows * MODEL_METRIC_FIELDS, "row_metrics spec", err) ||
+        (n_masks > 0 && check_range(masks, (n_masks * V + 3) / 4, "row_metrics masks", err))) {
+        return COMMON_ERR_INVALID;
+    }
+    double *o = (double *)(void *)at(out);
+    const model_metric *sp = (const model_metric *)(const void *)at(spec);
+    const uint8_t *mk = n_masks > 0 ? (const uint8_t *)(const void *)at(masks) : NULL;
+    for (size_t r = 0; r < rows; r++) {
+        const model_metric *m = &sp[r];
+        bool mass = m->kind == MODEL_METRIC_MASS;
+        if (mass && (m->mask < 0 || (size_t)m->mask >= n_masks)) {
+            o[r] = NAN;
+            continue;
+        }
+        o[r] = model_metric_eval(m, at(x) + r * x_ld, mass ? mk + (size_t)m->mask * V : NULL, V);
+    }
+    return 0;
+}
+
 static int cpu_sync(model_backend *be, char *err) {
     (void)be;
     (void)err;
@@ -859,6 +892,7 @@ int model_backend_cpu_new(model_backend **out, int n_threads, char *err) {
     be->sum_rows = cpu_sum_rows;
     be->centre_scale = cpu_centre_scale;
     be->legal_stats = cpu_legal_stats;
+    be->row_metrics = cpu_row_metrics;
     im->n_threads = (size_t)n_threads;
     cpu_pool *pool = &im->pool;
     pthread_mutex_init(&pool->mu, NULL);

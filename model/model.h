@@ -382,6 +382,32 @@ typedef struct model_attn {
     float attn_scale;
 } model_attn;
 
+/* A metric: one value read from a row of V logits (interp's metrics are these). */
+typedef enum model_metric_kind {
+    MODEL_METRIC_LOGIT,      /* x[token] */
+    MODEL_METRIC_LOGIT_DIFF, /* (double)x[token] - (double)x[token2] */
+    MODEL_METRIC_LOGPROB,    /* log_softmax(x)[token] */
+    MODEL_METRIC_MASS,       /* the softmax probability of the tokens of a mask, summed */
+} model_metric_kind;
+
+/* A metric's parameters: MODEL_METRIC_FIELDS int32 values in this order, which are also the
+ * rows of row_metrics' spec table. */
+typedef struct model_metric {
+    int32_t kind;   /* model_metric_kind */
+    int32_t token;  /* LOGIT, LOGIT_DIFF, LOGPROB */
+    int32_t token2; /* LOGIT_DIFF */
+    int32_t mask;   /* MASS: the row of the masks (row_metrics, model_cache_metrics) */
+} model_metric;
+#define MODEL_METRIC_FIELDS 4
+
+/* The value of metric m on logits x [V]; mask [V] (nonzero: the token counts towards MASS) is
+ * read for MASS only. With mx the largest x[v] (a double from -inf, in increasing v, by
+ * x[v] > mx) and z the double sum of exp((double)x[v] - mx) in increasing v, LOGPROB is
+ * (double)x[token] - mx - log(z) and MASS the same sum over the mask's tokens, divided by z.
+ * These are the operations every backend's row_metrics makes. NaN for a kind or a token
+ * outside range (callers check them first: interp_metric_eval, model_cache_metrics). */
+double model_metric_eval(const model_metric *m, const float *x, const uint8_t *mask, size_t V);
+
 /* A captured launch sequence of a backend (graph_end), replayed by graph_launch. Opaque. */
 typedef struct model_graph model_graph;
 
@@ -475,6 +501,18 @@ struct model_backend {
     int (*legal_stats)(model_backend *be, model_ref acc, size_t acc_T, model_ref x, model_ref legal,
                        size_t n_comp, size_t T, size_t V, char *err);
 
+    /* Metrics of rows of logits where the logits are, so that a patched run sends one value to
+     * the host instead of its V logits: for r < rows, out[r] = model_metric_eval(spec row r,
+     * the V floats from x.off + r * x_ld, mask row spec[r].mask, V). spec is int32 [rows,
+     * MODEL_METRIC_FIELDS] (model_metric's fields); masks holds n_masks rows of V bytes, packed
+     * from masks.off (ceil(n_masks * V / 4) elements; any ref when n_masks is 0); out is doubles
+     * [rows] from an even out.off. A spec with a kind, token or mask row out of range gives NaN.
+     * The CPU backend calls model_metric_eval; the CUDA backend makes the same operations with
+     * the device's exp and log (each within an ulp of the host's), so its values agree to double
+     * rounding. INVALID for an odd out.off or a range outside a buffer. */
+    int (*row_metrics)(model_backend *be, model_ref out, model_ref x, size_t x_ld, model_ref spec,
+                       model_ref masks, size_t n_masks, size_t rows, size_t V, char *err);
+
     /* Optional operations: NULL where a backend does not have them (the CPU backend has none),
      * and every caller has a path without them. */
 
@@ -490,9 +528,9 @@ struct model_backend {
      * graph_begin starts recording: the operations queued until graph_end are recorded, not
      * run, and must be device work only (copy2d, fill, gemm, add, layer_norm, affine,
      * gather_rows, attn_mask, softmax, gelu_new, sum_rows, centre_scale, legal_stats,
-     * attn_fused; an upload, download, sync, alloc or free while recording fails, and so fails
-     * graph_end). graph_end stops recording and sets *out (caller owns; graph_destroy) to the
-     * sequence; after a failure while recording it returns that failure, sets nothing and
+     * row_metrics, attn_fused; an upload, download, sync, alloc or free while recording fails, and
+     * so fails graph_end). graph_end stops recording and sets *out (caller owns; graph_destroy) to
+     * the sequence; after a failure while recording it returns that failure, sets nothing and
      * leaves the backend ready for ordinary work. graph_launch queues the whole sequence once, as
      * if its operations were queued again with the arguments they were recorded with: the same
      * buffers and offsets, whatever those buffers hold now. Buffers a graph uses must outlive it.
@@ -529,6 +567,7 @@ typedef struct model_backend_counts {
     uint64_t device_ops; /* operations queued on the device: uploads, copies, fills, products,
                           * the element-wise, reduction and attention ops (a GPU's launches) */
     uint64_t host_waits; /* downloads and syncs: the host waits for the device */
+    uint64_t downloaded; /* 4-byte elements the downloads brought to the host */
 } model_backend_counts;
 
 /* A backend over inner that passes every operation to it unchanged and counts it into *counts,
@@ -598,10 +637,24 @@ int model_cache_download_row(const model_cache *c, model_hook h, size_t row, flo
                              char *err);
 /* Downloads position pos of every batch row of a held hook of shape [B, T, W] (resid_*, the
  * logits, ...) into dst [B, W] (cap floats) with one device gather and one transfer, so that a
- * caller reading one position of many rows (a patched run's metric reads the last position's
+ * caller reading one position of many rows (a patch task's base runs read the last position's
  * logits) waits for the device once, not once per row. INVALID for another shape or pos >= T. */
 int model_cache_download_position(const model_cache *c, model_hook h, size_t pos, float *dst,
                                   size_t cap, char *err);
+/* Metric values of position pos of every batch row of a held hook of shape [B, T, V] (the
+ * logits), computed on the device: out[r] = specs[r] (model_metric_eval) on row r's V values at
+ * pos, for r < B. The spec table goes up, the op runs and B doubles come back: the caller waits
+ * once and the logits stay on the device. masks: n_masks packed rows of V bytes on the cache's
+ * backend (model_metric_masks_upload), or NULL with n_masks 0. NOT_FOUND when c does not hold
+ * h; INVALID for another shape, pos >= T, or a spec whose kind, token or mask row is out of
+ * range. */
+int model_cache_metrics(const model_cache *c, model_hook h, size_t pos, const model_metric *specs,
+                        model_buf *masks, size_t n_masks, double *out, char *err);
+/* A new buffer of `be` holding n_masks rows of V bytes (masks [n_masks, V], nonzero: the token
+ * counts towards a MASS metric) for model_cache_metrics; the caller frees it with be->free.
+ * INVALID for n_masks or V 0. */
+int model_metric_masks_upload(model_backend *be, const uint8_t *masks, size_t n_masks, size_t V,
+                              model_buf **out, char *err);
 /* The device tensor of a held hook (full shape [B, ...], row-major), for analyses that run
  * backend operations on it; buf is NULL when the cache does not hold the hook. Owned by c. */
 model_ref model_cache_ref(const model_cache *c, model_hook h);

@@ -33,10 +33,6 @@
 /* Last-position logits of rows prompts (tokens [rows, T]) into last [rows, V]. */
 static int last_logits(model_session *s, const int32_t *tokens, size_t rows, size_t T, size_t V,
                        float *last, char *err) {
-    float *row = malloc(T * V * sizeof *row); /* [T, V] */
-    if (row == NULL) {
-        return common_fail(err, COMMON_ERR_NOMEM, "patch task: out of memory for logits");
-    }
     int rc = 0;
     for (size_t r0 = 0; r0 < rows && rc == 0; r0 += BASE_ROWS) {
         size_t nb = rows - r0 < BASE_ROWS ? rows - r0 : BASE_ROWS;
@@ -44,16 +40,12 @@ static int last_logits(model_session *s, const int32_t *tokens, size_t rows, siz
         model_request_init(&req, s, tokens + r0 * T, nb, T);
         model_cache *c = NULL;
         rc = model_run(s, &req, &c, err);
-        for (size_t r = 0; r < nb && rc == 0; r++) {
-            rc = model_cache_download_row(c, (model_hook){MODEL_HOOK_LOGITS, -1}, r, row, T * V,
-                                          err);
-            if (rc == 0) {
-                memcpy(last + (r0 + r) * V, row + (T - 1) * V, V * sizeof *last);
-            }
+        if (rc == 0) { /* the batch's last positions in one transfer */
+            rc = model_cache_download_position(c, (model_hook){MODEL_HOOK_LOGITS, -1}, T - 1,
+                                               last + r0 * V, nb * V, err);
         }
         model_cache_destroy(&c);
     }
-    free(row);
     return rc;
 }
 

@@ -531,7 +531,7 @@ int main(int argc, char **argv) {
     /* The same work once more on a session over the counting backend: the launches (device
      * operations) and host waits of each figure, per call. The timed calls above ran a warm-up
      * and `repeat` calls; these run a warm-up and one, so the counts are halved. */
-    model_backend_counts oc = {0, 0}, per[5];
+    model_backend_counts oc = {0}, per[5];
     model_backend *counted = NULL;
     model_session *cs = NULL;
     if (model_backend_count_new(&counted, be, &oc, err) != 0 ||
@@ -541,7 +541,7 @@ int main(int argc, char **argv) {
     size_t legal_games = a.games < 4 ? (size_t)a.games : 4, cc = 0, cp = 0;
     double ignored = 0;
     for (int k = 0; k < 5; k++) {
-        oc = (model_backend_counts){0, 0};
+        oc = (model_backend_counts){0};
         int rc =
             k == 0   ? bench_forward(cs, game, B, T, 1, &ignored, err)
             : k == 1 ? bench_block_every(cs, game, T, T - 1, false, 1, &ignored, err)
@@ -556,6 +556,7 @@ int main(int argc, char **argv) {
         if (k < 3) { /* a warm-up and one call */
             per[k].device_ops /= 2;
             per[k].host_waits /= 2;
+            per[k].downloaded /= 2;
         }
     }
     model_session_destroy(&cs);
@@ -603,16 +604,19 @@ int main(int argc, char **argv) {
                            "sweep, one task of 64 pairs", "legal statistics, one game"};
     double time_of[5] = {fwd_s, last_s, mid_s, a.pairs > 0 ? sweep_s * 64 / (double)a.pairs : 0,
                          legal_games > 0 && a.games > 0 ? legal_s / (double)a.games : 0};
-    printf("  launches per call (device operations, host waits), and their share of the time at "
-           "%.2f us a launch:\n",
+    printf("  launches per call (device operations, host waits, KiB downloaded), and their share "
+           "of the time at %.2f us a launch:\n",
            launch_s * 1e6);
     for (int k = 0; k < 5; k++) {
-        uint64_t ops = per[k].device_ops;
-        if (k == 4) {
-            ops = legal_games > 0 ? ops / legal_games : 0;
+        uint64_t ops = per[k].device_ops, waits = per[k].host_waits, back = per[k].downloaded;
+        if (k == 4) { /* per game */
+            uint64_t g = legal_games > 0 ? legal_games : 1;
+            ops /= g;
+            waits /= g;
+            back /= g;
         }
-        printf("    %-28s %8" PRIu64 " ops %6" PRIu64 " waits", what[k], ops,
-               k == 4 && legal_games > 0 ? per[k].host_waits / legal_games : per[k].host_waits);
+        printf("    %-28s %8" PRIu64 " ops %6" PRIu64 " waits %9.1f KiB", what[k], ops, waits,
+               (double)back * 4.0 / 1024.0);
         if (time_of[k] > 0) {
             printf("  %6.1f%%", 100.0 * (double)ops * launch_s / time_of[k]);
         }

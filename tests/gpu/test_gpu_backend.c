@@ -583,6 +583,69 @@ static void test_legal_stats(void **state) {
     free(b);
 }
 
+/* row_metrics: model_metric_eval's operations on both sides, the device's exp and log within
+ * an ulp of the host's: every kind over the GPT-2 vocabulary and the chess one, rows of a wider
+ * buffer, and NaN for a spec out of range on both. */
+static void test_row_metrics(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    const size_t vocabs[] = {77, 50257};
+    for (size_t vi = 0; vi < 2; vi++) {
+        size_t V = vocabs[vi], ld = V + 5, rows = 300, n_masks = 4;
+        float *hx = random_floats(rows * ld, 12.0f, 0.0f);
+        uint8_t *masks = calloc(n_masks * V + 4, 1);
+        model_metric *spec = malloc(rows * sizeof *spec);
+        assert_non_null(masks);
+        assert_non_null(spec);
+        for (size_t i = 0; i < n_masks * V; i++) {
+            masks[i] = frand() > 0.5f;
+        }
+        for (size_t r = 0; r < rows; r++) {
+            spec[r] = (model_metric){(int32_t)(r % 4), (int32_t)((r * 7919) % V),
+                                     (int32_t)((r * 104729 + 3) % V), (int32_t)(r % n_masks)};
+        }
+        spec[7].token = (int32_t)V;            /* LOGIT_DIFF, a token past the vocabulary */
+        spec[11].mask = (int32_t)n_masks;      /* MASS, a mask row past the masks */
+        spec[13] = (model_metric){7, 0, 0, 0}; /* no such kind */
+        twin x = twin_new(hx, rows * ld), sp = twin_new(spec, rows * MODEL_METRIC_FIELDS);
+        twin mk = twin_new(masks, (n_masks * V + 3) / 4), out = twin_new(NULL, 2 * rows);
+        assert_int_equal(cpu->row_metrics(cpu, rc_(&out, 0), rc_(&x, 0), ld, rc_(&sp, 0),
+                                          rc_(&mk, 0), n_masks, rows, V, err),
+                         0);
+        assert_int_equal(dev->row_metrics(dev, rd_(&out, 0), rd_(&x, 0), ld, rd_(&sp, 0),
+                                          rd_(&mk, 0), n_masks, rows, V, err),
+                         0);
+        double *a = malloc(rows * sizeof *a), *b = malloc(rows * sizeof *b);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(dev->download(dev, a, rd_(&out, 0), 2 * rows, err), 0);
+        assert_int_equal(cpu->download(cpu, b, rc_(&out, 0), 2 * rows, err), 0);
+        for (size_t r = 0; r < rows; r++) {
+            bool bad = r == 7 || r == 11 || r == 13;
+            if (bad ? !(isnan(a[r]) && isnan(b[r]))
+                    : !(fabs(a[r] - b[r]) <= 1e-12 * (fabs(b[r]) > 1.0 ? fabs(b[r]) : 1.0))) {
+                fail_msg("row_metrics (V %zu): row %zu kind %d: device %.17g, CPU %.17g", V, r,
+                         (int)spec[r].kind, a[r], b[r]);
+            }
+        }
+        assert_int_equal(dev->row_metrics(dev, rd_(&out, 1), rd_(&x, 0), ld, rd_(&sp, 0),
+                                          rd_(&mk, 0), n_masks, rows, V, err),
+                         COMMON_ERR_INVALID);
+        assert_int_equal(dev->row_metrics(dev, rd_(&out, 0), rd_(&x, 0), ld + 1, rd_(&sp, 0),
+                                          rd_(&mk, 0), n_masks, rows, V, err),
+                         COMMON_ERR_INVALID);
+        twin_free(&x);
+        twin_free(&sp);
+        twin_free(&mk);
+        twin_free(&out);
+        free(hx);
+        free(masks);
+        free(spec);
+        free(a);
+        free(b);
+    }
+}
+
 static void test_range_errors(void **state) {
     (void)state;
     char err[COMMON_ERR_LEN];
@@ -960,6 +1023,7 @@ int main(void) {
         cmocka_unit_test(test_sum_rows),    cmocka_unit_test(test_attn_fused),
         cmocka_unit_test(test_graphs),      cmocka_unit_test(test_centre_scale),
         cmocka_unit_test(test_legal_stats), cmocka_unit_test(test_legal_accum),
+        cmocka_unit_test(test_row_metrics),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     model_backend_destroy(&dev);

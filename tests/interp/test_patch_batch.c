@@ -414,10 +414,11 @@ static void test_batch_bad_inputs(void **state) {
 }
 
 /* The host waits for the device once per request, not once per patched run: each request is a
- * forward (one sync) and one transfer of its rows' last-position logits, from which the metrics
- * are computed; with the pair's clean and corrupted runs that is 2 x (n_forwards + 2) waits at
- * most, whatever the number of patched runs the requests pack (counted on a backend that counts
- * what passes, over the fixture's CPU backend). */
+ * forward (one sync) and one transfer of its rows' metric values, computed on the device; with
+ * the pair's clean and corrupted runs that is 2 x (n_forwards + 2) waits at most, whatever the
+ * number of patched runs the requests pack. And only the metrics come back: one double (two
+ * elements) per run, not the run's logits (counted on a backend that counts what passes, over
+ * the fixture's CPU backend). */
 static void test_waits_per_request(void **state) {
     (void)state;
     char err[COMMON_ERR_LEN] = "";
@@ -425,7 +426,7 @@ static void test_waits_per_request(void **state) {
     load_model(&f, 1);
     batch b;
     make_batch(&f, 31, 20, &b);
-    model_backend_counts counts = {0, 0};
+    model_backend_counts counts = {0};
     model_backend *counted = NULL;
     model_session *s = NULL;
     assert_int_equal(model_backend_count_new(&counted, f.be, &counts, err), 0);
@@ -436,7 +437,7 @@ static void test_waits_per_request(void **state) {
         o.no_prefix_shortcut = true; /* every index a patched run */
         o.metric = b.pairs[0].metric;
         interp_patch_result *res = NULL;
-        counts = (model_backend_counts){0, 0};
+        counts = (model_backend_counts){0};
         if (interp_patch_run(s, b.pairs[0].clean, b.pairs[0].corrupted, b.T, &o, &res, err) != 0) {
             fail_msg("%s: %s", interp_patch_kind_name(o.kind), err);
         }
@@ -445,6 +446,11 @@ static void test_waits_per_request(void **state) {
             fail_msg("%s: %llu host waits for %zu requests (%zu patched runs)",
                      interp_patch_kind_name(o.kind), (unsigned long long)counts.host_waits,
                      res->n_forwards, runs);
+        }
+        size_t pairs_runs = runs + 2; /* the patched runs, the clean and the corrupted run */
+        if (counts.downloaded > 2 * pairs_runs) {
+            fail_msg("%s: %llu elements downloaded for %zu runs", interp_patch_kind_name(o.kind),
+                     (unsigned long long)counts.downloaded, pairs_runs);
         }
         if (o.kind == INTERP_PATCH_BLOCK_EVERY) { /* many runs a request: per-run waits fail */
             assert_true(runs > 2 * (res->n_forwards + 2));
