@@ -53,7 +53,7 @@ typedef struct cuda_impl {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
-    int *d_flag; /* set by a kernel that met an input it could not use (gather_rows) */
+    int *d_flag; /* set by a kernel that met an input it could not use (gather_rows, copy_rows) */
     int *h_flag; /* pinned: where the flag is read back */
     size_t in_use, peak;
     char name[32];
@@ -165,8 +165,8 @@ static int drain(cuda_impl *im, const char *op, char *err) {
             return cuda_fail(im, e, op, err);
         }
         return common_fail(err, COMMON_ERR_INVALID,
-                           "%s gather_rows: an index outside its table (the rows were not "
-                           "written)",
+                           "%s: a gather_rows index or a copy_rows entry outside its range (its "
+                           "rows were not written)",
                            im->name);
     }
     return 0;
@@ -544,6 +544,55 @@ static int cu_gather_rows(model_backend *be, model_ref dst, model_ref table, mod
     gather_rows_kernel<<<blocks_for(n * d, 256), 256, 0, im->stream>>>(
         at(dst), at(table), table_rows, (const int32_t *)(const void *)at(idx), n, d, im->d_flag);
     return launched(im, "gather_rows", err);
+}
+
+/* The y blocks stride over the table's entries, the x blocks over an entry's rows x cols
+ * elements. */
+__global__ void copy_rows_kernel(float *dst, size_t dst_ld, size_t dst_rows, const float *src,
+                                 size_t src_ld, size_t src_rows, const int32_t *table, size_t n,
+                                 size_t cols, int *flag) {
+    for (size_t e = blockIdx.y; e < n; e += gridDim.y) {
+        const int32_t *en = table + e * MODEL_COPY_ROWS_FIELDS;
+        int32_t d0 = en[0], s0 = en[1], rows = en[2];
+        if (d0 < 0 || s0 < 0 || rows < 0 || (size_t)d0 + (size_t)rows > dst_rows ||
+            (size_t)s0 + (size_t)rows > src_rows) {
+            if (blockIdx.x == 0 && threadIdx.x == 0) {
+                *flag = 1;
+            }
+            continue;
+        }
+        size_t count = (size_t)rows * cols;
+        for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count;
+             i += (size_t)gridDim.x * blockDim.x) {
+            size_t r = i / cols, c = i % cols;
+            dst[((size_t)d0 + r) * dst_ld + c] = src[((size_t)s0 + r) * src_ld + c];
+        }
+    }
+}
+
+static int cu_copy_rows(model_backend *be, model_ref dst, size_t dst_ld, size_t dst_rows,
+                        model_ref src, size_t src_ld, size_t src_rows, model_ref table, size_t n,
+                        size_t cols, char *err) {
+    cuda_impl *im = impl_of(be);
+    int rc = check_alive(im, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (n == 0 || cols == 0) {
+        return 0;
+    }
+    if (check_range(im, table, n * MODEL_COPY_ROWS_FIELDS, "copy_rows table", err) ||
+        (dst_rows > 0 && check_range(im, dst, (dst_rows - 1) * dst_ld + cols, "copy_rows", err)) ||
+        (src_rows > 0 && check_range(im, src, (src_rows - 1) * src_ld + cols, "copy_rows", err))) {
+        return COMMON_ERR_INVALID;
+    }
+    /* enough x blocks to cover a few rows of an entry at once (longer ones stride), one y
+     * block per entry up to the grid's limit */
+    dim3 grid(blocks_for(8 * cols, 256), (unsigned)(n < 65535 ? n : 65535));
+    copy_rows_kernel<<<grid, 256, 0, im->stream>>>(
+        dst_rows > 0 ? at(dst) : NULL, dst_ld, dst_rows, src_rows > 0 ? at(src) : NULL, src_ld,
+        src_rows, (const int32_t *)(const void *)at(table), n, cols, im->d_flag);
+    return launched(im, "copy_rows", err);
 }
 
 /* ---- attention ---- */
@@ -1278,6 +1327,7 @@ extern "C" int gpu_backend_new(model_backend **out, int device, const gpu_backen
     be->layer_norm = cu_layer_norm;
     be->affine = cu_affine;
     be->gather_rows = cu_gather_rows;
+    be->copy_rows = cu_copy_rows;
     be->attn_mask = cu_attn_mask;
     be->softmax = cu_softmax;
     be->gelu_new = cu_gelu_new;

@@ -141,6 +141,13 @@ static int c_row_metrics(model_backend *be, model_ref out, model_ref x, size_t x
     return in->row_metrics(in, out, x, x_ld, spec, masks, n_masks, rows, V, err);
 }
 
+static int c_copy_rows(model_backend *be, model_ref dst, size_t dst_ld, size_t dst_rows,
+                       model_ref src, size_t src_ld, size_t src_rows, model_ref table, size_t n,
+                       size_t cols, char *err) {
+    model_backend *in = inner_of(be, true);
+    return in->copy_rows(in, dst, dst_ld, dst_rows, src, src_ld, src_rows, table, n, cols, err);
+}
+
 static int c_legal_stats(model_backend *be, model_ref acc, size_t acc_T, model_ref x,
                          model_ref legal, size_t n_comp, size_t T, size_t V, char *err) {
     model_backend *in = inner_of(be, true);
@@ -188,6 +195,7 @@ int model_backend_count_new(model_backend **out, model_backend *inner, model_bac
         .centre_scale = c_centre_scale,
         .legal_stats = c_legal_stats,
         .row_metrics = c_row_metrics,
+        .copy_rows = c_copy_rows,
         .attn_fused = inner->attn_fused != NULL ? c_attn_fused : NULL,
     };
     *out = be;

@@ -222,7 +222,7 @@ typedef struct copy_ctx {
     size_t dst_ld, src_ld, cols;
 } copy_ctx;
 
-static void copy_rows(void *p, size_t b, size_t e) {
+static void copy_range(void *p, size_t b, size_t e) {
     const copy_ctx *c = p;
     for (size_t r = b; r < e; r++) {
         memcpy(c->dst + r * c->dst_ld, c->src + r * c->src_ld, c->cols * sizeof(float));
@@ -242,7 +242,42 @@ static int cpu_copy2d(model_backend *be, model_ref dst, size_t dst_ld, model_ref
         return rc;
     }
     copy_ctx c = {at(dst), at(src), dst_ld, src_ld, cols};
-    parallel_for(impl_of(be), rows, cols, copy_rows, &c);
+    parallel_for(impl_of(be), rows, cols, copy_range, &c);
+    return 0;
+}
+
+/* Every entry is checked before any is copied; each is then a copy2d. */
+static int cpu_copy_rows(model_backend *be, model_ref dst, size_t dst_ld, size_t dst_rows,
+                         model_ref src, size_t src_ld, size_t src_rows, model_ref table, size_t n,
+                         size_t cols, char *err) {
+    if (n == 0 || cols == 0) {
+        return 0;
+    }
+    if (check_range(table, n * MODEL_COPY_ROWS_FIELDS, "copy_rows table", err) ||
+        (dst_rows > 0 && check_range(dst, (dst_rows - 1) * dst_ld + cols, "copy_rows", err)) ||
+        (src_rows > 0 && check_range(src, (src_rows - 1) * src_ld + cols, "copy_rows", err))) {
+        return COMMON_ERR_INVALID;
+    }
+    const int32_t *t = (const int32_t *)(const void *)at(table);
+    for (size_t e = 0; e < n; e++) {
+        const int32_t *en = t + e * MODEL_COPY_ROWS_FIELDS;
+        if (en[0] < 0 || en[1] < 0 || en[2] < 0 || (size_t)en[0] + (size_t)en[2] > dst_rows ||
+            (size_t)en[1] + (size_t)en[2] > src_rows) {
+            return common_fail(err, COMMON_ERR_INVALID,
+                               "cpu backend copy_rows: entry %zu {%d, %d, %d} outside %zu "
+                               "destination and %zu source rows",
+                               e, (int)en[0], (int)en[1], (int)en[2], dst_rows, src_rows);
+        }
+    }
+    for (size_t e = 0; e < n; e++) {
+        const int32_t *en = t + e * MODEL_COPY_ROWS_FIELDS;
+        if (en[2] == 0) {
+            continue; /* also where dst or src holds no rows */
+        }
+        copy_ctx c = {at(dst) + (size_t)en[0] * dst_ld, at(src) + (size_t)en[1] * src_ld, dst_ld,
+                      src_ld, cols};
+        parallel_for(impl_of(be), (size_t)en[2], cols, copy_range, &c);
+    }
     return 0;
 }
 
@@ -885,6 +920,7 @@ int model_backend_cpu_new(model_backend **out, int n_threads, char *err) {
     be->layer_norm = cpu_layer_norm;
     be->affine = cpu_affine;
     be->gather_rows = cpu_gather_rows;
+    be->copy_rows = cpu_copy_rows;
     be->attn_mask = cpu_attn_mask;
     be->softmax = cpu_softmax;
     be->gelu_new = cpu_gelu_new;

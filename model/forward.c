@@ -41,6 +41,12 @@ typedef struct run {
     bool *want;                 /* [n_hooks] cached outputs */
     bool *patched;              /* [n_hooks] hooks with a patch */
     model_ref tok_idx, pos_idx; /* int32 [N] */
+    /* copy_rows tables [B, 3] of the rows' copies, uploaded with the indices: */
+    model_ref t_entry;   /* the base's rows p..len-1 -> the packed rows (the entry residual) */
+    model_ref t_prefix;  /* the base's rows 0..p-1 -> the same rows of a [B, T] tensor */
+    model_ref t_scatter; /* the packed rows -> rows p..len-1 of a [B, T] tensor */
+    size_t base_rows;    /* rows of a [B_base, T] tensor of the base (0 without a base) */
+    bool any_prefix;     /* some row starts after position 0 */
     char *err;
 } run;
 
@@ -179,6 +185,8 @@ static int validate(run *R) {
         prefix = prefix || R->p[r] > 0;
     }
     R->identity = R->N == q->B * q->T;
+    R->any_prefix = prefix;
+    R->base_rows = base ? base->B * base->T : 0;
     if (q->start_layer > 0) {
         model_hook a = hk(MODEL_HOOK_RESID_PRE, q->start_layer);
         model_hook b = hk(MODEL_HOOK_RESID_POST, q->start_layer - 1);
@@ -324,10 +332,14 @@ static int prefill(run *R, model_hook h, model_buf *dst) {
     bool pm = model_hook_position_major(h.kind);
     size_t w = pm ? row_n / T : T; /* floats per position (per query row) */
     size_t heads = pm ? 1 : R->H;  /* blocks of T rows within a batch row */
+    if (pm && R->any_prefix) {     /* every row's prefix in one operation */
+        rc = be->copy_rows(be, ref_at(dst, 0), w, R->B * T, ref_at(src, 0), w, R->base_rows,
+                           R->t_prefix, R->B, w, R->err);
+    }
     for (size_t r = 0; r < R->B && !rc; r++) {
         for (size_t hh = 0; hh < heads && !rc; hh++) {
             size_t o = r * row_n + hh * T * T;
-            if (R->p[r] > 0) {
+            if (!pm && R->p[r] > 0) {
                 size_t so = R->brow[r] * row_n + hh * T * T;
                 rc = be->copy2d(be, ref_at(dst, o), w, ref_at(src, so), w, R->p[r], w, R->err);
             }
@@ -360,20 +372,8 @@ static int finish(run *R, model_hook_kind k, int layer, model_ref packed, size_t
     if (!R->want[i] || R->identity) {
         return 0;
     }
-    model_buf *dst = R->out->bufs[i];
-    for (size_t r = 0; r < R->B; r++) {
-        size_t n = R->len[r] - R->p[r];
-        if (n == 0) {
-            continue;
-        }
-        int rc = R->be->copy2d(R->be, ref_at(dst, (r * R->T + R->p[r]) * width), width,
-                               ref_at(packed.buf, packed.off + R->start[r] * width), width, n,
-                               width, R->err);
-        if (rc) {
-            return rc;
-        }
-    }
-    return 0;
+    return R->be->copy_rows(R->be, ref_at(R->out->bufs[i], 0), width, R->B * R->T, packed, width,
+                            R->N, R->t_scatter, R->B, width, R->err);
 }
 
 /* Applies every patch of hook (k, layer) to its activation. Position-major hooks are packed
@@ -498,12 +498,9 @@ static int keys_values(run *R, int l, model_hook_kind k, model_ref x, model_ref 
             return rc;
         }
         model_buf *src = R->req->base ? model_cache_buf(R->req->base, hk(k, l)) : NULL;
-        for (size_t r = 0; r < R->B; r++) {
-            if (R->p[r] > 0 &&
-                (rc = R->be->copy2d(R->be, ref_at(full->buf, r * T * D), D,
-                                    ref_at(src, R->brow[r] * T * D), D, R->p[r], D, R->err))) {
-                return rc;
-            }
+        if (R->any_prefix && (rc = R->be->copy_rows(R->be, *full, D, R->B * T, ref_at(src, 0), D,
+                                                    R->base_rows, R->t_prefix, R->B, D, R->err))) {
+            return rc;
         }
     }
     model_ref packed = *full;
@@ -516,15 +513,8 @@ static int keys_values(run *R, int l, model_hook_kind k, model_ref x, model_ref 
     if (R->identity) {
         return 0;
     }
-    for (size_t r = 0; r < R->B; r++) {
-        size_t n = R->len[r] - R->p[r];
-        if (n && (rc = R->be->copy2d(R->be, ref_at(full->buf, (r * T + R->p[r]) * D), D,
-                                     ref_at(packed.buf, packed.off + R->start[r] * D), D, n, D,
-                                     R->err))) {
-            return rc;
-        }
-    }
-    return 0;
+    return R->be->copy_rows(R->be, *full, D, R->B * T, packed, D, R->N, R->t_scatter, R->B, D,
+                            R->err);
 }
 
 /* From z [N, H*Dh] packed (computed, not yet emitted) to attn_out: hook_z, hook_result when
@@ -742,7 +732,7 @@ static int block(run *R, int l, model_ref *x) {
 /* The residual entering start_layer, packed [N, D]. */
 static int entry_residual(run *R, model_ref *x) {
     model_backend *be = R->be;
-    size_t D = R->D, N = R->N, T = R->T;
+    size_t D = R->D, N = R->N;
     const model_request *q = R->req;
     int rc;
     if (q->start_layer == 0) {
@@ -765,14 +755,8 @@ static int entry_residual(run *R, model_ref *x) {
     if ((rc = ws_get(R, WS_POST, N * D, x))) {
         return rc;
     }
-    for (size_t r = 0; r < R->B; r++) {
-        size_t n = R->len[r] - R->p[r];
-        if (n && (rc = be->copy2d(be, ref_at(x->buf, R->start[r] * D), D,
-                                  ref_at(src, (R->brow[r] * T + R->p[r]) * D), D, n, D, R->err))) {
-            return rc;
-        }
-    }
-    return 0;
+    return be->copy_rows(be, *x, D, N, ref_at(src, 0), D, R->base_rows, R->t_entry, R->B, D,
+                         R->err);
 }
 
 static int unembed(run *R, model_ref x) {
@@ -793,26 +777,45 @@ static int unembed(run *R, model_ref x) {
     return 0;
 }
 
+_Static_assert(MODEL_COPY_ROWS_FIELDS == 3, "a copy_rows entry is {dst_row, src_row, rows}");
+
+/* Uploads, in one transfer, the packed rows' token ids and positions (the embeddings' gathers)
+ * and the copy_rows tables of the rows' copies. */
 static int upload_indices(run *R) {
-    int32_t *idx = malloc((2 * R->N + 1) * sizeof *idx);
+    size_t B = R->B, T = R->T, N = R->N, F = MODEL_COPY_ROWS_FIELDS;
+    if (B * T > INT32_MAX || R->base_rows > INT32_MAX) {
+        return common_fail(R->err, COMMON_ERR_INVALID, "run: %zu x %zu positions", B, T);
+    }
+    size_t n = 2 * N + 3 * F * B;
+    int32_t *idx = malloc(n * sizeof *idx);
     if (!idx) {
         return common_fail(R->err, COMMON_ERR_NOMEM, "run: out of memory");
     }
-    for (size_t r = 0; r < R->B; r++) {
+    int32_t *entry = idx + 2 * N, *prefix = entry + F * B, *scatter = prefix + F * B;
+    for (size_t r = 0; r < B; r++) {
         for (size_t t = R->p[r]; t < R->len[r]; t++) {
             size_t i = R->start[r] + t - R->p[r];
-            idx[i] = R->req->tokens[r * R->T + t];
-            idx[R->N + i] = (int32_t)t;
+            idx[i] = R->req->tokens[r * T + t];
+            idx[N + i] = (int32_t)t;
         }
+        int32_t p = (int32_t)R->p[r], m = (int32_t)(R->len[r] - R->p[r]);
+        int32_t base = (int32_t)(R->brow[r] * T), own = (int32_t)(r * T);
+        int32_t packed = (int32_t)R->start[r];
+        memcpy(entry + F * r, (int32_t[]){packed, base + p, m}, sizeof(int32_t[3]));
+        memcpy(prefix + F * r, (int32_t[]){own, base, p}, sizeof(int32_t[3]));
+        memcpy(scatter + F * r, (int32_t[]){own + p, packed, m}, sizeof(int32_t[3]));
     }
-    model_ref all; /* int32 [2N]: token ids, then positions */
-    int rc = ws_get(R, WS_IDX, 2 * R->N, &all);
+    model_ref all; /* int32: token ids [N], positions [N], then the three tables */
+    int rc = ws_get(R, WS_IDX, n, &all);
     if (rc == 0) {
-        rc = R->be->upload(R->be, all, idx, 2 * R->N, R->err);
+        rc = R->be->upload(R->be, all, idx, n, R->err);
     }
     free(idx);
     R->tok_idx = all;
-    R->pos_idx = ref_at(all.buf, R->N);
+    R->pos_idx = ref_at(all.buf, N);
+    R->t_entry = ref_at(all.buf, 2 * N);
+    R->t_prefix = ref_at(all.buf, 2 * N + F * B);
+    R->t_scatter = ref_at(all.buf, 2 * N + 2 * F * B);
     return rc;
 }
 
@@ -856,7 +859,8 @@ int model_run(model_session *s, const model_request *req, model_cache **out, cha
         rc = common_fail(err, COMMON_ERR_NOMEM, "run: out of memory");
         goto done;
     }
-    if ((rc = validate(&R)) || (rc = model_cache_new(&R.out, s, R.B, R.T, err))) {
+    if ((rc = validate(&R)) || (rc = model_cache_new(&R.out, s, R.B, R.T, err)) ||
+        (R.B > 0 && (rc = upload_indices(&R)))) {
         goto done;
     }
     for (size_t i = 0; i < nh; i++) {
@@ -868,7 +872,7 @@ int model_run(model_session *s, const model_request *req, model_cache **out, cha
     }
     model_ref x = {NULL, 0};
     if (R.N > 0) {
-        if ((rc = upload_indices(&R)) || (rc = entry_residual(&R, &x))) {
+        if ((rc = entry_residual(&R, &x))) {
             goto done;
         }
         for (int l = req->start_layer; l < req->stop_layer; l++) {

@@ -433,6 +433,18 @@ struct model_backend {
      * src_ld 0 broadcasts one row. */
     int (*copy2d)(model_backend *be, model_ref dst, size_t dst_ld, model_ref src, size_t src_ld,
                   size_t rows, size_t cols, char *err);
+    /* Many row blocks copied in one operation (a packed batch's per-row copies in one launch,
+     * not one per row): for each entry e < n of the int32 table [n, MODEL_COPY_ROWS_FIELDS],
+     * {dst_row, src_row, rows}, dst[dst.off + (dst_row + i) * dst_ld + c] = src[src.off +
+     * (src_row + i) * src_ld + c] for i < rows, c < cols. Entries must lie within the first
+     * dst_rows rows of dst and src_rows rows of src, ranges checked against the buffers as
+     * copy2d's are; an entry outside them is not copied and is reported as gather_rows reports
+     * an index outside its table: INVALID at once by the CPU backend (whose table is host
+     * memory), by the next download or sync by a device's. No destination may overlap another
+     * entry's or the source. */
+    int (*copy_rows)(model_backend *be, model_ref dst, size_t dst_ld, size_t dst_rows,
+                     model_ref src, size_t src_ld, size_t src_rows, model_ref table, size_t n,
+                     size_t cols, char *err);
     /* dst[i] = value for i < n. */
     int (*fill)(model_backend *be, model_ref dst, size_t n, float value, char *err);
     int (*gemm)(model_backend *be, const model_gemm *g, char *err);
@@ -526,7 +538,7 @@ struct model_backend {
     /* Capture and replay of a launch sequence (CUDA graphs), for work that repeats with the
      * same operations on the same buffers, where launching costs more than computing.
      * graph_begin starts recording: the operations queued until graph_end are recorded, not
-     * run, and must be device work only (copy2d, fill, gemm, add, layer_norm, affine,
+     * run, and must be device work only (copy2d, copy_rows, fill, gemm, add, layer_norm, affine,
      * gather_rows, attn_mask, softmax, gelu_new, sum_rows, centre_scale, legal_stats,
      * row_metrics, attn_fused; an upload, download, sync, alloc or free while recording fails, and
      * so fails graph_end). graph_end stops recording and sets *out (caller owns; graph_destroy) to
@@ -540,6 +552,9 @@ struct model_backend {
     int (*graph_launch)(model_backend *be, model_graph *g, char *err);
     void (*graph_destroy)(model_backend *be, model_graph *g);
 };
+
+/* The int32 fields of an entry of copy_rows' table: dst_row, src_row, rows. */
+#define MODEL_COPY_ROWS_FIELDS 3
 
 /* Largest n_groups of sum_rows (the bits of a non-negative int32). */
 #define MODEL_SUM_ROWS_MAX_GROUPS 31

@@ -583,6 +583,56 @@ static void test_legal_stats(void **state) {
     free(b);
 }
 
+/* copy_rows: many blocks of rows in one operation, equal on both sides (untouched elements
+ * included); an entry outside its rows refused by the CPU at once, by the device at the next
+ * sync, and the device still works afterwards. */
+static void test_copy_rows(void **state) {
+    (void)state;
+    char err[COMMON_ERR_LEN];
+    size_t src_rows = 900, src_ld = 800, dst_rows = 1000, dst_ld = 770, cols = 768, n = 300;
+    float *hs = random_floats(src_rows * src_ld, 1.0f, 0.0f);
+    int32_t *table = malloc(n * MODEL_COPY_ROWS_FIELDS * sizeof *table);
+    assert_non_null(table);
+    for (size_t e = 0; e < n; e++) { /* disjoint destinations of 0..3 rows */
+        int32_t rows = (int32_t)(e % 4);
+        int32_t *en = table + e * MODEL_COPY_ROWS_FIELDS;
+        en[0] = (int32_t)(e * 3);
+        en[1] = (int32_t)((e * 37) % (src_rows - 3));
+        en[2] = rows;
+    }
+    twin src = twin_new(hs, src_rows * src_ld), dst = twin_new(NULL, dst_rows * dst_ld + 5);
+    twin tb = twin_new(table, n * MODEL_COPY_ROWS_FIELDS);
+    assert_int_equal(cpu->copy_rows(cpu, rc_(&dst, 5), dst_ld, dst_rows, rc_(&src, 0), src_ld,
+                                    src_rows, rc_(&tb, 0), n, cols, err),
+                     0);
+    assert_int_equal(dev->copy_rows(dev, rd_(&dst, 5), dst_ld, dst_rows, rd_(&src, 0), src_ld,
+                                    src_rows, rd_(&tb, 0), n, cols, err),
+                     0);
+    expect_twin("copy_rows", &dst);
+    int32_t bad[3] = {(int32_t)dst_rows - 1, 0, 2};
+    assert_int_equal(cpu->upload(cpu, rc_(&tb, 6), bad, 3, err), 0);
+    assert_int_equal(dev->upload(dev, rd_(&tb, 6), bad, 3, err), 0);
+    assert_int_equal(cpu->copy_rows(cpu, rc_(&dst, 5), dst_ld, dst_rows, rc_(&src, 0), src_ld,
+                                    src_rows, rc_(&tb, 0), n, cols, err),
+                     COMMON_ERR_INVALID);
+    int rc = dev->copy_rows(dev, rd_(&dst, 5), dst_ld, dst_rows, rd_(&src, 0), src_ld, src_rows,
+                            rd_(&tb, 0), n, cols, err);
+    if (rc == 0) {
+        rc = dev->sync(dev, err);
+    }
+    assert_int_equal(rc, COMMON_ERR_INVALID);
+    assert_non_null(strstr(err, "copy_rows"));
+    assert_int_equal(dev->sync(dev, err), 0);
+    assert_int_equal(dev->copy_rows(dev, rd_(&dst, 5), dst_ld, dst_rows + 1, rd_(&src, 0), src_ld,
+                                    src_rows, rd_(&tb, 0), n, cols, err),
+                     COMMON_ERR_INVALID);
+    twin_free(&src);
+    twin_free(&dst);
+    twin_free(&tb);
+    free(hs);
+    free(table);
+}
+
 /* row_metrics: model_metric_eval's operations on both sides, the device's exp and log within
  * an ulp of the host's: every kind over the GPT-2 vocabulary and the chess one, rows of a wider
  * buffer, and NaN for a spec out of range on both. */
@@ -1023,7 +1073,7 @@ int main(void) {
         cmocka_unit_test(test_sum_rows),    cmocka_unit_test(test_attn_fused),
         cmocka_unit_test(test_graphs),      cmocka_unit_test(test_centre_scale),
         cmocka_unit_test(test_legal_stats), cmocka_unit_test(test_legal_accum),
-        cmocka_unit_test(test_row_metrics),
+        cmocka_unit_test(test_row_metrics), cmocka_unit_test(test_copy_rows),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     model_backend_destroy(&dev);
