@@ -19,7 +19,8 @@
  * inside the square root and divides; softmax subtracts the row maximum and maps a row with no
  * finite score to zeros; gelu_new is x / (1 + exp(-2u)). Sums are accumulated in double.
  * sum_rows and legal_stats make exactly the CPU's operations (one thread per column or cell),
- * so their accumulators equal the CPU's bit for bit.
+ * so their accumulators equal the CPU's bit for bit; row_metrics runs the host's own metric
+ * code (model/metric_eval.h), with the device's exp and log.
  *
  * Two optional operations of model.h are here too: fused attention (one warp per head and
  * query, online softmax, no score rows in memory), used by the forward when no hook needs the
@@ -39,6 +40,7 @@ extern "C" {
 #include "common/common.h"
 #include "gpu/gpu.h"
 #include "gpu/gpu_int.h"
+#include "model/metric_eval.h"
 #include "model/model.h"
 }
 
@@ -912,41 +914,19 @@ static int cu_legal_stats(model_backend *be, model_ref acc, size_t acc_T, model_
     return launched(im, "legal_stats", err);
 }
 
-/* One thread per row, making model_metric_eval's operations in its order (the maximum by the
- * same comparisons, the exponentials summed in double in increasing token order); only exp and
- * log are the device's own. */
+/* One thread per row, through the host's own arithmetic (metric_eval.h). */
 __global__ void row_metrics_kernel(double *out, const float *x, size_t x_ld,
                                    const model_metric *spec, const unsigned char *masks,
                                    size_t n_masks, size_t rows, size_t V) {
     size_t r = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     for (; r < rows; r += (size_t)gridDim.x * blockDim.x) {
         model_metric m = spec[r];
-        const float *xr = x + r * x_ld;
-        bool t1 = m.token >= 0 && (size_t)m.token < V;
-        bool t2 = m.token2 >= 0 && (size_t)m.token2 < V;
-        double v = NAN;
-        if (m.kind == MODEL_METRIC_LOGIT && t1) {
-            v = xr[m.token];
-        } else if (m.kind == MODEL_METRIC_LOGIT_DIFF && t1 && t2) {
-            v = (double)xr[m.token] - (double)xr[m.token2];
-        } else if ((m.kind == MODEL_METRIC_LOGPROB && t1) ||
-                   (m.kind == MODEL_METRIC_MASS && m.mask >= 0 && (size_t)m.mask < n_masks)) {
-            bool logprob = m.kind == MODEL_METRIC_LOGPROB;
-            const unsigned char *mk = logprob ? NULL : masks + (size_t)m.mask * V;
-            double mx = -INFINITY, z = 0.0, mass = 0.0;
-            for (size_t j = 0; j < V; j++) {
-                mx = xr[j] > mx ? xr[j] : mx;
-            }
-            for (size_t j = 0; j < V; j++) {
-                double e = exp((double)xr[j] - mx);
-                z += e;
-                if (!logprob && mk[j]) {
-                    mass += e;
-                }
-            }
-            v = logprob ? (double)xr[m.token] - mx - log(z) : mass / z;
+        bool mass = m.kind == MODEL_METRIC_MASS;
+        if (mass && (m.mask < 0 || (size_t)m.mask >= n_masks)) {
+            out[r] = NAN;
+            continue;
         }
-        out[r] = v;
+        out[r] = model_metric_value(&m, x + r * x_ld, mass ? masks + (size_t)m.mask * V : NULL, V);
     }
 }
 

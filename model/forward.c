@@ -10,10 +10,12 @@
  * tensors it returns. Otherwise activations live in workspace buffers and the cached ones are
  * scattered into the cache afterwards. Keys and values are assembled per layer in [B,T,D]
  * layout (prefix positions from the base cache, computed positions scattered in) because every
- * query attends to all earlier keys; the attention scores and pattern are always in TL's
- * [B,H,T,T] layout. A backend with fused attention (model.h, attn_fused) computes z without
- * them for every layer whose scores and pattern no hook caches or patches; the CPU backend has
- * none, so its numbers are those of the unfused composition.
+ * query attends to all earlier keys. Each of these copies of every row is one copy_rows
+ * operation, with tables uploaded once per run alongside the token indices, so a request of
+ * many rows makes as many launches for them as a request of one; the attention scores and pattern
+ * are always in TL's [B,H,T,T] layout. A backend with fused attention (model.h, attn_fused)
+ * computes z without them for every layer whose scores and pattern no hook caches or patches; the
+ * CPU backend has none, so its numbers are those of the unfused composition.
  *
  * Numerics follow TL (docs/TL-SEMANTICS.md section 2): LN divides by sqrt(var + eps); scores are
  * divided by attn_scale and masked with -inf; softmax then NaN -> 0; gelu_new; attn_out is

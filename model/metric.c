@@ -1,52 +1,20 @@
 /*
- * Metrics of rows of logits (model.h): the host arithmetic every backend's row_metrics makes,
- * and the cache-level call that evaluates one position of every row on the device so that only
- * one double per row comes back.
+ * Metrics of rows of logits (model.h): model_metric_eval (its arithmetic is metric_eval.h's,
+ * shared with the CUDA kernel), the masks' upload, and the cache-level call that evaluates one
+ * position of every row on the device so that only one double per row comes back.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/forward_int.h"
+#include "model/metric_eval.h"
 
 _Static_assert(sizeof(model_metric) == MODEL_METRIC_FIELDS * sizeof(int32_t),
                "a model_metric is one row of row_metrics' spec table");
 
-static bool token_ok(int32_t t, size_t V) {
-    return t >= 0 && (size_t)t < V;
-}
-
 double model_metric_eval(const model_metric *m, const float *x, const uint8_t *mask, size_t V) {
-    switch (m->kind) {
-    case MODEL_METRIC_LOGIT:
-        return token_ok(m->token, V) ? x[m->token] : NAN;
-    case MODEL_METRIC_LOGIT_DIFF:
-        if (!token_ok(m->token, V) || !token_ok(m->token2, V)) {
-            return NAN;
-        }
-        return (double)x[m->token] - (double)x[m->token2];
-    case MODEL_METRIC_LOGPROB:
-    case MODEL_METRIC_MASS: {
-        bool logprob = m->kind == MODEL_METRIC_LOGPROB;
-        if (logprob && !token_ok(m->token, V)) {
-            return NAN;
-        }
-        double mx = -INFINITY, z = 0.0, mass = 0.0;
-        for (size_t v = 0; v < V; v++) {
-            mx = x[v] > mx ? x[v] : mx;
-        }
-        for (size_t v = 0; v < V; v++) {
-            double e = exp((double)x[v] - mx);
-            z += e;
-            if (!logprob && mask[v]) {
-                mass += e;
-            }
-        }
-        return logprob ? (double)x[m->token] - mx - log(z) : mass / z;
-    }
-    default:
-        return NAN;
-    }
+    return model_metric_value(m, x, mask, V);
 }
 
 int model_metric_masks_upload(model_backend *be, const uint8_t *masks, size_t n_masks, size_t V,
@@ -83,10 +51,10 @@ static int check_spec(const model_metric *m, size_t r, size_t V, size_t n_masks,
     switch (m->kind) {
     case MODEL_METRIC_LOGIT:
     case MODEL_METRIC_LOGPROB:
-        ok = token_ok(m->token, V);
+        ok = model_metric_token_ok(m->token, V);
         break;
     case MODEL_METRIC_LOGIT_DIFF:
-        ok = token_ok(m->token, V) && token_ok(m->token2, V);
+        ok = model_metric_token_ok(m->token, V) && model_metric_token_ok(m->token2, V);
         break;
     case MODEL_METRIC_MASS:
         ok = m->mask >= 0 && (size_t)m->mask < n_masks;
