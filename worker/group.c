@@ -40,12 +40,14 @@ typedef struct share {
 typedef struct group_run {
     pthread_mutex_t mu;
     pthread_cond_t changed;
+    uint64_t changes; /* counts every signal of `changed`: the waiter waits only for a new one */
 } group_run;
 
 static void share_progress(void *ctx, double fraction) {
     share *sh = ctx;
     pthread_mutex_lock(&sh->run->mu);
     sh->fraction = fraction;
+    sh->run->changes++;
     pthread_cond_signal(&sh->run->changed);
     pthread_mutex_unlock(&sh->run->mu);
 }
@@ -58,6 +60,7 @@ static void *share_main(void *arg) {
     pthread_mutex_lock(&sh->run->mu);
     sh->rc = rc;
     sh->done = true;
+    sh->run->changes++;
     pthread_cond_signal(&sh->run->changed);
     pthread_mutex_unlock(&sh->run->mu);
     return NULL;
@@ -223,7 +226,7 @@ int worker_run_group(worker_executor *e, const coordinator_analysis *a, const co
     if (sh == NULL) {
         return common_fail(err, COMMON_ERR_NOMEM, "executor: out of memory");
     }
-    group_run run;
+    group_run run = {.changes = 0};
     pthread_mutex_init(&run.mu, NULL);
     pthread_cond_init(&run.changed, NULL);
     bool patch = w->kind == COORDINATOR_ANALYSIS_PATCH;
@@ -267,11 +270,14 @@ int worker_run_group(worker_executor *e, const coordinator_analysis *a, const co
         }
         sh[k].started = true;
     }
-    /* wait for every started share, passing their mean progress on from this thread */
+    /* wait for every started share, passing their mean progress on from this thread; the lock
+     * is let go while reporting, so a share may finish meanwhile: wait only when nothing has
+     * changed since the shares were read */
     pthread_mutex_lock(&run.mu);
     for (;;) {
         size_t done = 0;
         double sum = 0.0;
+        uint64_t seen = run.changes;
         for (size_t k = 0; k < n; k++) {
             done += !sh[k].started || sh[k].done;
             sum += sh[k].done ? 1.0 : sh[k].fraction;
@@ -282,7 +288,9 @@ int worker_run_group(worker_executor *e, const coordinator_analysis *a, const co
         pthread_mutex_unlock(&run.mu);
         worker_report_progress(e, sum / (double)n);
         pthread_mutex_lock(&run.mu);
-        pthread_cond_wait(&run.changed, &run.mu);
+        while (run.changes == seen) {
+            pthread_cond_wait(&run.changed, &run.mu);
+        }
     }
     pthread_mutex_unlock(&run.mu);
     for (size_t k = 0; k < n; k++) {
