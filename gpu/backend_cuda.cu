@@ -55,7 +55,8 @@ typedef struct cuda_impl {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
-    int *d_flag; /* set by a kernel that met an input it could not use (gather_rows, copy_rows) */
+    int *d_flag; /* set by a kernel that met an input it could not use (gather_rows, copy_rows,
+                  * attn_fused) */
     int *h_flag; /* pinned: where the flag is read back */
     size_t in_use, peak;
     char name[32];
@@ -167,8 +168,8 @@ static int drain(cuda_impl *im, const char *op, char *err) {
             return cuda_fail(im, e, op, err);
         }
         return common_fail(err, COMMON_ERR_INVALID,
-                           "%s: a gather_rows index or a copy_rows entry outside its range (its "
-                           "rows were not written)",
+                           "%s: a gather_rows index, copy_rows entry or attn_fused sequence "
+                           "outside its range (its rows were not written)",
                            im->name);
     }
     return 0;
@@ -974,51 +975,68 @@ static int cu_sync(model_backend *be, char *err) {
  * order with an online softmax (running maximum m, running sum l, z rescaled when m grows), so
  * no score row is stored. The maximum skips NaN scores and a NaN score makes the row NaN, and
  * a row whose scores are all -inf gives z = 0, as attn_mask + softmax do. z accumulates in
- * place (each lane owns its columns), so any d_head works. */
+ * place (each lane owns its columns), so any d_head works. The y blocks go over the packed
+ * sequences (model_attn), the x warps over one sequence's heads and queries. */
 __global__ void attn_fused_kernel(float *z, size_t z_ld, const float *q, size_t q_ld,
                                   const float *k, const float *v, size_t kv_ld, size_t n_heads,
-                                  size_t d_head, size_t q_begin, size_t nq, float attn_scale) {
+                                  size_t d_head, float attn_scale, const int32_t *seqs,
+                                  size_t n_seqs, size_t n_keys, size_t q_rows, size_t kv_rows,
+                                  int *flag) {
     size_t row = (size_t)blockIdx.x * ATTN_WARPS + (threadIdx.x >> 5);
     unsigned lane = threadIdx.x & 31;
-    if (row >= n_heads * nq) {
-        return; /* whole warps leave together: row is the same for all lanes of a warp */
-    }
-    size_t h = row / nq, i = row % nq, pos = q_begin + i;
-    const float *qr = q + i * q_ld + h * d_head;
-    float *zr = z + i * z_ld + h * d_head;
-    for (size_t d = lane; d < d_head; d += 32) {
-        zr[d] = 0.0f;
-    }
-    float m = -INFINITY;
-    double l = 0.0;
-    for (size_t j = 0; j <= pos; j++) {
-        const float *kr = k + j * kv_ld + h * d_head;
-        float dot = 0.0f;
+    for (size_t s = blockIdx.y; s < n_seqs; s += gridDim.y) {
+        const int32_t *sq = seqs + s * MODEL_ATTN_SEQ_FIELDS;
+        int32_t q_row = sq[0], kv_row = sq[1], q_begin = sq[2], q_end = sq[3];
+        if (q_row < 0 || kv_row < 0 || q_begin < 0 || q_end < q_begin || (size_t)q_end > n_keys ||
+            (size_t)q_row + (size_t)(q_end - q_begin) > q_rows ||
+            (size_t)kv_row + (size_t)q_end > kv_rows) {
+            if (row == 0 && lane == 0) {
+                *flag = 1;
+            }
+            continue;
+        }
+        size_t nq = (size_t)(q_end - q_begin);
+        if (row >= n_heads * nq) {
+            continue; /* whole warps skip together: row is the same for all lanes of a warp */
+        }
+        size_t h = row / nq, i = row % nq, pos = (size_t)q_begin + i;
+        const float *qr = q + ((size_t)q_row + i) * q_ld + h * d_head;
+        float *zr = z + ((size_t)q_row + i) * z_ld + h * d_head;
+        const float *ks = k + (size_t)kv_row * kv_ld, *vs = v + (size_t)kv_row * kv_ld;
         for (size_t d = lane; d < d_head; d += 32) {
-            dot += qr[d] * kr[d];
+            zr[d] = 0.0f;
         }
-        for (int o = 16; o > 0; o >>= 1) {
-            dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        float m = -INFINITY;
+        double l = 0.0;
+        for (size_t j = 0; j <= pos; j++) {
+            const float *kr = ks + j * kv_ld + h * d_head;
+            float dot = 0.0f;
+            for (size_t d = lane; d < d_head; d += 32) {
+                dot += qr[d] * kr[d];
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                dot += __shfl_xor_sync(0xffffffffu, dot, o);
+            }
+            float sc = dot / attn_scale;
+            float mn = sc > m ? sc : m;
+            if (mn == -INFINITY) {
+                continue; /* no finite score yet: this key weighs 0 */
+            }
+            float corr = expf(m - mn), p = expf(sc - mn);
+            l = l * (double)corr + (double)p;
+            const float *vr = vs + j * kv_ld + h * d_head;
+            for (size_t d = lane; d < d_head; d += 32) {
+                zr[d] = zr[d] * corr + p * vr[d];
+            }
+            m = mn;
         }
-        float sc = dot / attn_scale;
-        float mn = sc > m ? sc : m;
-        if (mn == -INFINITY) {
-            continue; /* no finite score yet: this key weighs 0 */
+        if (m == -INFINITY) {
+            continue; /* every key masked: TL's NaN -> 0, z stays 0 */
         }
-        float corr = expf(m - mn), p = expf(sc - mn);
-        l = l * (double)corr + (double)p;
-        const float *vr = v + j * kv_ld + h * d_head;
+        float inv = (float)(1.0 / l);
         for (size_t d = lane; d < d_head; d += 32) {
-            zr[d] = zr[d] * corr + p * vr[d];
+            zr[d] *= inv;
         }
-        m = mn;
-    }
-    if (m == -INFINITY) {
-        return; /* every key masked: TL's NaN -> 0, z stays 0 */
-    }
-    float inv = (float)(1.0 / l);
-    for (size_t d = lane; d < d_head; d += 32) {
-        zr[d] *= inv;
     }
 }
 
@@ -1028,24 +1046,29 @@ static int cu_attn_fused(model_backend *be, const model_attn *a, char *err) {
     if (rc != 0) {
         return rc;
     }
-    if (a->q_end <= a->q_begin || a->n_heads == 0 || a->d_head == 0) {
+    if (a->n_seqs == 0 || a->n_heads == 0 || a->d_head == 0 || a->n_keys == 0) {
         return 0;
     }
-    size_t nq = a->q_end - a->q_begin, w = a->n_heads * a->d_head;
-    if (a->n_keys < a->q_end) {
-        return common_fail(err, COMMON_ERR_INVALID, "%s attn_fused: %zu keys for queries up to %zu",
-                           im->name, a->n_keys, a->q_end);
+    size_t w = a->n_heads * a->d_head;
+    if (a->q_rows == 0 || a->kv_rows == 0) {
+        return common_fail(err, COMMON_ERR_INVALID, "%s attn_fused: %zu query and %zu key rows",
+                           im->name, a->q_rows, a->kv_rows);
     }
-    if (check_range(im, a->q, (nq - 1) * a->q_ld + w, "attn_fused q", err) ||
-        check_range(im, a->z, (nq - 1) * a->z_ld + w, "attn_fused z", err) ||
-        check_range(im, a->k, (a->q_end - 1) * a->kv_ld + w, "attn_fused k", err) ||
-        check_range(im, a->v, (a->q_end - 1) * a->kv_ld + w, "attn_fused v", err)) {
+    if (check_range(im, a->seqs, a->n_seqs * MODEL_ATTN_SEQ_FIELDS, "attn_fused seqs", err) ||
+        check_range(im, a->q, (a->q_rows - 1) * a->q_ld + w, "attn_fused q", err) ||
+        check_range(im, a->z, (a->q_rows - 1) * a->z_ld + w, "attn_fused z", err) ||
+        check_range(im, a->k, (a->kv_rows - 1) * a->kv_ld + w, "attn_fused k", err) ||
+        check_range(im, a->v, (a->kv_rows - 1) * a->kv_ld + w, "attn_fused v", err)) {
         return COMMON_ERR_INVALID;
     }
-    size_t rows = a->n_heads * nq;
-    attn_fused_kernel<<<blocks_for(rows, ATTN_WARPS), ATTN_WARPS * 32, 0, im->stream>>>(
+    /* x: a warp per (head, query) of the longest possible sequence (n_keys queries); y: the
+     * sequences, up to the grid's limit */
+    dim3 grid(blocks_for(a->n_heads * a->n_keys, ATTN_WARPS),
+              (unsigned)(a->n_seqs < 65535 ? a->n_seqs : 65535));
+    attn_fused_kernel<<<grid, ATTN_WARPS * 32, 0, im->stream>>>(
         at(a->z), a->z_ld, at(a->q), a->q_ld, at(a->k), at(a->v), a->kv_ld, a->n_heads, a->d_head,
-        a->q_begin, nq, a->attn_scale);
+        a->attn_scale, (const int32_t *)(const void *)at(a->seqs), a->n_seqs, a->n_keys, a->q_rows,
+        a->kv_rows, im->d_flag);
     return launched(im, "attn_fused", err);
 }
 

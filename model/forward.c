@@ -47,6 +47,7 @@ typedef struct run {
     model_ref t_entry;   /* the base's rows p..len-1 -> the packed rows (the entry residual) */
     model_ref t_prefix;  /* the base's rows 0..p-1 -> the same rows of a [B, T] tensor */
     model_ref t_scatter; /* the packed rows -> rows p..len-1 of a [B, T] tensor */
+    model_ref t_attn;    /* attn_fused's sequences [B, 4]: the packed queries, [B, T] keys */
     size_t base_rows;    /* rows of a [B_base, T] tensor of the base (0 without a base) */
     bool any_prefix;     /* some row starts after position 0 */
     char *err;
@@ -571,25 +572,22 @@ static int attention(run *R, int l, model_ref y, model_ref *attn_out) {
         if ((rc = home(R, MODEL_HOOK_Z, l, WS_Z, D, &z))) {
             return rc;
         }
-        for (size_t r = 0; r < R->B && rc == 0; r++) {
-            if (R->len[r] == R->p[r]) {
-                continue;
-            }
-            model_attn a = {H,
-                            Dh,
-                            R->p[r],
-                            R->len[r],
-                            T,
-                            ref_at(q.buf, q.off + R->start[r] * D),
-                            D,
-                            ref_at(kf.buf, kf.off + r * T * D),
-                            ref_at(vf.buf, vf.off + r * T * D),
-                            D,
-                            ref_at(z.buf, z.off + R->start[r] * D),
-                            D,
-                            R->cfg->attn_scale};
-            rc = be->attn_fused(be, &a, R->err);
-        }
+        model_attn a = {.n_heads = H,
+                        .d_head = Dh,
+                        .n_keys = T,
+                        .q = q,
+                        .q_ld = D,
+                        .k = kf,
+                        .v = vf,
+                        .kv_ld = D,
+                        .z = z,
+                        .z_ld = D,
+                        .attn_scale = R->cfg->attn_scale,
+                        .seqs = R->t_attn,
+                        .n_seqs = R->B,
+                        .q_rows = R->N,
+                        .kv_rows = R->B * T};
+        rc = be->attn_fused(be, &a, R->err);
         return rc ? rc : attention_out(R, l, z, attn_out);
     }
     size_t si = hidx(R, MODEL_HOOK_ATTN_SCORES, l), pi = hidx(R, MODEL_HOOK_PATTERN, l);
@@ -780,20 +778,22 @@ static int unembed(run *R, model_ref x) {
 }
 
 _Static_assert(MODEL_COPY_ROWS_FIELDS == 3, "a copy_rows entry is {dst_row, src_row, rows}");
+_Static_assert(MODEL_ATTN_SEQ_FIELDS == 4, "a sequence is {q_row, kv_row, q_begin, q_end}");
 
-/* Uploads, in one transfer, the packed rows' token ids and positions (the embeddings' gathers)
- * and the copy_rows tables of the rows' copies. */
+/* Uploads, in one transfer, the packed rows' token ids and positions (the embeddings' gathers),
+ * the copy_rows tables of the rows' copies and attn_fused's sequences. */
 static int upload_indices(run *R) {
     size_t B = R->B, T = R->T, N = R->N, F = MODEL_COPY_ROWS_FIELDS;
     if (B * T > INT32_MAX || R->base_rows > INT32_MAX) {
         return common_fail(R->err, COMMON_ERR_INVALID, "run: %zu x %zu positions", B, T);
     }
-    size_t n = 2 * N + 3 * F * B;
+    size_t n = 2 * N + 3 * F * B + MODEL_ATTN_SEQ_FIELDS * B;
     int32_t *idx = malloc(n * sizeof *idx);
     if (!idx) {
         return common_fail(R->err, COMMON_ERR_NOMEM, "run: out of memory");
     }
     int32_t *entry = idx + 2 * N, *prefix = entry + F * B, *scatter = prefix + F * B;
+    int32_t *attn = scatter + F * B;
     for (size_t r = 0; r < B; r++) {
         for (size_t t = R->p[r]; t < R->len[r]; t++) {
             size_t i = R->start[r] + t - R->p[r];
@@ -806,6 +806,8 @@ static int upload_indices(run *R) {
         memcpy(entry + F * r, (int32_t[]){packed, base + p, m}, sizeof(int32_t[3]));
         memcpy(prefix + F * r, (int32_t[]){own, base, p}, sizeof(int32_t[3]));
         memcpy(scatter + F * r, (int32_t[]){own + p, packed, m}, sizeof(int32_t[3]));
+        memcpy(attn + MODEL_ATTN_SEQ_FIELDS * r, (int32_t[]){packed, own, p, (int32_t)R->len[r]},
+               sizeof(int32_t[4]));
     }
     model_ref all; /* int32: token ids [N], positions [N], then the three tables */
     int rc = ws_get(R, WS_IDX, n, &all);
@@ -818,6 +820,7 @@ static int upload_indices(run *R) {
     R->t_entry = ref_at(all.buf, 2 * N);
     R->t_prefix = ref_at(all.buf, 2 * N + F * B);
     R->t_scatter = ref_at(all.buf, 2 * N + 2 * F * B);
+    R->t_attn = ref_at(all.buf, 2 * N + 3 * F * B);
     return rc;
 }
 

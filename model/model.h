@@ -356,22 +356,28 @@ typedef struct model_attn_rows {
     size_t n_keys;
 } model_attn_rows;
 
-/* Causal attention of one sequence without its scores or pattern in memory, for the optional
- * op attn_fused. For every head h < n_heads and query position q in [q_begin, q_end):
+/* Causal attention of a packed batch of sequences without their scores or patterns in memory,
+ * for the optional op attn_fused: all of a request's rows in one operation. Sequence s is entry
+ * s of the int32 table seqs [n_seqs, MODEL_ATTN_SEQ_FIELDS], {q_row, kv_row, q_begin, q_end}:
+ * its queries are the positions q in [q_begin, q_end), query q in row q_row + (q - q_begin) of q
+ * (and of z), and its key / value j < q_end in row kv_row + j of k (and of v). For every
+ * sequence, head h < n_heads and query q:
  *   z[q, h, :] = sum over keys j <= q of pattern[h, q, j] * v[j, h, :],
  * where pattern[h, q, :] is what the unfused composition gives: scores s_j = (q[q, h, :] .
  * k[j, h, :]) / attn_scale for j <= q, -inf for the rest of a row of n_keys keys (TL's mask),
  * then softmax with NaN -> 0 (a row without a finite score gives z = 0; a NaN score gives a NaN
  * row, as softmax does). Rows are position-major with heads side by side, as hook_q/k/v/z are:
- * query q's row starts at q.off + (q - q_begin) * q_ld (so does z's), key / value j's at
- * k.off + j * kv_ld (v.off + j * kv_ld); head h occupies columns [h * d_head, (h+1) * d_head).
- * Keys j >= q_end are never read. n_keys (>= q_end) is the width of the score rows of the
- * unfused composition (the sequence's T) and changes nothing mathematically; it is there so that
- * an implementation by that composition can reproduce the unfused forward bit for bit. z must
- * not overlap q, k or v. */
+ * row i of q starts at q.off + i * q_ld (of z at z.off + i * z_ld), row j of k at k.off + j *
+ * kv_ld (of v at v.off + j * kv_ld); head h occupies columns [h * d_head, (h+1) * d_head). Keys
+ * j >= q_end are never read. n_keys (>= every q_end) is the width of the score rows of the
+ * unfused composition (the sequences' T) and changes nothing mathematically; it is there so
+ * that an implementation by that composition can reproduce the unfused forward bit for bit.
+ * Every entry must lie within the first q_rows rows of q and z and kv_rows rows of k and v, with
+ * q_begin <= q_end <= n_keys (ranges the op checks against the buffers); an entry outside them
+ * is skipped and reported as copy_rows reports one. z must not overlap q, k or v, nor two
+ * sequences' z rows each other. */
 typedef struct model_attn {
     size_t n_heads, d_head;
-    size_t q_begin, q_end;
     size_t n_keys;
     model_ref q;
     size_t q_ld;
@@ -380,7 +386,11 @@ typedef struct model_attn {
     model_ref z;
     size_t z_ld;
     float attn_scale;
+    model_ref seqs; /* int32 [n_seqs, MODEL_ATTN_SEQ_FIELDS] */
+    size_t n_seqs;
+    size_t q_rows, kv_rows;
 } model_attn;
+#define MODEL_ATTN_SEQ_FIELDS 4
 
 /* A metric: one value read from a row of V logits (interp's metrics are these). */
 typedef enum model_metric_kind {
@@ -532,7 +542,7 @@ struct model_backend {
      * [H, T, T] tensor in memory. The forward uses it for a layer only when no hook of that
      * layer's scores or pattern is cached or patched; the unfused composition (gemm, attn_mask,
      * softmax, gemm) stays the reference it must agree with (float32: relative 1e-5). INVALID
-     * for a range outside a buffer or n_keys < q_end. */
+     * for a range outside a buffer. */
     int (*attn_fused)(model_backend *be, const model_attn *a, char *err);
 
     /* Capture and replay of a launch sequence (CUDA graphs), for work that repeats with the

@@ -297,9 +297,10 @@ static void test_attention(void **state) {
     free(hs_);
 }
 
-/* attn_fused against the unfused composition on the CPU: padded row strides, queries from 2,
- * a d_head wider than a warp, a key count above the queries, and scores large enough that the
- * online softmax rescales often. */
+/* attn_fused against the unfused composition on the CPU: three packed sequences in one call (one
+ * with queries from 2, one whose keys start at row 29, one without queries), padded row strides,
+ * a d_head wider than a warp, a key count above one sequence's queries, and scores large enough
+ * that the online softmax rescales often; a sequence outside its rows reported at the sync. */
 static void test_attn_fused(void **state) {
     (void)state;
     char err[COMMON_ERR_LEN];
@@ -307,45 +308,54 @@ static void test_attn_fused(void **state) {
         fprintf(stderr, "test_attn_fused: the backend has no fused attention\n");
         return;
     }
-    size_t H = 3, Dh = 37, T = 29, nk = 33, ld = H * Dh + 5, q0 = 2;
-    float *hq = random_floats(T * ld, 2.0f, 0.0f), *hk = random_floats(T * ld, 2.0f, 0.0f);
-    float *hv = random_floats(T * ld, 1.0f, 0.5f);
-    twin q = twin_new(hq, T * ld), k = twin_new(hk, T * ld), v = twin_new(hv, T * ld);
-    twin z = twin_new(NULL, T * ld);
-    model_attn a = {H,          Dh,         q0, T,          nk, rc_(&q, 0),      ld,
-                    rc_(&k, 0), rc_(&v, 0), ld, rc_(&z, 0), ld, sqrtf((float)Dh)};
-    assert_int_equal(test_attn_compose(cpu, &a, err), 0);
-    a.q = rd_(&q, 0);
-    a.k = rd_(&k, 0);
-    a.v = rd_(&v, 0);
-    a.z = rd_(&z, 0);
-    if (dev->attn_fused(dev, &a, err) != 0) {
-        fail_msg("%s", err);
+    size_t H = 3, Dh = 37, nk = 33, ld = H * Dh + 5, q_rows = 60, kv_rows = 62;
+    int32_t seqs[3 * MODEL_ATTN_SEQ_FIELDS] = {0, 0, 2, 29, 27, 29, 0, 33, 60, 0, 5, 5};
+    float *hq = random_floats(q_rows * ld, 2.0f, 0.0f);
+    float *hk = random_floats(kv_rows * ld, 2.0f, 0.0f);
+    float *hv = random_floats(kv_rows * ld, 1.0f, 0.5f);
+    twin q = twin_new(hq, q_rows * ld), k = twin_new(hk, kv_rows * ld);
+    twin v = twin_new(hv, kv_rows * ld), z = twin_new(NULL, q_rows * ld);
+    twin sq = twin_new(seqs, sizeof seqs / sizeof *seqs);
+    model_attn a = {.n_heads = H,
+                    .d_head = Dh,
+                    .n_keys = nk,
+                    .q_ld = ld,
+                    .kv_ld = ld,
+                    .z_ld = ld,
+                    .attn_scale = sqrtf((float)Dh),
+                    .n_seqs = 3,
+                    .q_rows = q_rows,
+                    .kv_rows = kv_rows};
+    for (int scale = 0; scale < 2; scale++) {
+        /* the second time, a scale that makes the scores large: the running maximum moves far */
+        a.attn_scale = scale == 0 ? sqrtf((float)Dh) : 0.05f;
+        a.q = rc_(&q, 0), a.k = rc_(&k, 0), a.v = rc_(&v, 0), a.z = rc_(&z, 0),
+        a.seqs = rc_(&sq, 0);
+        assert_int_equal(test_attn_compose(cpu, &a, err), 0);
+        a.q = rd_(&q, 0), a.k = rd_(&k, 0), a.v = rd_(&v, 0), a.z = rd_(&z, 0),
+        a.seqs = rd_(&sq, 0);
+        if (dev->attn_fused(dev, &a, err) != 0) {
+            fail_msg("%s", err);
+        }
+        expect_twin(scale == 0 ? "attn_fused" : "attn_fused, large scores", &z);
     }
-    expect_twin("attn_fused", &z);
-    /* a scale that makes the scores large: the running maximum moves by far */
-    a.attn_scale = 0.05f;
-    assert_int_equal(dev->attn_fused(dev, &a, err), 0);
-    a.q = rc_(&q, 0);
-    a.k = rc_(&k, 0);
-    a.v = rc_(&v, 0);
-    a.z = rc_(&z, 0);
-    assert_int_equal(test_attn_compose(cpu, &a, err), 0);
-    expect_twin("attn_fused, large scores", &z);
-    /* refusals */
-    a.q = rd_(&q, 0);
-    a.k = rd_(&k, 0);
-    a.v = rd_(&v, 0);
-    a.z = rd_(&z, 0);
-    a.n_keys = T - 1;
-    assert_int_equal(dev->attn_fused(dev, &a, err), COMMON_ERR_INVALID);
-    a.n_keys = nk;
+    /* refusals: rows past a buffer at once; a sequence past n_keys at the next sync */
     a.kv_ld = ld + 1;
     assert_int_equal(dev->attn_fused(dev, &a, err), COMMON_ERR_INVALID);
+    a.kv_ld = ld;
+    a.n_keys = 32;
+    int rc = dev->attn_fused(dev, &a, err);
+    if (rc == 0) {
+        rc = dev->sync(dev, err);
+    }
+    assert_int_equal(rc, COMMON_ERR_INVALID);
+    assert_non_null(strstr(err, "attn_fused"));
+    assert_int_equal(dev->sync(dev, err), 0);
     twin_free(&q);
     twin_free(&k);
     twin_free(&v);
     twin_free(&z);
+    twin_free(&sq);
     free(hq);
     free(hk);
     free(hv);

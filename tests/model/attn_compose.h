@@ -9,30 +9,38 @@
 #ifndef CHESSLENS_TESTS_ATTN_COMPOSE_H
 #define CHESSLENS_TESTS_ATTN_COMPOSE_H
 
+#include <stdlib.h>
+
 #include "model/model.h"
 
-/* z of `a` by the unfused ops of `be`, with a scratch score buffer [H, q_end, n_keys] (rows
- * q_begin.. used) allocated and freed here. */
-static inline int test_attn_compose(model_backend *be, const model_attn *a, char *err) {
-    size_t H = a->n_heads, Dh = a->d_head, nq = a->q_end - a->q_begin, nk = a->n_keys;
+/* z of one sequence of `a`, {q_row, kv_row, q_begin, q_end}, by the unfused ops of `be`, with
+ * a scratch score buffer [H, q_end, n_keys] (rows q_begin.. used) allocated and freed here. */
+static inline int test_attn_compose_seq(model_backend *be, const model_attn *a, const int32_t *seq,
+                                        char *err) {
+    size_t H = a->n_heads, Dh = a->d_head, nk = a->n_keys;
+    size_t q_begin = (size_t)seq[2], q_end = (size_t)seq[3], nq = q_end - q_begin;
     if (nq == 0 || H == 0) {
         return 0;
     }
+    model_ref q = {a->q.buf, a->q.off + (size_t)seq[0] * a->q_ld};
+    model_ref z = {a->z.buf, a->z.off + (size_t)seq[0] * a->z_ld};
+    model_ref k = {a->k.buf, a->k.off + (size_t)seq[1] * a->kv_ld};
+    model_ref v = {a->v.buf, a->v.off + (size_t)seq[1] * a->kv_ld};
     model_buf *s = NULL; /* [H, q_end, n_keys] */
-    int rc = be->alloc(be, H * a->q_end * nk, &s, err);
+    int rc = be->alloc(be, H * q_end * nk, &s, err);
     if (rc != 0) {
         return rc;
     }
-    size_t hs = a->q_end * nk;
-    model_ref rows0 = {s, a->q_begin * nk};
+    size_t hs = q_end * nk;
+    model_ref rows0 = {s, q_begin * nk};
     model_ref base = {s, 0};
     /* scores[h, q, j] = q[q, h] . k[j, h] for j < q_end, as the forward's gemm (n = q_end) */
-    model_gemm g1 = {false, true, nq,       a->q_end, Dh,    1.0f, 0.0f, a->q, a->q_ld,
-                     Dh,    a->k, a->kv_ld, Dh,       rows0, nk,   hs,   H};
-    model_attn_rows rows = {H, hs, a->q_begin, a->q_end, nk, nk};
+    model_gemm g1 = {false, true, nq,       q_end, Dh,    1.0f, 0.0f, q, a->q_ld,
+                     Dh,    k,    a->kv_ld, Dh,    rows0, nk,   hs,   H};
+    model_attn_rows rows = {H, hs, q_begin, q_end, nk, nk};
     /* z[q, h] = pattern[h, q, :q_end] @ v[:q_end, h] */
-    model_gemm g2 = {false, false, nq,       Dh, a->q_end, 1.0f,    0.0f, rows0, nk,
-                     hs,    a->v,  a->kv_ld, Dh, a->z,     a->z_ld, Dh,   H};
+    model_gemm g2 = {false, false, nq,       Dh, q_end, 1.0f,    0.0f, rows0, nk,
+                     hs,    v,     a->kv_ld, Dh, z,     a->z_ld, Dh,   H};
     if ((rc = be->gemm(be, &g1, err)) == 0 &&
         (rc = be->attn_mask(be, base, &rows, a->attn_scale, err)) == 0 &&
         (rc = be->softmax(be, base, base, &rows, err)) == 0) {
@@ -42,6 +50,21 @@ static inline int test_attn_compose(model_backend *be, const model_attn *a, char
         rc = be->sync(be, err); /* the scratch is freed below */
     }
     be->free(be, s);
+    return rc;
+}
+
+/* z of every sequence of `a` (its table read back from `be`), one after another. */
+static inline int test_attn_compose(model_backend *be, const model_attn *a, char *err) {
+    size_t n = a->n_seqs * MODEL_ATTN_SEQ_FIELDS;
+    int32_t *seqs = (int32_t *)malloc((n ? n : 1) * sizeof *seqs);
+    if (seqs == NULL) {
+        return COMMON_ERR_NOMEM;
+    }
+    int rc = be->download(be, seqs, a->seqs, n, err);
+    for (size_t i = 0; i < a->n_seqs && rc == 0; i++) {
+        rc = test_attn_compose_seq(be, a, seqs + i * MODEL_ATTN_SEQ_FIELDS, err);
+    }
+    free(seqs);
     return rc;
 }
 

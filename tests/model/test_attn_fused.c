@@ -3,9 +3,9 @@
  * not. The CPU backend has no fused op, so the test wraps it: a copy of its operation table
  * whose attn_fused is the unfused composition (tests/model/attn_compose.h) and counts its
  * calls. Runs on the wrapper must give the plain CPU session's numbers bit for bit (so the
- * descriptor the forward builds addresses the right rows), and the op must be called for every
- * layer and computed row exactly when no hook of the layer's attn_scores or pattern is cached
- * or patched.
+ * descriptor the forward builds addresses the right rows), and the op must be called once for
+ * every layer (all rows in one call) exactly when no hook of the layer's attn_scores or pattern
+ * is cached or patched.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -118,7 +118,7 @@ static size_t run_both(fixture *f, model_request *req) {
     return calls;
 }
 
-/* No hook at all: every layer of every row takes the fused path, one call per row. */
+/* No hook at all: every layer takes the fused path, one call for all rows. */
 static void test_used_without_hooks(void **state) {
     fixture *f = *state;
     enum { B = 3, T = 17 };
@@ -128,13 +128,13 @@ static void test_used_without_hooks(void **state) {
     model_request r;
     model_request_init(&r, f->plain, tok, B, T);
     r.lengths = lengths;
-    assert_int_equal(run_both(f, &r), (size_t)L * B);
+    assert_int_equal(run_both(f, &r), (size_t)L);
     /* hooks that only need z, q, k, v or results keep the fused path */
     model_hook hooks[4] = {hk(MODEL_HOOK_Z, 0), hk(MODEL_HOOK_RESULT, 1), hk(MODEL_HOOK_Q, 2),
                            hk(MODEL_HOOK_RESID_POST, 2)};
     r.hooks = hooks;
     r.n_hooks = 4;
-    assert_int_equal(run_both(f, &r), (size_t)L * B);
+    assert_int_equal(run_both(f, &r), (size_t)L);
 }
 
 /* A cached pattern or attn_scores keeps that layer, and only that layer, on the unfused path. */
@@ -148,11 +148,11 @@ static void test_not_used_when_cached(void **state) {
     model_hook pat = hk(MODEL_HOOK_PATTERN, 1);
     r.hooks = &pat;
     r.n_hooks = 1;
-    assert_int_equal(run_both(f, &r), (size_t)(L - 1) * B);
+    assert_int_equal(run_both(f, &r), (size_t)(L - 1));
     model_hook two[2] = {hk(MODEL_HOOK_ATTN_SCORES, 0), hk(MODEL_HOOK_PATTERN, 2)};
     r.hooks = two;
     r.n_hooks = 2;
-    assert_int_equal(run_both(f, &r), (size_t)(L - 2) * B);
+    assert_int_equal(run_both(f, &r), (size_t)(L - 2));
 }
 
 /* A patch of the pattern or the scores keeps its layer unfused, even with nothing cached. */
@@ -190,7 +190,7 @@ static void test_not_used_when_patched(void **state) {
 }
 
 /* Incremental runs (prefix keys and values from a base, packed rows starting late) give the
- * descriptor query offsets and a key count that differ per row. */
+ * descriptor's sequences query ranges and packed rows that differ per row. */
 static void test_incremental(void **state) {
     fixture *f = *state;
     char err[COMMON_ERR_LEN];
@@ -222,7 +222,7 @@ static void test_incremental(void **state) {
     r.base = base;
     r.base_rows = rows;
     r.lengths = lengths;
-    assert_int_equal(run_both(f, &r), (size_t)(L - 1) * B);
+    assert_int_equal(run_both(f, &r), (size_t)(L - 1));
     model_cache_destroy(&base);
 }
 
